@@ -1,0 +1,180 @@
+//! The running appliance: the shared state every request sees, and its life cycle
+//! (start, serve, drain, stop).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::router::Router;
+use crate::http::server::{self, Listeners};
+use crate::http::tls::Tls;
+use crate::store::{DeviceIdentity, STORE_FILE, Store};
+use crate::system::health::{self, Readiness};
+use crate::system::lock::DataDirLock;
+use crate::telemetry::Metrics;
+
+/// State shared by every connection and request, behind one `Arc`.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub device: DeviceIdentity,
+    pub router: Router,
+    /// `None` when the HTTPS listener is off.
+    pub tls: Option<Arc<Tls>>,
+    pub started_at: Instant,
+    /// Set when shutdown begins: readiness turns false so balancers stop sending work.
+    pub draining: AtomicBool,
+    /// The last readiness report, reused for a second so probes cannot hammer fsync.
+    readiness_cache: Mutex<Option<(Instant, Arc<Readiness>)>>,
+}
+
+const READINESS_TTL: Duration = Duration::from_secs(1);
+
+impl App {
+    /// Runs (or reuses) the readiness checks off the tokio workers.
+    pub async fn readiness(self: &Arc<Self>) -> Arc<Readiness> {
+        if let Some((at, report)) = self.readiness_cache.lock().expect("poisoned").as_ref()
+            && at.elapsed() < READINESS_TTL
+        {
+            return Arc::clone(report);
+        }
+        let app = Arc::clone(self);
+        let report = tokio::task::spawn_blocking(move || {
+            health::check(
+                &app.store,
+                &app.config.data_dir,
+                app.config.health.min_free_disk.0,
+                app.draining.load(Ordering::Relaxed),
+            )
+        })
+        .await
+        .map_or_else(
+            |e| Readiness {
+                ready: false,
+                checks: vec![health::Check { name: "probe", ok: false, detail: e.to_string() }],
+            },
+            |r| r,
+        );
+        let report = Arc::new(report);
+        *self.readiness_cache.lock().expect("poisoned") = Some((Instant::now(), Arc::clone(&report)));
+        report
+    }
+
+    fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        *self.readiness_cache.lock().expect("poisoned") = None;
+    }
+}
+
+/// A started appliance: listeners bound, store open.
+pub struct Running {
+    pub app: Arc<App>,
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    listeners: server::Serving,
+    _lock: DataDirLock,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("http_addr", &self.http_addr)
+            .field("https_addr", &self.https_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks the data dir, opens the store, loads TLS and binds the listeners.
+///
+/// # Errors
+/// The data dir is locked or unusable, the store cannot open or migrate, TLS material is
+/// invalid, or a listener cannot bind.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let started_at = Instant::now();
+    let start_time_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let lock = DataDirLock::acquire(&config.data_dir)?;
+    let store_path = config.data_dir.join(STORE_FILE);
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await?
+        .context("cannot open the store")?;
+    let store = Arc::new(store);
+    let device = store.device()?;
+    let tls = match config.https.listen.addr() {
+        Some(_) => {
+            let (https, dir) = (config.https.clone(), config.data_dir.clone());
+            Some(Arc::new(tokio::task::spawn_blocking(move || Tls::load_or_generate(&https, &dir)).await??))
+        }
+        None => None,
+    };
+    let metrics = Metrics::new(Arc::clone(&store), start_time_unix);
+    let listeners = Listeners::bind(&config).await?;
+    let (http_addr, https_addr) = (listeners.http_addr(), listeners.https_addr());
+    let app = Arc::new(App {
+        config,
+        store,
+        metrics,
+        device,
+        router: Router::new(),
+        tls,
+        started_at,
+        draining: AtomicBool::new(false),
+        readiness_cache: Mutex::new(None),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let serving = server::serve(Arc::clone(&app), listeners, shutdown_rx);
+    tracing::info!(
+        device = %app.device.id,
+        ?http_addr,
+        ?https_addr,
+        elapsed_ms = started_at.elapsed().as_millis(),
+        "cairn is ready"
+    );
+    Ok(Running { app, http_addr, https_addr, shutdown, listeners: serving, _lock: lock })
+}
+
+impl Running {
+    /// A sender that starts the shutdown when `true` is sent (signal handlers hold it).
+    #[must_use]
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Starts a graceful shutdown now.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Waits for shutdown to be requested, then drains in-flight requests up to the
+    /// configured deadline, flushes the store and releases the data-dir lock.
+    ///
+    /// # Errors
+    /// The final store flush failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+        self.app.begin_draining();
+        crate::system::notify::stopping();
+        let deadline = self.app.config.limits.shutdown_deadline;
+        tracing::info!(deadline_ms = deadline.as_millis(), "shutting down: draining in-flight requests");
+        let drained = self.listeners.drain(deadline).await;
+        if drained {
+            tracing::info!("all connections closed");
+        } else {
+            tracing::warn!("shutdown deadline passed with requests still in flight; closing them");
+        }
+        let store = Arc::clone(&self.app.store);
+        tokio::task::spawn_blocking(move || store.flush()).await?.context("final store flush")?;
+        tracing::info!("store flushed; bye");
+        Ok(())
+    }
+}

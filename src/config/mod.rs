@@ -1,0 +1,419 @@
+//! Configuration: one TOML file, `CAIRN_*` environment variables and command-line
+//! flags, merged in that order of precedence (file < env < flag) and validated once
+//! at start.
+//!
+//! Every key is listed in [`KEYS`]; the environment variable of a key is derived from
+//! its dotted path (`limits.max_body_bytes` → `CAIRN_LIMITS_MAX_BODY_BYTES`). Unknown
+//! keys, unknown `CAIRN_*` variables and bad values are errors that name the key and
+//! the expected form.
+
+mod values;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+pub use values::{ByteSize, Listen, LogFormat};
+
+/// Variables with the `CAIRN_` prefix that are not configuration keys.
+pub const NON_CONFIG_ENV: &[&str] = &[
+    "CAIRN_CONFIG",
+    "CAIRN_ADMIN_PASSWORD",
+    "CAIRN_ADMIN_PASSWORD_FILE",
+    "CAIRN_LOG",
+];
+
+/// The effective configuration of a `cairn serve`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, the TLS material and the lock live.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub https: HttpsConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+    pub health: HealthConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Plain HTTP listener, `off` to disable. Loopback by default: on the LAN, use HTTPS.
+    pub listen: Listen,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    pub listen: Listen,
+    /// PEM certificate chain; when unset, a self-signed certificate is generated in the data dir.
+    pub cert: Option<PathBuf>,
+    /// PEM private key for `cert`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: ByteSize,
+    /// A client must send complete request headers within this time.
+    #[serde(with = "values::duration")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this time.
+    #[serde(with = "values::duration")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// On SIGTERM, in-flight requests get this long to finish.
+    #[serde(with = "values::duration")]
+    pub shutdown_deadline: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `cairn=debug,hyper=warn`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// `/readyz` fails when the data dir's file system has less free space than this.
+    pub min_free_disk: ByteSize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without authentication.
+    pub public: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("STATE_DIRECTORY")
+            // systemd may pass several colon-separated dirs; the first is ours.
+            .and_then(|dirs| dirs.to_str().and_then(|d| d.split(':').next().map(PathBuf::from)))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("./cairn-data"));
+        Self {
+            data_dir,
+            http: HttpConfig::default(),
+            https: HttpsConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+            health: HealthConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))) }
+    }
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self { listen: Listen::On(SocketAddr::from(([0, 0, 0, 0], 8443))), cert: None, key: None }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: ByteSize(64 * 1024 * 1024),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+            shutdown_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".into(), format: LogFormat::Plain }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { min_free_disk: ByteSize(256 * 1024 * 1024) }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { public: false }
+    }
+}
+
+/// What a configuration key holds, to turn an environment string into a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Text,
+    Integer,
+    Bool,
+}
+
+/// One configuration key: its dotted path, its kind, and the form a value takes.
+#[derive(Debug)]
+pub struct Key {
+    pub path: &'static str,
+    pub kind: KeyKind,
+    pub form: &'static str,
+}
+
+/// Every configuration key. The env var of a key is `CAIRN_` + the path in upper case,
+/// dots as underscores.
+pub const KEYS: &[Key] = &[
+    Key { path: "data_dir", kind: KeyKind::Text, form: "a directory path" },
+    Key { path: "http.listen", kind: KeyKind::Text, form: "ADDR:PORT or off" },
+    Key { path: "https.listen", kind: KeyKind::Text, form: "ADDR:PORT or off" },
+    Key { path: "https.cert", kind: KeyKind::Text, form: "a PEM certificate chain path" },
+    Key { path: "https.key", kind: KeyKind::Text, form: "a PEM private key path" },
+    Key { path: "limits.max_body_bytes", kind: KeyKind::Text, form: "a size such as 64MiB" },
+    Key { path: "limits.header_read_timeout", kind: KeyKind::Text, form: "a duration such as 10s" },
+    Key { path: "limits.idle_timeout", kind: KeyKind::Text, form: "a duration such as 75s" },
+    Key { path: "limits.max_connections", kind: KeyKind::Integer, form: "a positive integer" },
+    Key { path: "limits.shutdown_deadline", kind: KeyKind::Text, form: "a duration such as 30s" },
+    Key { path: "log.level", kind: KeyKind::Text, form: "a filter such as info or cairn=debug" },
+    Key { path: "log.format", kind: KeyKind::Text, form: "plain or json" },
+    Key { path: "health.min_free_disk", kind: KeyKind::Text, form: "a size such as 256MiB" },
+    Key { path: "metrics.public", kind: KeyKind::Bool, form: "true or false" },
+];
+
+impl Key {
+    #[must_use]
+    pub fn env_name(&self) -> String {
+        format!("CAIRN_{}", self.path.replace('.', "_").to_ascii_uppercase())
+    }
+}
+
+/// Overrides given on the command line, highest precedence.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `(dotted key, value as typed)`.
+    pub values: Vec<(&'static str, String)>,
+}
+
+impl Overrides {
+    pub fn set(&mut self, key: &'static str, value: impl Into<String>) {
+        self.values.push((key, value.into()));
+    }
+}
+
+/// Where the effective configuration came from, for `config show` and the start log.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+/// Loads the configuration: `file` (if any) < `env` (the `CAIRN_*` variables) < `flags`.
+///
+/// # Errors
+/// An unreadable file, TOML syntax errors, unknown keys or env vars, and bad values,
+/// each with the key named.
+pub fn load(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    flags: &Overrides,
+) -> anyhow::Result<Loaded> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            text.parse::<toml::Table>()
+                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+        }
+        None => toml::Table::new(),
+    };
+    for (name, value) in env {
+        if !name.starts_with("CAIRN_") || NON_CONFIG_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(key) = KEYS.iter().find(|k| k.env_name() == *name) else {
+            bail!(
+                "unknown environment variable {name}: cairn knows {}",
+                KEYS.iter().map(Key::env_name).collect::<Vec<_>>().join(", ")
+            );
+        };
+        insert(&mut table, key, value).with_context(|| format!("environment variable {name}"))?;
+    }
+    for (path, value) in &flags.values {
+        let key = KEYS.iter().find(|k| k.path == *path).expect("flags map to known keys");
+        insert(&mut table, key, value).with_context(|| format!("flag for {path}"))?;
+    }
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let form = KEYS.iter().find(|k| k.path == path).map(|k| k.form);
+            match form {
+                Some(form) => anyhow::anyhow!("config key `{path}`: {}; expected {form}", e.inner()),
+                None => anyhow::anyhow!("config key `{path}`: {}", e.inner()),
+            }
+        })?;
+    config.validate()?;
+    Ok(Loaded { config, file: file.map(Path::to_path_buf) })
+}
+
+fn insert(table: &mut toml::Table, key: &Key, raw: &str) -> anyhow::Result<()> {
+    let value = match key.kind {
+        KeyKind::Text => toml::Value::String(raw.to_owned()),
+        KeyKind::Integer => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
+        ),
+        KeyKind::Bool => toml::Value::Boolean(
+            raw.trim().parse().map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
+        ),
+    };
+    let mut parts = key.path.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), value);
+            return Ok(());
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| anyhow::anyhow!("config key `{part}` must be a table"))?;
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks the relations serde cannot express.
+    ///
+    /// # Errors
+    /// A message naming the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("config key `data_dir`: must not be empty; expected a directory path");
+        }
+        if self.http.listen == Listen::Off && self.https.listen == Listen::Off {
+            bail!("config keys `http.listen` and `https.listen` are both off: nothing would serve");
+        }
+        if self.https.cert.is_some() != self.https.key.is_some() {
+            bail!("config keys `https.cert` and `https.key` go together: set both or neither");
+        }
+        if let (Listen::On(a), Listen::On(b)) = (self.http.listen, self.https.listen)
+            && a == b
+        {
+            bail!("config keys `http.listen` and `https.listen` are both {a}");
+        }
+        if self.limits.max_connections == 0 {
+            bail!("config key `limits.max_connections`: must be at least 1");
+        }
+        if self.limits.max_body_bytes.0 == 0 {
+            bail!("config key `limits.max_body_bytes`: must be at least 1 byte");
+        }
+        for (key, value) in [
+            ("limits.header_read_timeout", self.limits.header_read_timeout),
+            ("limits.idle_timeout", self.limits.idle_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("config key `{key}`: must be longer than zero");
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            anyhow::anyhow!("config key `log.level`: {e}; expected a filter such as info")
+        })?;
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets redacted (none are stored in the file
+    /// today: key material lives in files the config only points to).
+    ///
+    /// # Panics
+    /// Never: every field serializes.
+    #[must_use]
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// The `CAIRN_*` variables of this process.
+#[must_use]
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().filter(|(name, _)| name.starts_with("CAIRN_")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let loaded = load(None, &BTreeMap::new(), &Overrides::default()).unwrap();
+        assert_eq!(loaded.config.http.listen, Listen::On("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(loaded.config.limits.max_body_bytes, ByteSize(64 << 20));
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.toml");
+        std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:1\"\n[log]\nlevel = \"warn\"\n")
+            .unwrap();
+        let env = env(&[("CAIRN_HTTP_LISTEN", "127.0.0.1:2"), ("CAIRN_LOG_LEVEL", "debug")]);
+        let mut flags = Overrides::default();
+        flags.set("http.listen", "off");
+        let loaded = load(Some(&file), &env, &flags).unwrap();
+        assert_eq!(loaded.config.http.listen, Listen::Off);
+        assert_eq!(loaded.config.log.level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cairn.toml");
+        std::fs::write(&file, "[limits]\nmax_body = 3\n").unwrap();
+        let err = load(Some(&file), &BTreeMap::new(), &Overrides::default()).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("limits"), "{text}");
+        assert!(text.contains("max_body"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_form() {
+        let err = load(None, &env(&[("CAIRN_LIMITS_IDLE_TIMEOUT", "soon")]), &Overrides::default())
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("limits.idle_timeout") && text.contains("duration"), "{text}");
+        let err = load(None, &env(&[("CAIRN_LIMITS_MAX_CONNECTIONS", "x")]), &Overrides::default())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("CAIRN_LIMITS_MAX_CONNECTIONS"));
+        let err =
+            load(None, &env(&[("CAIRN_HTTP_LISTN", "x")]), &Overrides::default()).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown environment variable CAIRN_HTTP_LISTN"));
+    }
+
+    #[test]
+    fn every_key_round_trips_through_env() {
+        for key in KEYS {
+            assert!(key.env_name().starts_with("CAIRN_"));
+        }
+        let shown = Config::default().to_redacted_toml();
+        let back: Config = toml::from_str(&shown).unwrap();
+        assert_eq!(back, Config::default());
+    }
+}

@@ -1,0 +1,20 @@
+//! The HTTP layer: listeners, TLS, the route table, the request pipeline and handlers.
+//!
+//! Architecture invariant: only this module knows HTTP and JSON. Handlers translate a
+//! request into calls on domain modules and their results (or errors, through
+//! [`ApiError`]) into responses; no domain module sees a request.
+
+pub mod error;
+pub mod handlers;
+pub mod response;
+pub mod router;
+pub mod routes;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+pub use error::ApiError;
+
+/// Every response body is a complete buffer.
+pub type Body = http_body_util::Full<bytes::Bytes>;
+pub type Response = http::Response<Body>;

@@ -1,0 +1,275 @@
+//! Listeners and connections: accept, TLS handshake, HTTP/1.1 and HTTP/2 (ALPN on TLS,
+//! prior knowledge on plain HTTP), connection limit, idle timeout and graceful drain.
+//!
+//! Each connection is one tokio task tracked by a `TaskTracker`; shutdown stops the
+//! accept loops, asks every connection to finish its in-flight requests
+//! (`graceful_shutdown`), and waits for the tracker up to the deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
+
+use super::service;
+use crate::app::App;
+use crate::config::Config;
+use crate::telemetry::metrics::ListenerLabels;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// The bound sockets, before serving starts (bound before systemd hears `READY=1`).
+#[derive(Debug)]
+pub struct Listeners {
+    http: Option<TcpListener>,
+    https: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// # Errors
+    /// An address is in use or not ours to bind.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        async fn bind_one(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {
+            let Some(addr) = addr else { return Ok(None) };
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))?;
+            Ok(Some(listener))
+        }
+        Ok(Self {
+            http: bind_one(config.http.listen.addr(), "http.listen").await?,
+            https: bind_one(config.https.listen.addr(), "https.listen").await?,
+        })
+    }
+
+    #[must_use]
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    #[must_use]
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+/// The serving listeners; [`Serving::drain`] ends them.
+#[derive(Debug)]
+pub struct Serving {
+    accept_loops: JoinSet<()>,
+    connections: TaskTracker,
+}
+
+impl Serving {
+    /// Waits for the accept loops to stop (the shutdown watch must already be `true`),
+    /// then for every connection up to `deadline`. Returns whether all finished in time.
+    pub async fn drain(mut self, deadline: Duration) -> bool {
+        while self.accept_loops.join_next().await.is_some() {}
+        self.connections.close();
+        tokio::time::timeout(deadline, self.connections.wait()).await.is_ok()
+    }
+}
+
+/// Shared by every connection of the process.
+struct Shared {
+    app: Arc<App>,
+    builder: auto::Builder<TokioExecutor>,
+    connection_slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Starts an accept loop per listener.
+pub fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool>) -> Serving {
+    let limits = &app.config.limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true)
+        .max_buf_size(1024 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256);
+    let shared = Arc::new(Shared {
+        connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+        app,
+        builder,
+        connections: TaskTracker::new(),
+        shutdown,
+    });
+    let mut accept_loops = JoinSet::new();
+    for (listener, scheme) in [(listeners.http, Scheme::Http), (listeners.https, Scheme::Https)] {
+        if let Some(listener) = listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(listener = scheme.as_str(), %addr, "listening");
+            }
+            accept_loops.spawn(accept_loop(listener, scheme, Arc::clone(&shared)));
+        }
+    }
+    Serving { accept_loops, connections: shared.connections.clone() }
+}
+
+async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    let labels = ListenerLabels { listener: scheme.as_str() };
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&shared.connection_slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = &shared.app.metrics.http;
+        metrics.connections_total.get_or_create(&labels).inc();
+        let open = metrics.connections_open.get_or_create(&labels).clone();
+        let shared_for_task = Arc::clone(&shared);
+        shared.connections.spawn(async move {
+            open.inc();
+            match scheme {
+                Scheme::Http => serve_io(stream, peer, scheme, &shared_for_task).await,
+                Scheme::Https => handshake_then_serve(stream, peer, &shared_for_task).await,
+            }
+            open.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn handshake_then_serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let Some(tls) = shared.app.tls.as_ref() else { return };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let timeout = shared.app.config.limits.header_read_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => serve_io(tls_stream, peer, Scheme::Https, shared).await,
+        Ok(Err(e)) => {
+            shared.app.metrics.http.tls_handshake_failures.inc();
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.app.metrics.http.tls_handshake_failures.inc();
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Requests in flight on one connection and the time the last one ended, for the idle
+/// timeout (hyper has none for HTTP/1 keep-alive or HTTP/2).
+struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        Some(self.epoch.elapsed().saturating_sub(last))
+    }
+}
+
+async fn serve_io<I>(io: I, peer: SocketAddr, scheme: Scheme, shared: &Shared)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity {
+        epoch: Instant::now(),
+        in_flight: AtomicU32::new(0),
+        last_end_ms: AtomicU64::new(0),
+    });
+    let app = Arc::clone(&shared.app);
+    let tracked = Arc::clone(&activity);
+    let svc = service_fn(move |request| {
+        let app = Arc::clone(&app);
+        let activity = Arc::clone(&tracked);
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        async move {
+            let response = service::handle(&app, peer, scheme, request).await;
+            let now = u64::try_from(activity.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            activity.last_end_ms.store(now, Ordering::Release);
+            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(connection);
+    let idle_timeout = shared.app.config.limits.idle_timeout;
+    let mut shutdown = shared.shutdown.clone();
+    let mut closing = false;
+    let mut next_idle_check = tokio::time::Instant::now() + idle_timeout;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = stopped(&mut shutdown), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(next_idle_check), if !closing => {
+                match activity.idle_for() {
+                    Some(idle) if idle >= idle_timeout => {
+                        tracing::debug!(%peer, "closing idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Some(idle) => next_idle_check = tokio::time::Instant::now() + (idle_timeout - idle),
+                    None => next_idle_check = tokio::time::Instant::now() + idle_timeout,
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown has been requested (drops the watch guard before returning,
+/// so callers' futures stay `Send`).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}

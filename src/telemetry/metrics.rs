@@ -1,0 +1,170 @@
+//! The Prometheus registry and the metric families of the HTTP layer and the process.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::store::Store;
+use crate::system::proc_stats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template (`/v2/models/{name}/infer`), never the raw path: bounded cardinality.
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+    build_date: &'static str,
+}
+
+/// Metric handles of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<RouteLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_total: Family<ListenerLabels, Counter>,
+    pub tls_handshake_failures: Counter,
+}
+
+/// The registry and every handle, shared by the whole process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http: HttpMetrics,
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new(store: Arc<Store>, start_time_unix: f64) -> Self {
+        let mut registry = Registry::default();
+        let http = HttpMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.5, 14))
+            }),
+            in_flight: Gauge::default(),
+            connections_open: Family::default(),
+            connections_total: Family::default(),
+            tls_handshake_failures: Counter::default(),
+        };
+        let cairn = registry.sub_registry_with_prefix("cairn");
+        cairn.register(
+            "build",
+            "Version, commit and build date of this binary",
+            Info::new(BuildLabels {
+                version: crate::build_info::VERSION,
+                commit: crate::build_info::GIT_COMMIT,
+                build_date: crate::build_info::BUILD_DATE,
+            }),
+        );
+        cairn.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            http.requests.clone(),
+        );
+        cairn.register_with_unit(
+            "http_request_duration",
+            "Time from request head to response head, by route template and method",
+            Unit::Seconds,
+            http.duration.clone(),
+        );
+        cairn.register("http_requests_in_flight", "HTTP requests being handled now", http.in_flight.clone());
+        cairn.register(
+            "http_connections_open",
+            "Client connections open now, by listener",
+            http.connections_open.clone(),
+        );
+        cairn.register(
+            "http_connections",
+            "Client connections accepted, by listener",
+            http.connections_total.clone(),
+        );
+        cairn.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            http.tls_handshake_failures.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector { store, start_time_unix }));
+        Self { registry, http }
+    }
+
+    /// The text exposition (OpenMetrics-compatible Prometheus text), ending in `# EOF`.
+    ///
+    /// # Panics
+    /// Never: writing into a `String` cannot fail.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("write to String");
+        out
+    }
+
+    /// Registers metrics of a later subsystem under the `cairn_` prefix.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        self.registry.sub_registry_with_prefix("cairn")
+    }
+}
+
+/// Process and store statistics, read at each scrape.
+#[derive(Debug)]
+struct ProcessCollector {
+    store: Arc<Store>,
+    start_time_unix: f64,
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = proc_stats::read();
+        let mut gauge = |name: &str, help: &str, unit: Option<&Unit>, value: f64| {
+            let metric = ConstGauge::new(value);
+            metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+        };
+        #[expect(clippy::cast_precision_loss, reason = "byte and fd counts fit an f64 for metrics")]
+        {
+            gauge("process_resident_memory", "Resident set size", Some(&Unit::Bytes), stats.resident_bytes as f64)?;
+            gauge("process_virtual_memory", "Virtual memory size", Some(&Unit::Bytes), stats.virtual_bytes as f64)?;
+            gauge("process_open_fds", "Open file descriptors", None, stats.open_fds as f64)?;
+            gauge("process_max_fds", "Limit of open file descriptors", None, stats.max_fds as f64)?;
+            gauge(
+                "process_start_time",
+                "Start time of the process since the Unix epoch",
+                Some(&Unit::Seconds),
+                self.start_time_unix,
+            )?;
+            gauge("cairn_store_file_size", "Size of the store file", Some(&Unit::Bytes), self.store.file_size() as f64)?;
+        }
+        let cpu = ConstCounter::new(stats.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu",
+            "User and system CPU time spent",
+            Some(&Unit::Seconds),
+            cpu.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
