@@ -14,15 +14,15 @@ use sha2::{Digest, Sha256};
 
 fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rustc-env=CAIRN_GIT_COMMIT={}", git_commit());
-    println!("cargo:rustc-env=CAIRN_BUILD_DATE={}", build_date());
+    println!("cargo:rustc-env=GIT_COMMIT_CAIRN={}", git_commit());
+    println!("cargo:rustc-env=BUILD_DATE_CAIRN={}", build_date());
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
-    println!("cargo:rerun-if-env-changed=CAIRN_GIT_COMMIT");
+    println!("cargo:rerun-if-env-changed=SOURCE_GIT_COMMIT");
     embed_assets(Path::new("assets"), &out_dir);
 }
 
 fn git_commit() -> String {
-    if let Ok(commit) = std::env::var("CAIRN_GIT_COMMIT") {
+    if let Ok(commit) = std::env::var("SOURCE_GIT_COMMIT") {
         return commit;
     }
     for watched in [".git/HEAD", ".git/packed-refs"] {

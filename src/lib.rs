@@ -33,8 +33,8 @@ pub mod telemetry;
 /// Facts embedded by `build.rs`.
 pub mod build_info {
     pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-    pub const GIT_COMMIT: &str = env!("CAIRN_GIT_COMMIT");
-    pub const BUILD_DATE: &str = env!("CAIRN_BUILD_DATE");
+    pub const GIT_COMMIT: &str = env!("GIT_COMMIT_CAIRN");
+    pub const BUILD_DATE: &str = env!("BUILD_DATE_CAIRN");
     /// `static` when the C runtime is linked in (the CPU-only build), else `dynamic`.
     pub const LINKAGE: &str = if cfg!(target_feature = "crt-static") { "static" } else { "dynamic" };
 }

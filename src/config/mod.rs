@@ -313,6 +313,7 @@ impl Config {
         }
         if let (Listen::On(a), Listen::On(b)) = (self.http.listen, self.https.listen)
             && a == b
+            && a.port() != 0
         {
             bail!("config keys `http.listen` and `https.listen` are both {a}");
         }

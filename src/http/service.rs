@@ -81,16 +81,17 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
     let metrics = &app.metrics.http;
     metrics.in_flight.inc();
     let mut response = async {
-        let matched = match found {
-            Ok(matched) => matched,
-            Err(Miss::NotFound) => return ApiError::not_found().into_response(),
-            Err(Miss::MethodNotAllowed(allow)) => return ApiError::method_not_allowed(&allow).into_response(),
-        };
+        // A declared body over the limit is refused before anything else, unread.
         if let Some(length) = content_length(&request)
             && length > app.config.limits.max_body_bytes.0
         {
             return ApiError::payload_too_large(app.config.limits.max_body_bytes.0).into_response();
         }
+        let matched = match found {
+            Ok(matched) => matched,
+            Err(Miss::NotFound) => return ApiError::not_found().into_response(),
+            Err(Miss::MethodNotAllowed(allow)) => return ApiError::method_not_allowed(&allow).into_response(),
+        };
         let (head, body) = request.into_parts();
         let ctx = Ctx {
             app: Arc::clone(app),

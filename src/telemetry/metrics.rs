@@ -124,6 +124,13 @@ impl Metrics {
         out
     }
 
+    /// The classic Prometheus text format (0.0.4), for clients that do not ask for
+    /// OpenMetrics: `promtool`, curl, older scrapers.
+    #[must_use]
+    pub fn encode_prometheus_text(&self) -> String {
+        openmetrics_to_prometheus_text(&self.encode())
+    }
+
     /// Registers metrics of a later subsystem under the `cairn_` prefix.
     pub fn registry_mut(&mut self) -> &mut Registry {
         self.registry.sub_registry_with_prefix("cairn")
@@ -166,5 +173,64 @@ impl Collector for ProcessCollector {
             cpu.metric_type(),
         )?)?;
         Ok(())
+    }
+}
+
+/// Rewrites an OpenMetrics exposition as Prometheus text 0.0.4: `# UNIT` and `# EOF`
+/// go, `info` families become `gauge` families named `*_info`, and counter families take
+/// the `_total` name their samples carry.
+#[must_use]
+pub fn openmetrics_to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut pending_help: Option<(&str, &str)> = None;
+    for line in open_metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            pending_help = Some((name, help));
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (family, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" => (name.to_owned(), "untyped"),
+                "stateset" | "gaugehistogram" => (name.to_owned(), "gauge"),
+                other => (name.to_owned(), other),
+            };
+            if let Some((help_name, help)) = pending_help.take()
+                && help_name == name
+            {
+                out.push_str("# HELP ");
+                out.push_str(&family);
+                out.push(' ');
+                out.push_str(help);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(&family);
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
+        } else if line.starts_with("# UNIT ") || line == "# EOF" {
+            // Not part of the classic format.
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn classic_text_renames_counters_and_info() {
+        let open = "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
+                    # HELP a_build Build.\n# TYPE a_build info\n# UNIT a_build x\na_build_info{v=\"1\"} 1\n# EOF\n";
+        let text = super::openmetrics_to_prometheus_text(open);
+        assert_eq!(
+            text,
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
+             # HELP a_build_info Build.\n# TYPE a_build_info gauge\na_build_info{v=\"1\"} 1\n"
+        );
     }
 }

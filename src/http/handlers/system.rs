@@ -17,12 +17,25 @@ pub fn v2_metadata() -> Response {
     response::json(StatusCode::OK, &Metadata { name: "cairn", version: build_info::VERSION, extensions: [] })
 }
 
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format
+/// for everyone else.
 pub fn metrics(ctx: &Ctx) -> Response {
-    response::bytes(
-        StatusCode::OK,
-        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ctx.app.metrics.encode(),
-    )
+    let wants_open_metrics = ctx
+        .head
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if wants_open_metrics {
+        response::bytes(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ctx.app.metrics.encode(),
+        )
+    } else {
+        response::bytes(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.app.metrics.encode_prometheus_text())
+    }
 }
 
 pub async fn info(ctx: &Ctx) -> Result<Response, ApiError> {

@@ -1,0 +1,11 @@
+//! The one integration-test binary: every test talks to a real `cairn serve` process over
+//! real sockets, with a real store in a temp dir.
+
+mod harness;
+
+mod config_cli;
+mod health_metrics;
+mod http_edges;
+mod lifecycle;
+mod store_lock;
+mod tls;
