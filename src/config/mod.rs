@@ -408,6 +408,30 @@ mod tests {
         assert!(format!("{err:#}").contains("unknown environment variable CAIRN_HTTP_LISTN"));
     }
 
+    /// `KEYS` lists exactly the leaves of `Config`.
+    #[test]
+    fn key_table_matches_config_fields() {
+        fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+            for (key, value) in table {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match value {
+                    toml::Value::Table(inner) => leaves(&path, inner, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        let mut config = Config::default();
+        config.https.cert = Some("c".into());
+        config.https.key = Some("k".into());
+        let table: toml::Table = toml::from_str(&config.to_redacted_toml()).unwrap();
+        let mut found = Vec::new();
+        leaves("", &table, &mut found);
+        found.sort();
+        let mut listed: Vec<String> = KEYS.iter().map(|k| k.path.to_owned()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
+    }
+
     #[test]
     fn every_key_round_trips_through_env() {
         for key in KEYS {

@@ -8,4 +8,5 @@ mod health_metrics;
 mod http_edges;
 mod lifecycle;
 mod store_lock;
+mod systemd_unit;
 mod tls;
