@@ -60,7 +60,9 @@ fn build_date() -> String {
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
         .unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs().cast_signed())
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs().cast_signed())
         });
     // Howard Hinnant's civil_from_days.
     let z = secs.div_euclid(86_400) + 719_468;
@@ -83,7 +85,10 @@ fn embed_assets(root: &Path, out_dir: &Path) {
     let mut table = String::from("pub static ASSETS: &[Asset] = &[\n");
     for file in &files {
         let relative = file.strip_prefix(root).expect("under root");
-        let name = relative.to_str().expect("asset names are UTF-8").replace('\\', "/");
+        let name = relative
+            .to_str()
+            .expect("asset names are UTF-8")
+            .replace('\\', "/");
         let bytes = std::fs::read(file).expect("read asset");
         let digest = Sha256::digest(&bytes);
         let etag: String = digest[..16].iter().fold(String::new(), |mut s, b| {
@@ -109,7 +114,9 @@ fn embed_assets(root: &Path, out_dir: &Path) {
 }
 
 fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries {
         let path = entry.expect("dir entry").path();
         println!("cargo:rerun-if-changed={}", path.display());

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::auth::{Auth, AuthConfig, Bootstrap, RateLimitConfig};
 use crate::config::Config;
 use crate::http::router::Router;
 use crate::http::server::{self, Listeners};
@@ -24,6 +25,7 @@ pub struct App {
     pub config: Config,
     pub store: Arc<Store>,
     pub metrics: Metrics,
+    pub auth: Arc<Auth>,
     pub device: DeviceIdentity,
     pub router: Router,
     /// `None` when the HTTPS listener is off.
@@ -55,15 +57,17 @@ impl App {
             )
         })
         .await
-        .map_or_else(
-            |e| Readiness {
-                ready: false,
-                checks: vec![health::Check { name: "probe", ok: false, detail: e.to_string() }],
-            },
-            |r| r,
-        );
+        .unwrap_or_else(|e| Readiness {
+            ready: false,
+            checks: vec![health::Check {
+                name: "probe",
+                ok: false,
+                detail: e.to_string(),
+            }],
+        });
         let report = Arc::new(report);
-        *self.readiness_cache.lock().expect("poisoned") = Some((Instant::now(), Arc::clone(&report)));
+        *self.readiness_cache.lock().expect("poisoned") =
+            Some((Instant::now(), Arc::clone(&report)));
         report
     }
 
@@ -97,7 +101,7 @@ impl std::fmt::Debug for Running {
 /// # Errors
 /// The data dir is locked or unusable, the store cannot open or migrate, TLS material is
 /// invalid, or a listener cannot bind.
-pub async fn start(config: Config) -> anyhow::Result<Running> {
+pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Running> {
     let started_at = Instant::now();
     let start_time_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -112,17 +116,35 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tls = match config.https.listen.addr() {
         Some(_) => {
             let (https, dir) = (config.https.clone(), config.data_dir.clone());
-            Some(Arc::new(tokio::task::spawn_blocking(move || Tls::load_or_generate(&https, &dir)).await??))
+            Some(Arc::new(
+                tokio::task::spawn_blocking(move || Tls::load_or_generate(&https, &dir)).await??,
+            ))
         }
         None => None,
     };
     let metrics = Metrics::new(Arc::clone(&store), start_time_unix);
+    let auth_config = auth_config(&config);
+    metrics
+        .auth
+        .address_rate_limit
+        .set(i64::from(auth_config.address_rate.per_second));
+    let auth_metrics = metrics.auth.clone();
+    let auth_store = Arc::clone(&store);
+    let auth = Arc::new(
+        tokio::task::spawn_blocking(move || Auth::new(auth_store, auth_config, auth_metrics))
+            .await?
+            .context("cannot load users and keys")?,
+    );
+    auth.bootstrap(&config.data_dir, bootstrap)
+        .await
+        .context("first-admin bootstrap")?;
     let listeners = Listeners::bind(&config).await?;
     let (http_addr, https_addr) = (listeners.http_addr(), listeners.https_addr());
     let app = Arc::new(App {
         config,
         store,
         metrics,
+        auth,
         device,
         router: Router::new(),
         tls,
@@ -131,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         readiness_cache: Mutex::new(None),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
+    spawn_upkeep(Arc::clone(&app), shutdown_rx.clone());
     let serving = server::serve(Arc::clone(&app), listeners, shutdown_rx);
     tracing::info!(
         device = %app.device.id,
@@ -139,7 +162,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         elapsed_ms = started_at.elapsed().as_millis(),
         "cairn is ready"
     );
-    Ok(Running { app, http_addr, https_addr, shutdown, listeners: serving, _lock: lock })
+    Ok(Running {
+        app,
+        http_addr,
+        https_addr,
+        shutdown,
+        listeners: serving,
+        _lock: lock,
+    })
 }
 
 impl Running {
@@ -165,16 +195,66 @@ impl Running {
         self.app.begin_draining();
         crate::system::notify::stopping();
         let deadline = self.app.config.limits.shutdown_deadline;
-        tracing::info!(deadline_ms = deadline.as_millis(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            deadline_ms = deadline.as_millis(),
+            "shutting down: draining in-flight requests"
+        );
         let drained = self.listeners.drain(deadline).await;
         if drained {
             tracing::info!("all connections closed");
         } else {
             tracing::warn!("shutdown deadline passed with requests still in flight; closing them");
         }
+        let auth = Arc::clone(&self.app.auth);
+        if let Err(e) = tokio::task::spawn_blocking(move || auth.save_usage()).await? {
+            tracing::warn!(error = %e, "cannot save API key usage");
+        }
+        self.app.auth.audit.flush().await;
         let store = Arc::clone(&self.app.store);
-        tokio::task::spawn_blocking(move || store.flush()).await?.context("final store flush")?;
+        tokio::task::spawn_blocking(move || store.flush())
+            .await?
+            .context("final store flush")?;
+        let _ = std::fs::remove_file(
+            self.app
+                .config
+                .data_dir
+                .join(crate::http::server::ADMIN_SOCKET),
+        );
         tracing::info!("store flushed; bye");
         Ok(())
     }
+}
+
+fn auth_config(config: &Config) -> AuthConfig {
+    let section = &config.auth;
+    AuthConfig {
+        session_idle: section.session_idle,
+        session_absolute: section.session_absolute,
+        key_rate: RateLimitConfig {
+            per_second: section.key_rate_per_second,
+            burst: section.key_burst,
+        },
+        address_rate: RateLimitConfig {
+            per_second: section.address_rate_per_second,
+            burst: section.address_burst,
+        },
+        audit: crate::auth::audit::Retention {
+            max_age: section.audit_retention,
+            max_entries: section.audit_max_entries,
+        },
+    }
+}
+
+/// Periodic upkeep every 30 s: expired sessions, idle rate buckets, key usage to disk.
+fn spawn_upkeep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => app.auth.maintain().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
 }

@@ -22,6 +22,7 @@
 #![deny(clippy::dbg_macro)]
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
@@ -36,5 +37,9 @@ pub mod build_info {
     pub const GIT_COMMIT: &str = env!("GIT_COMMIT_CAIRN");
     pub const BUILD_DATE: &str = env!("BUILD_DATE_CAIRN");
     /// `static` when the C runtime is linked in (the CPU-only build), else `dynamic`.
-    pub const LINKAGE: &str = if cfg!(target_feature = "crt-static") { "static" } else { "dynamic" };
+    pub const LINKAGE: &str = if cfg!(target_feature = "crt-static") {
+        "static"
+    } else {
+        "dynamic"
+    };
 }

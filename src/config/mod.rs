@@ -39,6 +39,44 @@ pub struct Config {
     pub log: LogConfig,
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
+    pub auth: AuthSection,
+}
+
+/// Sessions, rate limits and the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// A console session ends after this long without a request.
+    #[serde(with = "values::duration")]
+    pub session_idle: Duration,
+    /// A console session ends this long after login, whatever its use.
+    #[serde(with = "values::duration")]
+    pub session_absolute: Duration,
+    /// Default requests per second per API key (0: unlimited); keys may set their own.
+    pub key_rate_per_second: u32,
+    pub key_burst: u32,
+    /// Requests per second per client address without an API key (0: unlimited).
+    pub address_rate_per_second: u32,
+    pub address_burst: u32,
+    /// Audit entries older than this are dropped.
+    #[serde(with = "values::duration")]
+    pub audit_retention: Duration,
+    pub audit_max_entries: u64,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(30 * 60),
+            session_absolute: Duration::from_secs(12 * 3600),
+            key_rate_per_second: 1000,
+            key_burst: 2000,
+            address_rate_per_second: 50,
+            address_burst: 100,
+            audit_retention: Duration::from_secs(90 * 86400),
+            audit_max_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,7 +129,7 @@ pub struct HealthConfig {
     pub min_free_disk: ByteSize,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Serve `/metrics` without authentication.
@@ -102,7 +140,10 @@ impl Default for Config {
     fn default() -> Self {
         let data_dir = std::env::var_os("STATE_DIRECTORY")
             // systemd may pass several colon-separated dirs; the first is ours.
-            .and_then(|dirs| dirs.to_str().and_then(|d| d.split(':').next().map(PathBuf::from)))
+            .and_then(|dirs| {
+                dirs.to_str()
+                    .and_then(|d| d.split(':').next().map(PathBuf::from))
+            })
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("./cairn-data"));
         Self {
@@ -113,19 +154,26 @@ impl Default for Config {
             log: LogConfig::default(),
             health: HealthConfig::default(),
             metrics: MetricsConfig::default(),
+            auth: AuthSection::default(),
         }
     }
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))) }
+        Self {
+            listen: Listen::On(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        }
     }
 }
 
 impl Default for HttpsConfig {
     fn default() -> Self {
-        Self { listen: Listen::On(SocketAddr::from(([0, 0, 0, 0], 8443))), cert: None, key: None }
+        Self {
+            listen: Listen::On(SocketAddr::from(([0, 0, 0, 0], 8443))),
+            cert: None,
+            key: None,
+        }
     }
 }
 
@@ -143,19 +191,18 @@ impl Default for LimitsConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Plain }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Plain,
+        }
     }
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { min_free_disk: ByteSize(256 * 1024 * 1024) }
-    }
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self { public: false }
+        Self {
+            min_free_disk: ByteSize(256 * 1024 * 1024),
+        }
     }
 }
 
@@ -178,20 +225,116 @@ pub struct Key {
 /// Every configuration key. The env var of a key is `CAIRN_` + the path in upper case,
 /// dots as underscores.
 pub const KEYS: &[Key] = &[
-    Key { path: "data_dir", kind: KeyKind::Text, form: "a directory path" },
-    Key { path: "http.listen", kind: KeyKind::Text, form: "ADDR:PORT or off" },
-    Key { path: "https.listen", kind: KeyKind::Text, form: "ADDR:PORT or off" },
-    Key { path: "https.cert", kind: KeyKind::Text, form: "a PEM certificate chain path" },
-    Key { path: "https.key", kind: KeyKind::Text, form: "a PEM private key path" },
-    Key { path: "limits.max_body_bytes", kind: KeyKind::Text, form: "a size such as 64MiB" },
-    Key { path: "limits.header_read_timeout", kind: KeyKind::Text, form: "a duration such as 10s" },
-    Key { path: "limits.idle_timeout", kind: KeyKind::Text, form: "a duration such as 75s" },
-    Key { path: "limits.max_connections", kind: KeyKind::Integer, form: "a positive integer" },
-    Key { path: "limits.shutdown_deadline", kind: KeyKind::Text, form: "a duration such as 30s" },
-    Key { path: "log.level", kind: KeyKind::Text, form: "a filter such as info or cairn=debug" },
-    Key { path: "log.format", kind: KeyKind::Text, form: "plain or json" },
-    Key { path: "health.min_free_disk", kind: KeyKind::Text, form: "a size such as 256MiB" },
-    Key { path: "metrics.public", kind: KeyKind::Bool, form: "true or false" },
+    Key {
+        path: "data_dir",
+        kind: KeyKind::Text,
+        form: "a directory path",
+    },
+    Key {
+        path: "http.listen",
+        kind: KeyKind::Text,
+        form: "ADDR:PORT or off",
+    },
+    Key {
+        path: "https.listen",
+        kind: KeyKind::Text,
+        form: "ADDR:PORT or off",
+    },
+    Key {
+        path: "https.cert",
+        kind: KeyKind::Text,
+        form: "a PEM certificate chain path",
+    },
+    Key {
+        path: "https.key",
+        kind: KeyKind::Text,
+        form: "a PEM private key path",
+    },
+    Key {
+        path: "limits.max_body_bytes",
+        kind: KeyKind::Text,
+        form: "a size such as 64MiB",
+    },
+    Key {
+        path: "limits.header_read_timeout",
+        kind: KeyKind::Text,
+        form: "a duration such as 10s",
+    },
+    Key {
+        path: "limits.idle_timeout",
+        kind: KeyKind::Text,
+        form: "a duration such as 75s",
+    },
+    Key {
+        path: "limits.max_connections",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
+    Key {
+        path: "limits.shutdown_deadline",
+        kind: KeyKind::Text,
+        form: "a duration such as 30s",
+    },
+    Key {
+        path: "log.level",
+        kind: KeyKind::Text,
+        form: "a filter such as info or cairn=debug",
+    },
+    Key {
+        path: "log.format",
+        kind: KeyKind::Text,
+        form: "plain or json",
+    },
+    Key {
+        path: "health.min_free_disk",
+        kind: KeyKind::Text,
+        form: "a size such as 256MiB",
+    },
+    Key {
+        path: "metrics.public",
+        kind: KeyKind::Bool,
+        form: "true or false",
+    },
+    Key {
+        path: "auth.session_idle",
+        kind: KeyKind::Text,
+        form: "a duration such as 30m",
+    },
+    Key {
+        path: "auth.session_absolute",
+        kind: KeyKind::Text,
+        form: "a duration such as 12h",
+    },
+    Key {
+        path: "auth.key_rate_per_second",
+        kind: KeyKind::Integer,
+        form: "requests per second, 0 for no limit",
+    },
+    Key {
+        path: "auth.key_burst",
+        kind: KeyKind::Integer,
+        form: "a number of requests",
+    },
+    Key {
+        path: "auth.address_rate_per_second",
+        kind: KeyKind::Integer,
+        form: "requests per second, 0 for no limit",
+    },
+    Key {
+        path: "auth.address_burst",
+        kind: KeyKind::Integer,
+        form: "a number of requests",
+    },
+    Key {
+        path: "auth.audit_retention",
+        kind: KeyKind::Text,
+        form: "a duration such as 90days",
+    },
+    Key {
+        path: "auth.audit_max_entries",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
 ];
 
 impl Key {
@@ -247,36 +390,51 @@ pub fn load(
         let Some(key) = KEYS.iter().find(|k| k.env_name() == *name) else {
             bail!(
                 "unknown environment variable {name}: cairn knows {}",
-                KEYS.iter().map(Key::env_name).collect::<Vec<_>>().join(", ")
+                KEYS.iter()
+                    .map(Key::env_name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         };
         insert(&mut table, key, value).with_context(|| format!("environment variable {name}"))?;
     }
     for (path, value) in &flags.values {
-        let key = KEYS.iter().find(|k| k.path == *path).expect("flags map to known keys");
+        let key = KEYS
+            .iter()
+            .find(|k| k.path == *path)
+            .expect("flags map to known keys");
         insert(&mut table, key, value).with_context(|| format!("flag for {path}"))?;
     }
-    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|e| {
+    let config: Config =
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
             let path = e.path().to_string();
             let form = KEYS.iter().find(|k| k.path == path).map(|k| k.form);
             match form {
-                Some(form) => anyhow::anyhow!("config key `{path}`: {}; expected {form}", e.inner()),
+                Some(form) => {
+                    anyhow::anyhow!("config key `{path}`: {}; expected {form}", e.inner())
+                }
                 None => anyhow::anyhow!("config key `{path}`: {}", e.inner()),
             }
         })?;
     config.validate()?;
-    Ok(Loaded { config, file: file.map(Path::to_path_buf) })
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+    })
 }
 
 fn insert(table: &mut toml::Table, key: &Key, raw: &str) -> anyhow::Result<()> {
     let value = match key.kind {
         KeyKind::Text => toml::Value::String(raw.to_owned()),
         KeyKind::Integer => toml::Value::Integer(
-            raw.trim().parse().map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
+            raw.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
         ),
         KeyKind::Bool => toml::Value::Boolean(
-            raw.trim().parse().map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
+            raw.trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
         ),
     };
     let mut parts = key.path.split('.').peekable();
@@ -324,12 +482,23 @@ impl Config {
             bail!("config key `limits.max_body_bytes`: must be at least 1 byte");
         }
         for (key, value) in [
-            ("limits.header_read_timeout", self.limits.header_read_timeout),
+            (
+                "limits.header_read_timeout",
+                self.limits.header_read_timeout,
+            ),
             ("limits.idle_timeout", self.limits.idle_timeout),
         ] {
             if value.is_zero() {
                 bail!("config key `{key}`: must be longer than zero");
             }
+        }
+        if self.auth.session_idle.is_zero() || self.auth.session_absolute < self.auth.session_idle {
+            bail!(
+                "config keys `auth.session_idle` and `auth.session_absolute`: idle must be above zero and at most absolute"
+            );
+        }
+        if self.auth.audit_max_entries == 0 {
+            bail!("config key `auth.audit_max_entries`: must be at least 1");
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             anyhow::anyhow!("config key `log.level`: {e}; expected a filter such as info")
@@ -351,7 +520,9 @@ impl Config {
 /// The `CAIRN_*` variables of this process.
 #[must_use]
 pub fn process_env() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(name, _)| name.starts_with("CAIRN_")).collect()
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("CAIRN_"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -359,13 +530,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn defaults_need_no_file() {
         let loaded = load(None, &BTreeMap::new(), &Overrides::default()).unwrap();
-        assert_eq!(loaded.config.http.listen, Listen::On("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            loaded.config.http.listen,
+            Listen::On("127.0.0.1:8080".parse().unwrap())
+        );
         assert_eq!(loaded.config.limits.max_body_bytes, ByteSize(64 << 20));
     }
 
@@ -373,9 +550,15 @@ mod tests {
     fn precedence_is_file_then_env_then_flag() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cairn.toml");
-        std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:1\"\n[log]\nlevel = \"warn\"\n")
-            .unwrap();
-        let env = env(&[("CAIRN_HTTP_LISTEN", "127.0.0.1:2"), ("CAIRN_LOG_LEVEL", "debug")]);
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"127.0.0.1:1\"\n[log]\nlevel = \"warn\"\n",
+        )
+        .unwrap();
+        let env = env(&[
+            ("CAIRN_HTTP_LISTEN", "127.0.0.1:2"),
+            ("CAIRN_LOG_LEVEL", "debug"),
+        ]);
         let mut flags = Overrides::default();
         flags.set("http.listen", "off");
         let loaded = load(Some(&file), &env, &flags).unwrap();
@@ -396,15 +579,30 @@ mod tests {
 
     #[test]
     fn bad_values_name_key_and_form() {
-        let err = load(None, &env(&[("CAIRN_LIMITS_IDLE_TIMEOUT", "soon")]), &Overrides::default())
-            .unwrap_err();
+        let err = load(
+            None,
+            &env(&[("CAIRN_LIMITS_IDLE_TIMEOUT", "soon")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         let text = format!("{err:#}");
-        assert!(text.contains("limits.idle_timeout") && text.contains("duration"), "{text}");
-        let err = load(None, &env(&[("CAIRN_LIMITS_MAX_CONNECTIONS", "x")]), &Overrides::default())
-            .unwrap_err();
+        assert!(
+            text.contains("limits.idle_timeout") && text.contains("duration"),
+            "{text}"
+        );
+        let err = load(
+            None,
+            &env(&[("CAIRN_LIMITS_MAX_CONNECTIONS", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("CAIRN_LIMITS_MAX_CONNECTIONS"));
-        let err =
-            load(None, &env(&[("CAIRN_HTTP_LISTN", "x")]), &Overrides::default()).unwrap_err();
+        let err = load(
+            None,
+            &env(&[("CAIRN_HTTP_LISTN", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("unknown environment variable CAIRN_HTTP_LISTN"));
     }
 
@@ -413,7 +611,11 @@ mod tests {
     fn key_table_matches_config_fields() {
         fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
             for (key, value) in table {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 match value {
                     toml::Value::Table(inner) => leaves(&path, inner, out),
                     _ => out.push(path),

@@ -53,10 +53,13 @@ impl FromStr for ByteSize {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let number: u64 =
-            digits.parse().map_err(|_| format!("`{s}` is not a size such as 64MiB"))?;
+        let number: u64 = digits
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size such as 64MiB"))?;
         let scale: u64 = match unit.trim() {
             "" | "B" => 1,
             "KB" | "kB" => 1_000,
@@ -66,17 +69,29 @@ impl FromStr for ByteSize {
             "MiB" => 1 << 20,
             "GiB" => 1 << 30,
             "TiB" => 1 << 40,
-            other => return Err(format!("`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "`{other}` is not a size unit (B, KiB, MiB, GiB, KB, MB, GB)"
+                ));
+            }
         };
-        number.checked_mul(scale).map(Self).ok_or_else(|| format!("`{s}` is too large"))
+        number
+            .checked_mul(scale)
+            .map(Self)
+            .ok_or_else(|| format!("`{s}` is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, scale) in UNITS {
-            if self.0 >= scale && self.0 % scale == 0 {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{name}", self.0 / scale);
             }
         }
@@ -115,7 +130,9 @@ impl Serialize for Listen {
 
 impl<'de> Deserialize<'de> for Listen {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -169,7 +186,10 @@ mod tests {
     #[test]
     fn listen_parses_off_and_addresses() {
         assert_eq!("off".parse::<Listen>().unwrap(), Listen::Off);
-        assert_eq!("[::]:1".parse::<Listen>().unwrap(), Listen::On("[::]:1".parse().unwrap()));
+        assert_eq!(
+            "[::]:1".parse::<Listen>().unwrap(),
+            Listen::On("[::]:1".parse().unwrap())
+        );
         assert!("localhost".parse::<Listen>().is_err());
     }
 }

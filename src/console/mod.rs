@@ -21,7 +21,10 @@ include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 /// Finds an embedded file by its path under `assets/`.
 #[must_use]
 pub fn asset(path: &str) -> Option<&'static Asset> {
-    ASSETS.binary_search_by(|a| a.path.cmp(path)).ok().map(|i| &ASSETS[i])
+    ASSETS
+        .binary_search_by(|a| a.path.cmp(path))
+        .ok()
+        .map(|i| &ASSETS[i])
 }
 
 impl Asset {
@@ -32,7 +35,9 @@ impl Asset {
     #[must_use]
     pub fn decompressed(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len);
-        flate2::read::GzDecoder::new(self.gzip).read_to_end(&mut out).expect("embedded gzip is valid");
+        flate2::read::GzDecoder::new(self.gzip)
+            .read_to_end(&mut out)
+            .expect("embedded gzip is valid");
         out
     }
 }

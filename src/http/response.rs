@@ -23,7 +23,9 @@ pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => json_bytes(status, body),
-        Err(e) => super::ApiError::internal(format!("response does not serialize: {e}")).into_response(),
+        Err(e) => {
+            super::ApiError::internal(format!("response does not serialize: {e}")).into_response()
+        }
     }
 }
 
@@ -31,6 +33,8 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

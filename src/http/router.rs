@@ -44,7 +44,9 @@ impl Router {
                 );
                 groups[index].push(route);
             } else {
-                paths.insert(route.path, groups.len()).unwrap_or_else(|e| panic!("route {}: {e}", route.path));
+                paths
+                    .insert(route.path, groups.len())
+                    .unwrap_or_else(|e| panic!("route {}: {e}", route.path));
                 templates.push(route.path);
                 groups.push(vec![route]);
             }
@@ -59,11 +61,19 @@ impl Router {
     pub fn find(&self, method: &Method, path: &str) -> Result<Matched, Miss> {
         let found = self.paths.at(path).map_err(|_| Miss::NotFound)?;
         let group = &self.groups[*found.value];
-        let wanted = if method == Method::HEAD { &Method::GET } else { method };
+        let wanted = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         match group.iter().find(|r| r.method == *wanted) {
             Some(route) => Ok(Matched {
                 route,
-                params: found.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                params: found
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
             }),
             None => {
                 let mut allow: Vec<&str> = group.iter().map(|r| r.method.as_str()).collect();
@@ -90,11 +100,23 @@ mod tests {
     #[test]
     fn finds_routes_and_explains_misses() {
         let router = Router::new();
-        assert_eq!(router.find(&Method::GET, "/healthz").unwrap().route.id, RouteId::Healthz);
-        assert_eq!(router.find(&Method::HEAD, "/healthz").unwrap().route.id, RouteId::Healthz);
+        assert_eq!(
+            router.find(&Method::GET, "/healthz").unwrap().route.id,
+            RouteId::Healthz
+        );
+        assert_eq!(
+            router.find(&Method::HEAD, "/healthz").unwrap().route.id,
+            RouteId::Healthz
+        );
         let asset = router.find(&Method::GET, "/assets/console/app.js").unwrap();
-        assert_eq!(asset.params, vec![("path".to_owned(), "console/app.js".to_owned())]);
-        assert_eq!(router.find(&Method::GET, "/nope").unwrap_err(), Miss::NotFound);
+        assert_eq!(
+            asset.params,
+            vec![("path".to_owned(), "console/app.js".to_owned())]
+        );
+        assert_eq!(
+            router.find(&Method::GET, "/nope").unwrap_err(),
+            Miss::NotFound
+        );
         assert_eq!(
             router.find(&Method::POST, "/healthz").unwrap_err(),
             Miss::MethodNotAllowed("GET, HEAD".into())

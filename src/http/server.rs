@@ -15,12 +15,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::task::TaskTracker;
 
-use super::service;
+use super::service::{self, Peer};
 use crate::app::App;
 use crate::config::Config;
 use crate::telemetry::metrics::ListenerLabels;
@@ -41,27 +41,53 @@ impl Scheme {
     }
 }
 
+/// The admin socket in the data dir: whoever can open it (the data dir's owner) acts as
+/// the local admin; `cairn admin` uses it while a server runs.
+pub const ADMIN_SOCKET: &str = "cairn.sock";
+
 /// The bound sockets, before serving starts (bound before systemd hears `READY=1`).
 #[derive(Debug)]
 pub struct Listeners {
     http: Option<TcpListener>,
     https: Option<TcpListener>,
+    admin: Option<UnixListener>,
 }
 
 impl Listeners {
     /// # Errors
     /// An address is in use or not ours to bind.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        async fn bind_one(addr: Option<SocketAddr>, key: &str) -> anyhow::Result<Option<TcpListener>> {
+        async fn bind_one(
+            addr: Option<SocketAddr>,
+            key: &str,
+        ) -> anyhow::Result<Option<TcpListener>> {
             let Some(addr) = addr else { return Ok(None) };
             let listener = TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({key}): {e}"))?;
             Ok(Some(listener))
         }
+        // We hold the data-dir lock, so a socket file left there is a dead server's.
+        let socket_path = config.data_dir.join(ADMIN_SOCKET);
+        let _ = std::fs::remove_file(&socket_path);
+        let admin = match UnixListener::bind(&socket_path) {
+            Ok(listener) => {
+                std::fs::set_permissions(
+                    &socket_path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )?;
+                Some(listener)
+            }
+            Err(e) => {
+                // A path too long for sun_path, say: the CLI then works only offline.
+                tracing::warn!(path = %socket_path.display(), error = %e, "no admin socket");
+                None
+            }
+        };
         Ok(Self {
             http: bind_one(config.http.listen.addr(), "http.listen").await?,
             https: bind_one(config.https.listen.addr(), "https.listen").await?,
+            admin,
         })
     }
 
@@ -89,7 +115,9 @@ impl Serving {
     pub async fn drain(mut self, deadline: Duration) -> bool {
         while self.accept_loops.join_next().await.is_some() {}
         self.connections.close();
-        tokio::time::timeout(deadline, self.connections.wait()).await.is_ok()
+        tokio::time::timeout(deadline, self.connections.wait())
+            .await
+            .is_ok()
     }
 }
 
@@ -126,7 +154,10 @@ pub fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool
         shutdown,
     });
     let mut accept_loops = JoinSet::new();
-    for (listener, scheme) in [(listeners.http, Scheme::Http), (listeners.https, Scheme::Https)] {
+    for (listener, scheme) in [
+        (listeners.http, Scheme::Http),
+        (listeners.https, Scheme::Https),
+    ] {
         if let Some(listener) = listener {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(listener = scheme.as_str(), %addr, "listening");
@@ -134,12 +165,41 @@ pub fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool
             accept_loops.spawn(accept_loop(listener, scheme, Arc::clone(&shared)));
         }
     }
-    Serving { accept_loops, connections: shared.connections.clone() }
+    if let Some(admin) = listeners.admin {
+        accept_loops.spawn(admin_loop(admin, Arc::clone(&shared)));
+    }
+    Serving {
+        accept_loops,
+        connections: shared.connections.clone(),
+    }
+}
+
+async fn admin_loop(listener: UnixListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let shared_for_task = Arc::clone(&shared);
+        shared.connections.spawn(async move {
+            serve_io(stream, Peer::Local, Scheme::Http, &shared_for_task).await;
+        });
+    }
 }
 
 async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
-    let labels = ListenerLabels { listener: scheme.as_str() };
+    let labels = ListenerLabels {
+        listener: scheme.as_str(),
+    };
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&shared.connection_slots).acquire_owned() => match permit {
@@ -168,7 +228,7 @@ async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>)
         shared.connections.spawn(async move {
             open.inc();
             match scheme {
-                Scheme::Http => serve_io(stream, peer, scheme, &shared_for_task).await,
+                Scheme::Http => serve_io(stream, Peer::Tcp(peer), scheme, &shared_for_task).await,
                 Scheme::Https => handshake_then_serve(stream, peer, &shared_for_task).await,
             }
             open.dec();
@@ -178,11 +238,13 @@ async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>)
 }
 
 async fn handshake_then_serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
-    let Some(tls) = shared.app.tls.as_ref() else { return };
+    let Some(tls) = shared.app.tls.as_ref() else {
+        return;
+    };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     let timeout = shared.app.config.limits.header_read_timeout;
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls_stream)) => serve_io(tls_stream, peer, Scheme::Https, shared).await,
+        Ok(Ok(tls_stream)) => serve_io(tls_stream, Peer::Tcp(peer), Scheme::Https, shared).await,
         Ok(Err(e)) => {
             shared.app.metrics.http.tls_handshake_failures.inc();
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -212,7 +274,7 @@ impl Activity {
     }
 }
 
-async fn serve_io<I>(io: I, peer: SocketAddr, scheme: Scheme, shared: &Shared)
+async fn serve_io<I>(io: I, peer: Peer, scheme: Scheme, shared: &Shared)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -235,7 +297,9 @@ where
             Ok::<_, Infallible>(response)
         }
     });
-    let connection = shared.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let connection = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(connection);
     let idle_timeout = shared.app.config.limits.idle_timeout;
     let mut shutdown = shared.shutdown.clone();

@@ -1,7 +1,7 @@
-//! The per-request pipeline: request id, route match, body limit, access check,
-//! handler (isolated from panics), metrics and the access log.
+//! The per-request pipeline: request id, body limit, route match, authentication,
+//! access check, CSRF, rate limit, handler (isolated from panics), metrics, access log.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,20 +12,50 @@ use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::Response;
 use super::error::ApiError;
 use super::handlers;
 use super::router::Miss;
-use super::routes::Route;
+use super::routes::{Access, Route, RouteId};
 use super::server::Scheme;
-use super::Response;
 use crate::app::App;
-use crate::telemetry::metrics::{RequestLabels, RouteLabels};
+use crate::auth::{AuthError, Credential, Principal, keys, sessions};
+use crate::telemetry::metrics::{ReasonLabels, RequestLabels, RouteLabels};
 
 pub const REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+pub const CSRF_HEADER: header::HeaderName = header::HeaderName::from_static("x-csrf-token");
 
-/// What a handler gets: the app, the request, the matched route and its parameters.
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// The admin socket in the data dir.
+    Local,
+}
+
+impl Peer {
+    #[must_use]
+    pub fn ip(self) -> Option<IpAddr> {
+        match self {
+            Self::Tcp(addr) => Some(addr.ip()),
+            Self::Local => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => addr.ip().fmt(f),
+            Self::Local => f.write_str("local-socket"),
+        }
+    }
+}
+
+/// What a handler gets: the app, the request, the matched route, the caller.
 pub struct Ctx {
     pub app: Arc<App>,
     /// The request head; the body is taken by [`Ctx::body`].
@@ -33,15 +63,39 @@ pub struct Ctx {
     body: Option<Incoming>,
     pub route: &'static Route,
     pub params: Vec<(String, String)>,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub scheme: Scheme,
+    /// Set for every route whose access is not `Public`.
+    pub principal: Option<Principal>,
 }
 
 impl Ctx {
     /// The path parameter `name` of the route template.
     #[must_use]
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The authenticated caller.
+    ///
+    /// # Errors
+    /// 401 when the route let an anonymous caller through.
+    pub fn principal(&self) -> Result<&Principal, ApiError> {
+        self.principal
+            .as_ref()
+            .ok_or_else(|| AuthError::Unauthenticated.into())
+    }
+
+    /// A query parameter, percent-decoding `+` and `%XX`.
+    #[must_use]
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.head.uri.query()?.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (key == name).then(|| percent_decode(value))
+        })
     }
 
     /// Reads the whole body, at most `limits.max_body_bytes`.
@@ -56,17 +110,81 @@ impl Ctx {
         let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
         match limited.collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::payload_too_large(limit)),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::payload_too_large(limit))
+            }
             Err(e) => Err(ApiError::bad_request(
                 "body_incomplete",
                 format!("the request body could not be read to its end: {e}"),
             )),
         }
     }
+
+    /// Reads and parses a JSON body.
+    ///
+    /// # Errors
+    /// 415 for another content type, 400 for malformed JSON or wrong fields (with the
+    /// position and the field), 413 past the size limit.
+    pub async fn json<T: DeserializeOwned>(&mut self) -> Result<T, ApiError> {
+        let content_type = self
+            .head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let body = self.body().await?;
+        serde_json::from_slice(&body).map_err(|e| {
+            let code = if e.is_data() {
+                "invalid_request"
+            } else {
+                "invalid_json"
+            };
+            ApiError::bad_request(code, format!("request body: {e}"))
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Serves one request. Never fails: every error becomes a JSON response.
-pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: Request<Incoming>) -> Response {
+pub async fn handle(
+    app: &Arc<App>,
+    peer: Peer,
+    scheme: Scheme,
+    request: Request<Incoming>,
+) -> Response {
     let started = Instant::now();
     let request_id = request_id(&request);
     let method_label = method_label(request.method());
@@ -90,9 +208,15 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
         let matched = match found {
             Ok(matched) => matched,
             Err(Miss::NotFound) => return ApiError::not_found().into_response(),
-            Err(Miss::MethodNotAllowed(allow)) => return ApiError::method_not_allowed(&allow).into_response(),
+            Err(Miss::MethodNotAllowed(allow)) => {
+                return ApiError::method_not_allowed(&allow).into_response();
+            }
         };
         let (head, body) = request.into_parts();
+        let principal = match admit(app, &head, matched.route, peer).await {
+            Ok(principal) => principal,
+            Err(error) => return error.into_response(),
+        };
         let ctx = Ctx {
             app: Arc::clone(app),
             head,
@@ -101,9 +225,13 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
             params: matched.params,
             peer,
             scheme,
+            principal,
         };
         let id = matched.route.id;
-        match AssertUnwindSafe(handlers::dispatch(id, ctx)).catch_unwind().await {
+        match AssertUnwindSafe(handlers::dispatch(id, ctx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => error.into_response(),
             Err(panic) => {
@@ -113,8 +241,10 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_default();
                 tracing::error!(panic = %what, "handler panicked");
-                ApiError::internal("the request failed inside cairn; see the device log for this request id")
-                    .into_response()
+                ApiError::internal(
+                    "the request failed inside cairn; see the device log for this request id",
+                )
+                .into_response()
             }
         }
     }
@@ -123,10 +253,20 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
     metrics.in_flight.dec();
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics.requests.get_or_create(&RequestLabels { route: route_label, method: method_label, status }).inc();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route_label,
+            method: method_label,
+            status,
+        })
+        .inc();
     metrics
         .duration
-        .get_or_create(&RouteLabels { route: route_label, method: method_label })
+        .get_or_create(&RouteLabels {
+            route: route_label,
+            method: method_label,
+        })
         .observe(elapsed.as_secs_f64());
     span.in_scope(|| {
         if status >= 500 {
@@ -139,8 +279,155 @@ pub async fn handle(app: &Arc<App>, peer: SocketAddr, scheme: Scheme, request: R
     response
 }
 
+/// Authenticates the caller as the route requires, checks access and CSRF, and takes a
+/// rate-limit token. Returns the principal for non-public routes.
+async fn admit(
+    app: &Arc<App>,
+    head: &http::request::Parts,
+    route: &'static Route,
+    peer: Peer,
+) -> Result<Option<Principal>, ApiError> {
+    let needs_identity = match route.access {
+        Access::Public => false,
+        Access::Metrics => !app.config.metrics.public,
+        Access::Authenticated | Access::Scope(_) => true,
+    };
+    let auth = &app.auth;
+    let denied = |reason: &'static str| {
+        app.metrics
+            .auth
+            .denied
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    };
+    if !needs_identity {
+        if matches!(route.id, RouteId::Login | RouteId::Setup)
+            && let Some(ip) = peer.ip()
+        {
+            auth.admit_address(ip)?;
+        }
+        return Ok(None);
+    }
+    let principal = match authenticate(app, head, peer).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            denied(match error {
+                AuthError::KeyExpired => "key_expired",
+                AuthError::KeyRevoked => "key_revoked",
+                AuthError::MalformedHeader => "malformed_header",
+                AuthError::SessionExpired => "session_expired",
+                AuthError::Unauthenticated => "unauthenticated",
+                _ => "bad_credentials",
+            });
+            // Throttle guessing from one address even when every guess fails.
+            if let Some(ip) = peer.ip() {
+                auth.admit_address(ip)?;
+            }
+            return Err(error.into());
+        }
+    };
+    let required = match route.access {
+        Access::Scope(scope) => Some(scope),
+        Access::Metrics => Some(crate::auth::Scope::MetricsRead),
+        Access::Public | Access::Authenticated => None,
+    };
+    if let Some(scope) = required
+        && !principal.scopes.contains(scope)
+    {
+        denied("forbidden");
+        auth.record(
+            &principal,
+            crate::auth::audit::kind::PERMISSION_DENIED,
+            &peer.to_string(),
+            &format!("{} {}", head.method, route.path),
+            &format!("needs {}", scope.as_str()),
+            false,
+        );
+        return Err(AuthError::Forbidden(scope.as_str()).into());
+    }
+    if let Credential::Session { csrf, .. } = &principal.credential
+        && !head.method.is_safe()
+    {
+        check_csrf(head, csrf).inspect_err(|_| denied("csrf"))?;
+    }
+    match principal.credential {
+        Credential::Key { key_id } => auth.admit_key(key_id, required, peer.ip())?,
+        Credential::Session { .. } => {
+            if let Some(ip) = peer.ip() {
+                auth.admit_address(ip)?;
+            }
+        }
+        Credential::LocalSocket => {}
+    }
+    Ok(Some(principal))
+}
+
+async fn authenticate(
+    app: &Arc<App>,
+    head: &http::request::Parts,
+    peer: Peer,
+) -> Result<Principal, AuthError> {
+    if peer == Peer::Local {
+        return Ok(crate::auth::local_admin());
+    }
+    if let Some(value) = head.headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+        let (scheme, key) = text.split_once(' ').ok_or(AuthError::MalformedHeader)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || !key.trim().starts_with(keys::PREFIX) {
+            return Err(AuthError::MalformedHeader);
+        }
+        return app.auth.authenticate_key(key.trim());
+    }
+    let cookies = head
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    match sessions::from_cookies(cookies) {
+        Some(token) => app.auth.authenticate_session(token).await,
+        None => Err(AuthError::Unauthenticated),
+    }
+}
+
+/// A cookie-authenticated state change must echo the session's CSRF token, and, when the
+/// browser says where it comes from, come from this origin.
+fn check_csrf(head: &http::request::Parts, csrf: &[u8; 32]) -> Result<(), AuthError> {
+    let sent = head
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(sessions::parse_csrf)
+        .ok_or(AuthError::Csrf)?;
+    if !keys::mac_matches(csrf, &sent) {
+        return Err(AuthError::Csrf);
+    }
+    if let Some(origin) = head
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    {
+        let host = head
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| head.uri.authority().map(http::uri::Authority::as_str))
+            .unwrap_or("");
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        if origin == "null" || origin_host != host {
+            return Err(AuthError::Csrf);
+        }
+    }
+    Ok(())
+}
+
 fn content_length(request: &Request<Incoming>) -> Option<u64> {
-    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The client's `X-Request-Id` when it is short printable ASCII, or a new one.
@@ -148,7 +435,7 @@ fn request_id(request: &Request<Incoming>) -> HeaderValue {
     if let Some(given) = request.headers().get(REQUEST_ID)
         && !given.is_empty()
         && given.len() <= 128
-        && given.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        && given.as_bytes().iter().all(u8::is_ascii_graphic)
     {
         return given.clone();
     }
@@ -160,9 +447,9 @@ fn request_id(request: &Request<Incoming>) -> HeaderValue {
         u64::from_le_bytes(seed)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // Distinct per process (random base) and per request (counter), no allocation beyond the value.
-    let mut buf = [0u8; 16];
+    // Distinct per process (random base) and per request (an odd multiplier is a bijection).
     let value = base.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut buf = [0u8; 16];
     for (i, byte) in buf.iter_mut().enumerate() {
         let nibble = (value >> (60 - 4 * i)) & 0xf;
         *byte = b"0123456789abcdef"[usize::try_from(nibble).unwrap_or(0)];
@@ -181,5 +468,15 @@ fn method_label(method: &Method) -> &'static str {
         Method::DELETE => "DELETE",
         Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a+b%20c%2Fd"), "a b c/d");
+        assert_eq!(super::percent_decode("100%"), "100%");
+        assert_eq!(super::percent_decode("%zz"), "%zz");
     }
 }

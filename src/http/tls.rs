@@ -46,7 +46,11 @@ impl Tls {
             }
         };
         let server_config = build(&cert, &key)?;
-        Ok(Self { cert, key, current: ArcSwap::from_pointee(server_config) })
+        Ok(Self {
+            cert,
+            key,
+            current: ArcSwap::from_pointee(server_config),
+        })
     }
 
     /// The configuration for the next handshake.
@@ -77,7 +81,10 @@ fn build(cert_path: &Path, key_path: &Path) -> anyhow::Result<ServerConfig> {
         .collect::<Result<_, _>>()
         .with_context(|| format!("certificate {} is not valid PEM", cert_path.display()))?;
     let Some(leaf) = chain.first() else {
-        anyhow::bail!("certificate file {} holds no certificate", cert_path.display());
+        anyhow::bail!(
+            "certificate file {} holds no certificate",
+            cert_path.display()
+        );
     };
     let fingerprint = fingerprint(leaf);
     let key = PrivateKeyDer::from_pem_file(key_path)
@@ -89,7 +96,11 @@ fn build(cert_path: &Path, key_path: &Path) -> anyhow::Result<ServerConfig> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .with_context(|| {
-            format!("{} and {} do not form a usable pair", cert_path.display(), key_path.display())
+            format!(
+                "{} and {} do not form a usable pair",
+                cert_path.display(),
+                key_path.display()
+            )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tracing::info!(cert = %cert_path.display(), sha256 = %fingerprint, "TLS certificate loaded");
@@ -99,15 +110,23 @@ fn build(cert_path: &Path, key_path: &Path) -> anyhow::Result<ServerConfig> {
 /// `AB:CD:...` SHA-256 of a DER certificate, as browsers show it.
 #[must_use]
 pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn generate_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let names = subject_names();
     let mut params = rcgen::CertificateParams::new(names.clone()).context("certificate names")?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, names[0].clone());
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, "cairn appliance");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0].clone());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cairn appliance");
     let key = rcgen::KeyPair::generate().context("generate TLS key")?;
     let cert = params.self_signed(&key).context("self-sign certificate")?;
     write_private(key_path, key.serialize_pem().as_bytes())?;
@@ -129,7 +148,9 @@ fn subject_names() -> Vec<String> {
     let mut addrs: Vec<IpAddr> = vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
     if let Ok(interfaces) = nix::ifaddrs::getifaddrs() {
         for interface in interfaces {
-            let Some(address) = interface.address else { continue };
+            let Some(address) = interface.address else {
+                continue;
+            };
             if let Some(v4) = address.as_sockaddr_in() {
                 addrs.push(IpAddr::V4(v4.ip()));
             } else if let Some(v6) = address.as_sockaddr_in6() {
@@ -175,7 +196,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tls = Tls::load_or_generate(&HttpsConfig::default(), dir.path()).unwrap();
         let key = dir.path().join("tls/key.pem");
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let first = std::fs::read(tls.cert_path()).unwrap();
         let again = Tls::load_or_generate(&HttpsConfig::default(), dir.path()).unwrap();
         assert_eq!(std::fs::read(again.cert_path()).unwrap(), first);

@@ -5,28 +5,54 @@
 use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
-use super::schema::{DeviceRecord, META, encode, meta_key};
+use super::schema::{
+    API_KEYS, AUDIT, DeviceRecord, KEY_USAGE, META, SESSIONS, USERNAMES, USERS, encode, meta_key,
+};
 
 type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
-pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2];
+pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3];
 
 /// Schema 2 turns the bare creation time into the device identity record.
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     let mut meta = txn.open_table(META)?;
     let created_at_unix = match meta.remove(meta_key::V1_CREATED_AT)? {
         Some(raw) => {
-            let bytes: [u8; 8] = raw.value().try_into().map_err(|_| {
-                StoreError::Corrupt("meta.created_at is not 8 bytes".into())
-            })?;
+            let bytes: [u8; 8] = raw
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("meta.created_at is not 8 bytes".into()))?;
             u64::from_le_bytes(bytes)
         }
         None => super::unix_now(),
     };
     if meta.get(meta_key::DEVICE)?.is_none() {
-        let record = DeviceRecord::V1 { id: super::random_id()?, created_at_unix };
+        let record = DeviceRecord::V1 {
+            id: super::random_id()?,
+            created_at_unix,
+        };
         meta.insert(meta_key::DEVICE, encode(&record).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Schema 3 adds identity and access: its tables and the server secret for key MACs.
+fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(USERS)?;
+    txn.open_table(USERNAMES)?;
+    txn.open_table(SESSIONS)?;
+    txn.open_table(API_KEYS)?;
+    txn.open_table(KEY_USAGE)?;
+    txn.open_table(AUDIT)?;
+    let mut meta = txn.open_table(META)?;
+    if meta.get(meta_key::SERVER_SECRET)?.is_none() {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| StoreError::Io(format!("no randomness: {e}")))?;
+        meta.insert(meta_key::SERVER_SECRET, secret.as_slice())?;
+    }
+    if meta.get(meta_key::NEXT_USER_ID)?.is_none() {
+        meta.insert(meta_key::NEXT_USER_ID, 1u64.to_le_bytes().as_slice())?;
     }
     Ok(())
 }

@@ -5,8 +5,11 @@
 //! Every method is blocking (redb does file I/O and fsync): async callers go through
 //! `spawn_blocking`.
 
+mod auth;
 mod migrations;
 pub mod schema;
+
+pub use auth::{AuditQuery, StoredKey, StoredSession, StoredUser};
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +35,10 @@ pub enum StoreError {
     AlreadyOpen,
     #[error("store I/O failed: {0}")]
     Io(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
 }
 
 impl From<redb::Error> for StoreError {
@@ -73,13 +80,15 @@ pub struct DeviceIdentity {
 
 /// The open store. Cheap to share behind an `Arc`; redb serialises writers itself.
 pub struct Store {
-    db: Database,
+    pub(super) db: Database,
     path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +100,10 @@ impl Store {
     /// A store from a newer cairn, a damaged file, or I/O failure.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::create(path)?;
-        let store = Self { db, path: path.to_path_buf() };
+        let store = Self {
+            db,
+            path: path.to_path_buf(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -113,19 +125,28 @@ impl Store {
             found.max(1)
         };
         if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { found, supported: SCHEMA_VERSION });
+            return Err(StoreError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         if found == SCHEMA_VERSION {
             txn.abort()?;
             return Ok(());
         }
-        for (index, step) in migrations::MIGRATIONS.iter().enumerate().skip(found as usize - 1) {
+        for (index, step) in migrations::MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(found as usize - 1)
+        {
             let to = u32::try_from(index).expect("few migrations") + 2;
             tracing::info!(from = to - 1, to, "migrating store schema");
             step(&txn)?;
         }
-        txn.open_table(META)?
-            .insert(meta_key::SCHEMA_VERSION, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+        txn.open_table(META)?.insert(
+            meta_key::SCHEMA_VERSION,
+            SCHEMA_VERSION.to_le_bytes().as_slice(),
+        )?;
         txn.commit()?;
         Ok(())
     }
@@ -154,8 +175,14 @@ impl Store {
             .get(meta_key::DEVICE)?
             .ok_or_else(|| StoreError::Corrupt("meta.device is missing".into()))?;
         let record: DeviceRecord = decode(raw.value(), "meta.device")?;
-        let DeviceRecord::V1 { id, created_at_unix } = record;
-        Ok(DeviceIdentity { id: hex(&id), created_at_unix })
+        let DeviceRecord::V1 {
+            id,
+            created_at_unix,
+        } = record;
+        Ok(DeviceIdentity {
+            id: hex(&id),
+            created_at_unix,
+        })
     }
 
     /// Proves the store takes a durable write (for readiness).
@@ -203,12 +230,18 @@ fn decode_version(raw: &[u8]) -> Result<u32, StoreError> {
 
 fn decode<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, StoreError> {
     postcard::from_bytes(raw).map_err(|e| {
-        StoreError::Corrupt(format!("{what} does not decode ({e}); was it written by a newer cairn?"))
+        StoreError::Corrupt(format!(
+            "{what} does not decode ({e}); was it written by a newer cairn?"
+        ))
     })
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// Seconds since the Unix epoch.
+#[must_use]
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 pub(crate) fn random_id() -> Result<[u8; 16], StoreError> {
@@ -219,10 +252,12 @@ pub(crate) fn random_id() -> Result<[u8; 16], StoreError> {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Writers of stores at old schema versions, for the migration tests.
@@ -243,10 +278,30 @@ pub mod fixtures {
         let txn = db.begin_write().expect("begin");
         {
             let mut meta = txn.open_table(META).expect("meta");
-            meta.insert(meta_key::SCHEMA_VERSION, 1u32.to_le_bytes().as_slice()).expect("v");
-            meta.insert(meta_key::V1_CREATED_AT, created_at_unix.to_le_bytes().as_slice())
-                .expect("created_at");
+            meta.insert(meta_key::SCHEMA_VERSION, 1u32.to_le_bytes().as_slice())
+                .expect("v");
+            meta.insert(
+                meta_key::V1_CREATED_AT,
+                created_at_unix.to_le_bytes().as_slice(),
+            )
+            .expect("created_at");
         }
+        txn.commit().expect("commit");
+    }
+
+    /// Writes a store exactly as schema 2 of cairn did (device identity, no users).
+    ///
+    /// # Panics
+    /// On any I/O error (test helper).
+    pub fn write_schema_v2(path: &Path, created_at_unix: u64) {
+        write_schema_v1(path, created_at_unix);
+        let db = Database::open(path).expect("open v1 store");
+        let txn = db.begin_write().expect("begin");
+        super::migrations::MIGRATIONS[0](&txn).expect("v1 to v2");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(meta_key::SCHEMA_VERSION, 2u32.to_le_bytes().as_slice())
+            .expect("v");
         txn.commit().expect("commit");
     }
 
@@ -291,6 +346,18 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(store.device().unwrap().created_at_unix, 1_234_567);
+    }
+
+    #[test]
+    fn schema_2_migrates_to_identity_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        fixtures::write_schema_v2(&path, 42);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.device().unwrap().created_at_unix, 42);
+        assert_eq!(store.server_secret().unwrap().len(), 32);
+        assert!(store.list_users().unwrap().is_empty());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 /// History:
 /// - 1: `meta` only (`schema_version`, `created_at` as u64 little-endian unix seconds).
 /// - 2: the device identity record (`meta["device"]`) replaces `created_at`.
-pub const SCHEMA_VERSION: u32 = 2;
+/// - 3: users, sessions, API keys, key usage, the audit log; `meta["server_secret"]`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Small singleton values, by name.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -29,6 +30,94 @@ pub mod meta_key {
     pub const READY_PROBE: &str = "ready_probe";
     /// Schema 1 only: creation time, u64 little-endian unix seconds.
     pub const V1_CREATED_AT: &str = "created_at";
+    /// 32 random bytes: the HMAC key for API key secrets.
+    pub const SERVER_SECRET: &str = "server_secret";
+    /// `u64` little-endian: the next user id.
+    pub const NEXT_USER_ID: &str = "next_user_id";
+    /// Present once `CAIRN_ADMIN_PASSWORD` has created the first admin.
+    pub const ENV_ADMIN_DONE: &str = "env_admin_done";
+}
+
+/// Users by id.
+pub const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
+/// Unique index: username → user id.
+pub const USERNAMES: TableDefinition<&str, u64> = TableDefinition::new("usernames");
+/// Sessions by SHA-256 of the session token (a stolen store file holds no live token).
+pub const SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("sessions");
+/// API keys by key id (the id is the public part of the key string).
+pub const API_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_keys");
+/// Usage counters of API keys, by key id, written periodically.
+pub const KEY_USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("key_usage");
+/// The append-only audit log, by sequence number.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserRecord {
+    V1 {
+        username: String,
+        display_name: Option<String>,
+        /// 0 admin, 1 operator, 2 viewer.
+        role: u8,
+        /// PHC string (argon2id).
+        password_hash: String,
+        disabled: bool,
+        created_at: u64,
+        updated_at: u64,
+        password_changed_at: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionRecord {
+    V1 {
+        user_id: u64,
+        created_at: u64,
+        last_seen: u64,
+        csrf: [u8; 32],
+        addr: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyRecord {
+    V1 {
+        user_id: u64,
+        name: String,
+        /// Bit set of scopes (see `auth::Scope`).
+        scopes: u32,
+        /// HMAC-SHA256 of the secret under the server secret.
+        mac: [u8; 32],
+        created_at: u64,
+        expires_at: Option<u64>,
+        revoked_at: Option<u64>,
+        /// Per-key rate limit; `None` takes the configured default.
+        rate_per_second: Option<u32>,
+        burst: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UsageRecord {
+    #[default]
+    Empty,
+    V1 {
+        by_class: Vec<u64>,
+        last_used_at: u64,
+        last_addr: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuditRecord {
+    V1 {
+        at_ms: u64,
+        kind: String,
+        actor: String,
+        addr: String,
+        target: String,
+        detail: String,
+        ok: bool,
+    },
 }
 
 /// The identity of this device, created on first start. Fleet tools key on `id`.

@@ -25,8 +25,16 @@ pub struct Readiness {
 pub fn check(store: &Store, data_dir: &Path, min_free_disk: u64, draining: bool) -> Readiness {
     let mut checks = Vec::with_capacity(3);
     checks.push(match store.probe_write() {
-        Ok(()) => Check { name: "store", ok: true, detail: "writable".into() },
-        Err(e) => Check { name: "store", ok: false, detail: e.to_string() },
+        Ok(()) => Check {
+            name: "store",
+            ok: true,
+            detail: "writable".into(),
+        },
+        Err(e) => Check {
+            name: "store",
+            ok: false,
+            detail: e.to_string(),
+        },
     });
     checks.push(match super::disk_space(data_dir) {
         Ok(space) if space.available >= min_free_disk => Check {
@@ -42,12 +50,23 @@ pub fn check(store: &Store, data_dir: &Path, min_free_disk: u64, draining: bool)
                 space.available
             ),
         },
-        Err(e) => Check { name: "disk", ok: false, detail: format!("statvfs failed: {e}") },
+        Err(e) => Check {
+            name: "disk",
+            ok: false,
+            detail: format!("statvfs failed: {e}"),
+        },
     });
     checks.push(Check {
         name: "accepting",
         ok: !draining,
-        detail: if draining { "shutting down".into() } else { "accepting requests".into() },
+        detail: if draining {
+            "shutting down".into()
+        } else {
+            "accepting requests".into()
+        },
     });
-    Readiness { ready: checks.iter().all(|c| c.ok), checks }
+    Readiness {
+        ready: checks.iter().all(|c| c.ok),
+        checks,
+    }
 }

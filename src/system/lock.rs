@@ -17,7 +17,10 @@ pub enum LockError {
     #[error("data dir {dir} is in use by another cairn process{}; stop it first or use another --data-dir", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Busy { dir: PathBuf, pid: Option<u32> },
     #[error("cannot create or lock data dir {dir}: {source}")]
-    Io { dir: PathBuf, source: std::io::Error },
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Holds the lock until dropped.
@@ -33,8 +36,15 @@ impl DataDirLock {
     /// # Errors
     /// Another process holds the lock, or the dir cannot be created or opened.
     pub fn acquire(dir: &Path) -> Result<Self, LockError> {
-        let io = |source| LockError::Io { dir: dir.to_path_buf(), source };
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+        let io = |source| LockError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -48,7 +58,10 @@ impl DataDirLock {
             Err((mut file, Errno::EWOULDBLOCK)) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(LockError::Busy { dir: dir.to_path_buf(), pid: text.trim().parse().ok() });
+                return Err(LockError::Busy {
+                    dir: dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
             }
             Err((_, errno)) => return Err(io(errno.into())),
         };
@@ -56,7 +69,10 @@ impl DataDirLock {
         lock.set_len(0).map_err(io)?;
         lock.seek(SeekFrom::Start(0)).map_err(io)?;
         writeln!(lock, "{}", std::process::id()).map_err(io)?;
-        Ok(Self { _lock: lock, dir: dir.to_path_buf() })
+        Ok(Self {
+            _lock: lock,
+            dir: dir.to_path_buf(),
+        })
     }
 
     #[must_use]

@@ -16,7 +16,10 @@ use std::path::Path;
 /// `statvfs` failed (the path is gone, permission denied).
 pub fn disk_space(path: &Path) -> nix::Result<DiskSpace> {
     let stat = nix::sys::statvfs::statvfs(path)?;
+    // The field types are narrower than u64 on some 32-bit targets.
+    #[allow(clippy::useless_conversion, reason = "u32 on some 32-bit targets")]
     let fragment = u64::from(stat.fragment_size());
+    #[allow(clippy::useless_conversion, reason = "u32 on some 32-bit targets")]
     Ok(DiskSpace {
         available: u64::from(stat.blocks_available()).saturating_mul(fragment),
         total: u64::from(stat.blocks()).saturating_mul(fragment),

@@ -29,7 +29,8 @@ pub fn stopping() {
 /// restarts the service.
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     let mut usec = 0;
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || !sd_notify::watchdog_enabled(false, &mut usec) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() || !sd_notify::watchdog_enabled(false, &mut usec)
+    {
         return None;
     }
     let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));

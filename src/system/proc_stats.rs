@@ -22,7 +22,9 @@ pub fn read() -> ProcStats {
         .unwrap_or(4096);
     let mut stats = ProcStats::default();
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
-        let mut fields = statm.split_ascii_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+        let mut fields = statm
+            .split_ascii_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
         stats.virtual_bytes = fields.next().unwrap_or(0) * page;
         stats.resident_bytes = fields.next().unwrap_or(0) * page;
     }
@@ -38,7 +40,9 @@ pub fn read() -> ProcStats {
         // The read_dir handle itself is one of the entries.
         stats.open_fds = (dir.count() as u64).saturating_sub(1);
     }
-    if let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+    if let Ok((soft, _)) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    {
         stats.max_fds = soft;
     }
     stats

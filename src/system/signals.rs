@@ -15,7 +15,9 @@ pub enum Request {
 ///
 /// # Errors
 /// The signal handlers cannot be installed.
-pub fn listen(shutdown: watch::Sender<bool>) -> std::io::Result<tokio::sync::mpsc::Receiver<Request>> {
+pub fn listen(
+    shutdown: watch::Sender<bool>,
+) -> std::io::Result<tokio::sync::mpsc::Receiver<Request>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

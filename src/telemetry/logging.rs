@@ -21,8 +21,14 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
         .with_span_events(FmtSpan::NONE)
         .with_target(true);
     let result = match format {
-        LogFormat::Plain => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Plain => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     // A second init (tests starting several servers in one process) keeps the first.
     let _ = result;

@@ -34,6 +34,45 @@ pub struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    /// The public id of an API key (never its secret).
+    pub key_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyClassLabels {
+    pub key_id: String,
+    /// The scope the route needs (`other` for public and session-only routes).
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimiterLabels {
+    pub limiter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Metric handles of identity and access.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
+    pub key_requests: Family<KeyClassLabels, Counter>,
+    pub key_rate_limit: Family<KeyLabels, Gauge>,
+    pub address_rate_limit: Gauge,
+    pub rate_limited: Family<LimiterLabels, Counter>,
+    pub logins: Family<OutcomeLabels, Counter>,
+    pub denied: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -56,6 +95,7 @@ pub struct HttpMetrics {
 pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
+    pub auth: AuthMetrics,
 }
 
 impl Metrics {
@@ -93,7 +133,11 @@ impl Metrics {
             Unit::Seconds,
             http.duration.clone(),
         );
-        cairn.register("http_requests_in_flight", "HTTP requests being handled now", http.in_flight.clone());
+        cairn.register(
+            "http_requests_in_flight",
+            "HTTP requests being handled now",
+            http.in_flight.clone(),
+        );
         cairn.register(
             "http_connections_open",
             "Client connections open now, by listener",
@@ -109,8 +153,42 @@ impl Metrics {
             "TLS handshakes that failed or timed out",
             http.tls_handshake_failures.clone(),
         );
-        registry.register_collector(Box::new(ProcessCollector { store, start_time_unix }));
-        Self { registry, http }
+        let auth = AuthMetrics::default();
+        cairn.register(
+            "api_key_requests",
+            "Requests made with each API key, by the scope their route needs",
+            auth.key_requests.clone(),
+        );
+        cairn.register(
+            "api_key_rate_limit",
+            "Requests per second allowed to each active API key",
+            auth.key_rate_limit.clone(),
+        );
+        cairn.register(
+            "address_rate_limit",
+            "Requests per second allowed to each client address without a key (0: no limit)",
+            auth.address_rate_limit.clone(),
+        );
+        cairn.register(
+            "rate_limited_requests",
+            "Requests refused with 429, by limiter (key or address)",
+            auth.rate_limited.clone(),
+        );
+        cairn.register("logins", "Login attempts, by outcome", auth.logins.clone());
+        cairn.register(
+            "auth_denied_requests",
+            "Requests refused with 401 or 403, by reason",
+            auth.denied.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector {
+            store,
+            start_time_unix,
+        }));
+        Self {
+            registry,
+            http,
+            auth,
+        }
     }
 
     /// The text exposition (OpenMetrics-compatible Prometheus text), ending in `# EOF`.
@@ -120,7 +198,8 @@ impl Metrics {
     #[must_use]
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("write to String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("write to String");
         out
     }
 
@@ -151,19 +230,47 @@ impl Collector for ProcessCollector {
             let metric = ConstGauge::new(value);
             metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
         };
-        #[expect(clippy::cast_precision_loss, reason = "byte and fd counts fit an f64 for metrics")]
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "byte and fd counts fit an f64 for metrics"
+        )]
         {
-            gauge("process_resident_memory", "Resident set size", Some(&Unit::Bytes), stats.resident_bytes as f64)?;
-            gauge("process_virtual_memory", "Virtual memory size", Some(&Unit::Bytes), stats.virtual_bytes as f64)?;
-            gauge("process_open_fds", "Open file descriptors", None, stats.open_fds as f64)?;
-            gauge("process_max_fds", "Limit of open file descriptors", None, stats.max_fds as f64)?;
+            gauge(
+                "process_resident_memory",
+                "Resident set size",
+                Some(&Unit::Bytes),
+                stats.resident_bytes as f64,
+            )?;
+            gauge(
+                "process_virtual_memory",
+                "Virtual memory size",
+                Some(&Unit::Bytes),
+                stats.virtual_bytes as f64,
+            )?;
+            gauge(
+                "process_open_fds",
+                "Open file descriptors",
+                None,
+                stats.open_fds as f64,
+            )?;
+            gauge(
+                "process_max_fds",
+                "Limit of open file descriptors",
+                None,
+                stats.max_fds as f64,
+            )?;
             gauge(
                 "process_start_time",
                 "Start time of the process since the Unix epoch",
                 Some(&Unit::Seconds),
                 self.start_time_unix,
             )?;
-            gauge("cairn_store_file_size", "Size of the store file", Some(&Unit::Bytes), self.store.file_size() as f64)?;
+            gauge(
+                "cairn_store_file_size",
+                "Size of the store file",
+                Some(&Unit::Bytes),
+                self.store.file_size() as f64,
+            )?;
         }
         let cpu = ConstCounter::new(stats.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(

@@ -24,7 +24,12 @@ pub struct Options {
     pub config_toml: Option<String>,
     /// Set `WATCHDOG_PID` to the server's pid, as systemd does.
     pub watchdog_pid: bool,
+    /// Start without an admin (no `CAIRN_ADMIN_PASSWORD`).
+    pub no_admin: bool,
 }
+
+/// The admin every test server gets unless `no_admin()`.
+pub const ADMIN_PASSWORD: &str = "admin-password-123";
 
 impl Options {
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -44,6 +49,11 @@ impl Options {
 
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub fn no_admin(mut self) -> Self {
+        self.no_admin = true;
         self
     }
 
@@ -109,7 +119,10 @@ fn spawn_log_reader(stderr: std::process::ChildStderr, logs: Arc<Logs>) {
             logs.changed.notify_all();
         }
         // A closing marker so waiters stop early on exit.
-        logs.lines.lock().unwrap().push("{\"message\":\"<stderr closed>\"}".into());
+        logs.lines
+            .lock()
+            .unwrap()
+            .push("{\"message\":\"<stderr closed>\"}".into());
         logs.changed.notify_all();
     });
 }
@@ -124,7 +137,10 @@ impl Server {
     /// Starts a server; on failure returns the log and the exit status.
     pub fn try_start(options: Options) -> Result<Self, (String, Option<ExitStatus>)> {
         let temp = tempfile::tempdir().unwrap();
-        let data_dir = options.data_dir.clone().unwrap_or_else(|| temp.path().join("data"));
+        let data_dir = options
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| temp.path().join("data"));
         let mut command = if options.watchdog_pid {
             // exec keeps the shell's pid, which systemd would have put in WATCHDOG_PID.
             let mut sh = Command::new("/bin/sh");
@@ -138,9 +154,14 @@ impl Server {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--http-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--https-listen", if options.https { "127.0.0.1:0" } else { "off" }])
+            .args([
+                "--https-listen",
+                if options.https { "127.0.0.1:0" } else { "off" },
+            ])
             .env_remove("NOTIFY_SOCKET")
             .env_remove("CAIRN_LOG")
+            .env_remove("CAIRN_ADMIN_PASSWORD")
+            .env_remove("CAIRN_ADMIN_PASSWORD_FILE")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -148,6 +169,9 @@ impl Server {
             let path = temp.path().join("cairn.toml");
             std::fs::write(&path, toml).unwrap();
             command.arg("--config").arg(path);
+        }
+        if !options.no_admin {
+            command.env("CAIRN_ADMIN_PASSWORD", ADMIN_PASSWORD);
         }
         command.args(&options.args);
         for (key, value) in &options.env {
@@ -185,7 +209,58 @@ impl Server {
     }
 
     pub fn https_url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.https.expect("https listener").port())
+        format!(
+            "https://localhost:{}{path}",
+            self.https.expect("https listener").port()
+        )
+    }
+
+    /// Creates an API key for `user` through the running server's admin socket.
+    pub fn key_for(&self, user: &str, scopes: &str) -> String {
+        let dir = self.data_dir.to_str().unwrap();
+        let (code, out, err) = run_cli(
+            &[
+                "admin",
+                "create-key",
+                "--data-dir",
+                dir,
+                "--user",
+                user,
+                "--scopes",
+                scopes,
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "create-key failed: {err}");
+        out.trim().to_owned()
+    }
+
+    /// An admin key with every scope.
+    pub fn admin_key(&self) -> String {
+        self.key_for(
+            "admin",
+            "infer,models:read,models:write,tasks:read,tasks:write,metrics:read,fleet:read,keys:manage,users:manage",
+        )
+    }
+
+    /// Creates a user through the admin socket.
+    pub fn create_user(&self, username: &str, role: &str, password: &str) {
+        let dir = self.data_dir.to_str().unwrap();
+        let (code, _, err) = run_cli_stdin(
+            &[
+                "admin",
+                "create-user",
+                "--data-dir",
+                dir,
+                "--username",
+                username,
+                "--role",
+                role,
+                "--password-stdin",
+            ],
+            password,
+        );
+        assert_eq!(code, 0, "create-user failed: {err}");
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
@@ -205,7 +280,11 @@ impl Server {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "cairn did not exit; log:\n{}", self.logs.text());
+            assert!(
+                Instant::now() < deadline,
+                "cairn did not exit; log:\n{}",
+                self.logs.text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -219,7 +298,10 @@ impl Drop for Server {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
 }
 
 /// Runs `cairn` with `args` to completion: (exit code, stdout, stderr).
@@ -235,4 +317,56 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs `cairn` with `input` on stdin: (exit code, stdout, stderr).
+pub fn run_cli_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cairn");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{input}\n").as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A logged-in console session: the cookie and the CSRF token.
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+pub async fn login(base: &str, username: &str, password: &str) -> Session {
+    let response = client()
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"username": username, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "login of {username}");
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = response.json().await.unwrap();
+    Session {
+        cookie,
+        csrf: body["csrf_token"].as_str().unwrap().to_owned(),
+    }
 }

@@ -13,24 +13,71 @@ async fn readiness_fails_when_disk_threshold_is_not_met() {
     let checks = body["checks"].as_array().unwrap();
     let disk = checks.iter().find(|c| c["name"] == "disk").unwrap();
     assert_eq!(disk["ok"], false);
-    assert!(disk["detail"].as_str().unwrap().contains("health.min_free_disk"));
+    assert!(
+        disk["detail"]
+            .as_str()
+            .unwrap()
+            .contains("health.min_free_disk")
+    );
     let store = checks.iter().find(|c| c["name"] == "store").unwrap();
     assert_eq!(store["ok"], true);
-    assert_eq!(client().get(server.url("/v2/health/ready")).send().await.unwrap().status(), 503);
+    assert_eq!(
+        client()
+            .get(server.url("/v2/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
     // Liveness is a different question.
-    assert_eq!(client().get(server.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(client().get(server.url("/v2/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(server.url("/v2/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn ready_server_says_so_under_both_names() {
     let server = Server::start(Options::default());
-    let body: serde_json::Value =
-        client().get(server.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let body: serde_json::Value = client()
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(body["ready"], true, "{body}");
-    let response = client().get(server.url("/v2/health/ready")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/v2/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
-    let meta: serde_json::Value = client().get(server.url("/v2")).send().await.unwrap().json().await.unwrap();
+    let meta: serde_json::Value = client()
+        .get(server.url("/v2"))
+        .bearer_auth(server.admin_key())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(meta["name"], "cairn");
 }
 
@@ -42,7 +89,12 @@ fn promtool_check(exposition: &str) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is needed for this test: apt-get install prometheus (README's test command does)");
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
@@ -58,8 +110,29 @@ async fn metrics_pass_promtool_and_count_requests() {
     for path in ["/healthz", "/readyz", "/nope"] {
         client().get(server.url(path)).send().await.unwrap();
     }
-    let response = client().get(server.url("/metrics")).send().await.unwrap();
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let key = server.key_for("admin", "metrics:read");
+    assert_eq!(
+        client()
+            .get(server.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "not public by default"
+    );
+    let response = client()
+        .get(server.url("/metrics"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = response.text().await.unwrap();
     promtool_check(&text);
     for needle in [
@@ -73,16 +146,36 @@ async fn metrics_pass_promtool_and_count_requests() {
         "process_open_fds ",
         "process_start_time_seconds ",
         "cairn_store_file_size_bytes ",
+        "cairn_api_key_requests_total{key_id=\"",
+        "cairn_api_key_rate_limit{key_id=\"",
+        "cairn_auth_denied_requests_total{reason=\"unauthenticated\"} 1",
     ] {
         assert!(text.contains(needle), "missing {needle} in:\n{text}");
     }
     // Prometheus asks for OpenMetrics and gets it.
     let open = client()
         .get(server.url("/metrics"))
-        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .bearer_auth(&key)
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        )
         .send()
         .await
         .unwrap();
-    assert!(open.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    assert!(
+        open.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn metrics_can_be_made_public() {
+    let server = Server::start(Options::default().env("CAIRN_METRICS_PUBLIC", "true"));
+    let response = client().get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    promtool_check(&response.text().await.unwrap());
 }

@@ -6,7 +6,9 @@ use crate::harness::{Options, Server, client, message_is};
 
 fn raw_exchange(server: &Server, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(server.http.unwrap()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream.write_all(request).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
@@ -20,7 +22,11 @@ fn raw_exchange(server: &Server, request: &[u8]) -> String {
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
                     let length = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(str::to_owned)
+                        })
                         .and_then(|v| v.trim().parse::<usize>().ok());
                     if length.is_some_and(|len| body.len() >= len) {
                         break;
@@ -35,14 +41,22 @@ fn raw_exchange(server: &Server, request: &[u8]) -> String {
 #[tokio::test]
 async fn unknown_route_and_wrong_method_are_json() {
     let server = Server::start(Options::default());
-    let response = client().get(server.url("/no/such/thing")).send().await.unwrap();
+    let response = client()
+        .get(server.url("/no/such/thing"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["code"], "not_found");
     assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
 
-    let response = client().delete(server.url("/healthz")).send().await.unwrap();
+    let response = client()
+        .delete(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     assert_eq!(response.headers()["allow"], "GET, HEAD");
     let body: serde_json::Value = response.json().await.unwrap();
@@ -68,9 +82,13 @@ async fn declared_oversized_body_gets_413_unread() {
 async fn slow_headers_are_cut_off() {
     let server = Server::start(Options::default().env("CAIRN_LIMITS_HEADER_READ_TIMEOUT", "500ms"));
     let mut stream = TcpStream::connect(server.http.unwrap()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let started = Instant::now();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     // Trickle one header byte at a time, never finishing the head.
     let mut closed = false;
     for _ in 0..40 {
@@ -101,9 +119,20 @@ async fn slow_headers_are_cut_off() {
         }
     }
     assert!(closed, "a client trickling headers must be disconnected");
-    assert!(started.elapsed() < Duration::from_secs(3), "cut off near the 500ms limit");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut off near the 500ms limit"
+    );
     // The server still serves others.
-    assert_eq!(client().get(server.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -114,8 +143,12 @@ async fn idle_keepalive_connections_are_closed() {
             .env("CAIRN_LIMITS_HEADER_READ_TIMEOUT", "30s"),
     );
     let mut stream = TcpStream::connect(server.http.unwrap()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut buf = [0u8; 1024];
     let n = stream.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -123,23 +156,37 @@ async fn idle_keepalive_connections_are_closed() {
     let n = stream.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "the server closes the idle connection");
     let idle = idle_start.elapsed();
-    assert!(idle >= Duration::from_millis(500) && idle < Duration::from_secs(5), "{idle:?}");
+    assert!(
+        idle >= Duration::from_millis(500) && idle < Duration::from_secs(5),
+        "{idle:?}"
+    );
 }
 
 #[tokio::test]
 async fn request_id_is_echoed_and_logged() {
     let server = Server::start(Options::default().arg("--log-level").arg("cairn=debug"));
-    let response =
-        client().get(server.url("/healthz")).header("x-request-id", "trace-abc-123").send().await.unwrap();
+    let response = client()
+        .get(server.url("/healthz"))
+        .header("x-request-id", "trace-abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["x-request-id"], "trace-abc-123");
-    let line = server
-        .logs
-        .wait_for(Duration::from_secs(5), |v| message_is(v, "request") && v.to_string().contains("trace-abc-123"));
-    assert!(line.is_some(), "the access log line carries the request id:\n{}", server.logs.text());
+    let line = server.logs.wait_for(Duration::from_secs(5), |v| {
+        message_is(v, "request") && v.to_string().contains("trace-abc-123")
+    });
+    assert!(
+        line.is_some(),
+        "the access log line carries the request id:\n{}",
+        server.logs.text()
+    );
     // Without one, the server makes one up, different each time.
     let a = client().get(server.url("/healthz")).send().await.unwrap();
     let b = client().get(server.url("/healthz")).send().await.unwrap();
-    let (a, b) = (a.headers()["x-request-id"].clone(), b.headers()["x-request-id"].clone());
+    let (a, b) = (
+        a.headers()["x-request-id"].clone(),
+        b.headers()["x-request-id"].clone(),
+    );
     assert_eq!(a.len(), 16);
     assert_ne!(a, b);
 }
@@ -147,7 +194,10 @@ async fn request_id_is_echoed_and_logged() {
 #[tokio::test]
 async fn plain_http2_with_prior_knowledge() {
     let server = Server::start(Options::default());
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let response = h2.get(server.url("/v2/health/live")).send().await.unwrap();
     assert_eq!(response.version(), reqwest::Version::HTTP_2);
     assert_eq!(response.status(), 200);
@@ -158,7 +208,12 @@ async fn plain_http2_with_prior_knowledge() {
 #[tokio::test]
 async fn console_assets_have_etags_and_gzip() {
     let server = Server::start(Options::default());
-    let response = client().get(server.url("/")).header("accept-encoding", "gzip").send().await.unwrap();
+    let response = client()
+        .get(server.url("/"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let etag = response.headers()["etag"].to_str().unwrap().to_owned();
@@ -166,11 +221,26 @@ async fn console_assets_have_etags_and_gzip() {
     let plain = client().get(server.url("/")).send().await.unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
     assert!(plain.text().await.unwrap().contains("<title>cairn</title>"));
-    let again = client().get(server.url("/")).header("if-none-match", &etag).send().await.unwrap();
+    let again = client()
+        .get(server.url("/"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 304);
-    let missing = client().get(server.url("/assets/console/nope.js")).send().await.unwrap();
+    let missing = client()
+        .get(server.url("/assets/console/nope.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    let openapi: serde_json::Value =
-        client().get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let openapi: serde_json::Value = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(openapi["paths"]["/v2/health/ready"]["get"].is_object());
 }

@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod auth_flows;
+mod auth_matrix;
 mod config_cli;
 mod health_metrics;
 mod http_edges;

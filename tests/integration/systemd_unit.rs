@@ -6,9 +6,21 @@ use crate::harness::BIN;
 /// and keeps its exposure score low.
 #[test]
 fn unit_file_verifies_and_is_hardened() {
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/cairn.service")).unwrap();
-    for needle in ["Type=notify", "WatchdogSec=", "StateDirectory=cairn", "DynamicUser=yes", "NoNewPrivileges=yes",
-        "ProtectSystem=strict", "SystemCallFilter=@system-service", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE"] {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/cairn.service"
+    ))
+    .unwrap();
+    for needle in [
+        "Type=notify",
+        "WatchdogSec=",
+        "StateDirectory=cairn",
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "SystemCallFilter=@system-service",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+    ] {
         assert!(unit.contains(needle), "unit lacks {needle}");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -19,8 +31,16 @@ fn unit_file_verifies_and_is_hardened() {
         .arg(&path)
         .output()
         .expect("systemd-analyze is needed for this test: apt-get install systemd (README's test command does)");
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
-    let security = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&path).output().unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&security.stdout);
     let score: f64 = text
         .lines()

@@ -18,12 +18,23 @@ pub fn v2_live() -> Response {
 
 pub async fn readyz(ctx: &Ctx) -> Response {
     let report = ctx.app.readiness().await;
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     response::json(status, &*report)
 }
 
 pub async fn v2_ready(ctx: &Ctx) -> Response {
     let report = ctx.app.readiness().await;
-    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    response::json(status, &json!({ "ready": report.ready, "checks": report.checks }))
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    response::json(
+        status,
+        &json!({ "ready": report.ready, "checks": report.checks }),
+    )
 }

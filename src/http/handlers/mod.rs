@@ -1,15 +1,19 @@
 //! Handlers, one file per domain. [`dispatch`] is the one place a [`RouteId`] meets its
 //! handler; the match is exhaustive, so a new route without a handler does not compile.
 
+mod audit;
+mod auth;
 mod health;
+mod keys;
 mod openapi;
 mod static_files;
 mod system;
+mod users;
 
+use super::Response;
 use super::error::ApiError;
 use super::routes::RouteId;
 use super::service::Ctx;
-use super::Response;
 
 pub async fn dispatch(id: RouteId, ctx: Ctx) -> Result<Response, ApiError> {
     match id {
@@ -26,5 +30,23 @@ pub async fn dispatch(id: RouteId, ctx: Ctx) -> Result<Response, ApiError> {
             static_files::serve(&ctx, &path)
         }
         RouteId::OpenApi => Ok(openapi::document()),
+        RouteId::SetupStatus => auth::setup_status(&ctx),
+        RouteId::Setup => auth::setup(ctx).await,
+        RouteId::Login => auth::login(ctx).await,
+        RouteId::Logout => auth::logout(ctx).await,
+        RouteId::Session => auth::session(&ctx),
+        RouteId::ListUsers => users::list(ctx).await,
+        RouteId::CreateUser => users::create(ctx).await,
+        RouteId::Me => users::me(ctx).await,
+        RouteId::UpdateMe => users::update_me(ctx).await,
+        RouteId::ChangePassword => users::change_password(ctx).await,
+        RouteId::GetUser => users::get(ctx).await,
+        RouteId::UpdateUser => users::update(ctx).await,
+        RouteId::DeleteUser => users::delete(ctx).await,
+        RouteId::ListKeys => keys::list(&ctx),
+        RouteId::CreateKey => keys::create(ctx).await,
+        RouteId::GetKey => keys::get(&ctx),
+        RouteId::RevokeKey => keys::revoke(ctx).await,
+        RouteId::Audit => audit::list(ctx).await,
     }
 }

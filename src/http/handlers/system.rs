@@ -14,7 +14,14 @@ pub fn v2_metadata() -> Response {
         version: &'static str,
         extensions: [&'static str; 0],
     }
-    response::json(StatusCode::OK, &Metadata { name: "cairn", version: build_info::VERSION, extensions: [] })
+    response::json(
+        StatusCode::OK,
+        &Metadata {
+            name: "cairn",
+            version: build_info::VERSION,
+            extensions: [],
+        },
+    )
 }
 
 /// OpenMetrics for scrapers that ask for it (Prometheus does), the classic text format
@@ -34,7 +41,11 @@ pub fn metrics(ctx: &Ctx) -> Response {
             ctx.app.metrics.encode(),
         )
     } else {
-        response::bytes(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", ctx.app.metrics.encode_prometheus_text())
+        response::bytes(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            ctx.app.metrics.encode_prometheus_text(),
+        )
     }
 }
 
