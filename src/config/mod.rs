@@ -374,15 +374,34 @@ pub fn load(
     env: &BTreeMap<String, String>,
     flags: &Overrides,
 ) -> anyhow::Result<Loaded> {
-    let mut table = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read config file {}", path.display()))?;
-            text.parse::<toml::Table>()
-                .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
-        }
-        None => toml::Table::new(),
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?,
+        None => String::new(),
     };
+    let config = from_text(&text, env, flags).map_err(|e| match file {
+        Some(path) => e.context(format!("config file {}", path.display())),
+        None => e,
+    })?;
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+    })
+}
+
+/// Parses and validates configuration text with env and flag overrides (the part of
+/// [`load`] that does no I/O; fuzzed).
+///
+/// # Errors
+/// TOML syntax errors, unknown keys or env vars, and bad values, each with the key named.
+pub fn from_text(
+    text: &str,
+    env: &BTreeMap<String, String>,
+    flags: &Overrides,
+) -> anyhow::Result<Config> {
+    let mut table = text
+        .parse::<toml::Table>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (name, value) in env {
         if !name.starts_with("CAIRN_") || NON_CONFIG_ENV.contains(&name.as_str()) {
             continue;
@@ -417,10 +436,7 @@ pub fn load(
             }
         })?;
     config.validate()?;
-    Ok(Loaded {
-        config,
-        file: file.map(Path::to_path_buf),
-    })
+    Ok(config)
 }
 
 fn insert(table: &mut toml::Table, key: &Key, raw: &str) -> anyhow::Result<()> {
