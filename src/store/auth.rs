@@ -21,12 +21,6 @@ pub struct StoredKey {
     pub record: KeyRecord,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredSession {
-    pub token_hash: [u8; 32],
-    pub record: SessionRecord,
-}
-
 /// Filters for reading the audit log, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {

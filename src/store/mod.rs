@@ -9,7 +9,7 @@ mod auth;
 mod migrations;
 pub mod schema;
 
-pub use auth::{AuditQuery, StoredKey, StoredSession, StoredUser};
+pub use auth::{AuditQuery, StoredKey, StoredUser};
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};

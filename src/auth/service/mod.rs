@@ -1,0 +1,543 @@
+//! The `Auth` service: authentication of each request, sessions, usage and audit; the
+//! account operations live in `users.rs` and `keys.rs`.
+
+mod key_admin;
+mod login;
+mod users;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::audit::{AuditLog, Event, Retention};
+use super::rate::{AddressBuckets, KeyBucket, RateLimitConfig, RateLimited};
+use super::throttle::LoginThrottle;
+use super::{AuthError, Credential, Principal, Role, Scope, ScopeSet, keys};
+use crate::store::schema::{KeyRecord, UsageRecord, UserRecord};
+use crate::store::{AuditQuery, Store, StoredUser, unix_now};
+use crate::telemetry::metrics::AuthMetrics;
+
+/// Settings of the `[auth]` config section, in domain form.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+    pub key_rate: RateLimitConfig,
+    pub address_rate: RateLimitConfig,
+    pub audit: Retention,
+}
+
+/// Request counters of one key since start, plus what the store held at start.
+#[derive(Debug, Default)]
+struct KeyUsage {
+    by_class: [AtomicU64; Scope::ALL.len() + 1],
+    /// Metric handles, made on first use so idle classes add no series.
+    counters:
+        [std::sync::OnceLock<prometheus_client::metrics::counter::Counter>; Scope::ALL.len() + 1],
+    last_used_at: AtomicU64,
+    last_addr: Mutex<Option<IpAddr>>,
+}
+
+#[derive(Debug)]
+struct KeyEntry {
+    user_id: u64,
+    name: String,
+    scopes: ScopeSet,
+    mac: [u8; 32],
+    created_at: u64,
+    expires_at: Option<u64>,
+    revoked_at: Option<u64>,
+    bucket: Arc<KeyBucket>,
+    usage: Arc<KeyUsage>,
+    custom_rate: bool,
+}
+
+#[derive(Debug, Clone)]
+struct UserEntry {
+    username: String,
+    role: Role,
+    disabled: bool,
+}
+
+/// Every key and user, immutable; replaced whole on any change.
+#[derive(Debug, Default)]
+struct Snapshot {
+    keys: HashMap<u64, KeyEntry>,
+    users: HashMap<u64, UserEntry>,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: u64,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub password_changed_at: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RateView {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageView {
+    /// Requests by the scope their route needs (`public` and `session` for the rest).
+    pub requests: std::collections::BTreeMap<&'static str, u64>,
+    pub last_used_at: Option<u64>,
+    pub last_used_addr: Option<String>,
+}
+
+/// An API key as the API shows it (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub user_id: u64,
+    pub username: String,
+    pub scopes: Vec<&'static str>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+    pub state: &'static str,
+    pub rate_limit: RateView,
+    pub usage: UsageView,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub username: String,
+    pub password: String,
+    pub role: Role,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    pub display_name: Option<Option<String>>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub expires_at: Option<u64>,
+    pub rate: Option<RateLimitConfig>,
+    /// Create the key for this user instead of the caller (needs `users:manage`).
+    pub for_user: Option<String>,
+}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoginOutcome {
+    pub token: String,
+    pub csrf: [u8; 32],
+    pub user: UserView,
+    pub expires_at: u64,
+}
+
+/// Usage class names, by `Scope as usize`; the last class is "other" (public, session).
+const CLASS_NAMES: [&str; Scope::ALL.len() + 1] = [
+    "infer",
+    "models:read",
+    "models:write",
+    "tasks:read",
+    "tasks:write",
+    "metrics:read",
+    "fleet:read",
+    "keys:manage",
+    "users:manage",
+    "other",
+];
+
+pub struct Auth {
+    store: Arc<Store>,
+    secret: Vec<u8>,
+    snapshot: ArcSwap<Snapshot>,
+    /// Usage as stored at start, added to the live counters when shown or saved.
+    usage_base: Mutex<HashMap<u64, UsageRecord>>,
+    pub config: AuthConfig,
+    throttle: LoginThrottle,
+    addresses: AddressBuckets,
+    hashing: tokio::sync::Semaphore,
+    pub audit: AuditLog,
+    pub(super) setup: Mutex<Option<super::SetupToken>>,
+    metrics: AuthMetrics,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth").finish_non_exhaustive()
+    }
+}
+
+fn stored_role(raw: u8) -> Result<Role, AuthError> {
+    Role::from_stored(raw)
+        .ok_or_else(|| AuthError::Internal(format!("stored role {raw} is unknown")))
+}
+
+pub(super) fn user_view(user: &StoredUser) -> Result<UserView, AuthError> {
+    let UserRecord::V1 {
+        username,
+        display_name,
+        role,
+        disabled,
+        created_at,
+        updated_at,
+        password_changed_at,
+        ..
+    } = &user.record;
+    Ok(UserView {
+        id: user.id,
+        username: username.clone(),
+        display_name: display_name.clone(),
+        role: stored_role(*role)?,
+        disabled: *disabled,
+        created_at: *created_at,
+        updated_at: *updated_at,
+        password_changed_at: *password_changed_at,
+    })
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, AuthError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| AuthError::Internal(e.to_string()))?
+}
+
+impl Auth {
+    /// Loads keys and users into memory and starts the audit writer.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn new(
+        store: Arc<Store>,
+        config: AuthConfig,
+        metrics: AuthMetrics,
+    ) -> Result<Self, AuthError> {
+        let secret = store.server_secret()?;
+        let usage_base = store.key_usage()?.into_iter().collect();
+        let auth = Self {
+            audit: AuditLog::start(Arc::clone(&store), config.audit),
+            addresses: AddressBuckets::new(config.address_rate),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
+            store,
+            secret,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            usage_base: Mutex::new(usage_base),
+            config,
+            throttle: LoginThrottle::default(),
+            setup: Mutex::new(None),
+            metrics,
+        };
+        auth.reload()?;
+        Ok(auth)
+    }
+
+    /// Rebuilds the in-memory snapshot from the store, keeping live counters and buckets.
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    pub fn reload(&self) -> Result<(), AuthError> {
+        let old = self.snapshot.load();
+        let mut users = HashMap::new();
+        for user in self.store.list_users()? {
+            let UserRecord::V1 {
+                username,
+                role,
+                disabled,
+                ..
+            } = user.record;
+            users.insert(
+                user.id,
+                UserEntry {
+                    username,
+                    role: stored_role(role)?,
+                    disabled,
+                },
+            );
+        }
+        let mut keys = HashMap::new();
+        for key in self.store.list_keys()? {
+            let KeyRecord::V1 {
+                user_id,
+                name,
+                scopes,
+                mac,
+                created_at,
+                expires_at,
+                revoked_at,
+                rate_per_second,
+                burst,
+            } = key.record;
+            let rate = match rate_per_second {
+                Some(per_second) => RateLimitConfig {
+                    per_second,
+                    burst: burst.unwrap_or(per_second),
+                },
+                None => self.config.key_rate,
+            };
+            let previous = old.keys.get(&key.id);
+            let bucket = match previous {
+                Some(p) if p.bucket.config == rate => Arc::clone(&p.bucket),
+                _ => Arc::new(KeyBucket::new(rate)),
+            };
+            let usage =
+                previous.map_or_else(|| Arc::new(KeyUsage::default()), |p| Arc::clone(&p.usage));
+            let labels = crate::telemetry::metrics::KeyLabels {
+                key_id: keys::format_id(key.id),
+            };
+            if revoked_at.is_some() {
+                self.metrics.key_rate_limit.remove(&labels);
+            } else {
+                self.metrics
+                    .key_rate_limit
+                    .get_or_create(&labels)
+                    .set(i64::from(rate.per_second));
+            }
+            keys.insert(
+                key.id,
+                KeyEntry {
+                    user_id,
+                    name,
+                    scopes: ScopeSet(scopes),
+                    mac,
+                    created_at,
+                    expires_at,
+                    revoked_at,
+                    bucket,
+                    usage,
+                    custom_rate: rate_per_second.is_some(),
+                },
+            );
+        }
+        self.snapshot.store(Arc::new(Snapshot { keys, users }));
+        Ok(())
+    }
+
+    /// Checks a bearer key: the hot path (no store access, no lock).
+    ///
+    /// # Errors
+    /// Malformed, unknown, wrong secret, expired, revoked, owner deleted or disabled.
+    pub fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {
+        let parsed = keys::parse(key).ok_or(AuthError::MalformedHeader)?;
+        let snapshot = self.snapshot.load();
+        let entry = snapshot
+            .keys
+            .get(&parsed.id)
+            .ok_or(AuthError::BadCredentials)?;
+        if !keys::mac_matches(&entry.mac, &keys::mac(&self.secret, parsed.secret)) {
+            return Err(AuthError::BadCredentials);
+        }
+        if entry.revoked_at.is_some() {
+            return Err(AuthError::KeyRevoked);
+        }
+        if entry.expires_at.is_some_and(|at| at <= unix_now()) {
+            return Err(AuthError::KeyExpired);
+        }
+        let owner = snapshot
+            .users
+            .get(&entry.user_id)
+            .ok_or(AuthError::BadCredentials)?;
+        if owner.disabled {
+            return Err(AuthError::BadCredentials);
+        }
+        Ok(Principal {
+            user_id: entry.user_id,
+            username: owner.username.clone(),
+            role: owner.role,
+            scopes: entry.scopes.intersect(owner.role.scopes()),
+            credential: Credential::Key { key_id: parsed.id },
+        })
+    }
+
+    /// Takes a token from the key's bucket and counts the request in its usage.
+    ///
+    /// # Errors
+    /// The key's bucket is empty.
+    pub fn admit_key(
+        &self,
+        key_id: u64,
+        class: Option<Scope>,
+        addr: Option<IpAddr>,
+    ) -> Result<(), RateLimited> {
+        let snapshot = self.snapshot.load();
+        let Some(entry) = snapshot.keys.get(&key_id) else {
+            return Ok(());
+        };
+        if let Err(limited) = entry.bucket.check() {
+            self.metrics
+                .rate_limited
+                .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "key" })
+                .inc();
+            return Err(limited);
+        }
+        let class_index = class.map_or(Scope::ALL.len(), Scope::class);
+        entry.usage.by_class[class_index].fetch_add(1, Ordering::Relaxed);
+        entry
+            .usage
+            .last_used_at
+            .store(unix_now(), Ordering::Relaxed);
+        if let Some(addr) = addr {
+            *entry.usage.last_addr.lock().expect("poisoned") = Some(addr);
+        }
+        entry.usage.counters[class_index]
+            .get_or_init(|| {
+                self.metrics
+                    .key_requests
+                    .get_or_create(&crate::telemetry::metrics::KeyClassLabels {
+                        key_id: keys::format_id(key_id),
+                        class: CLASS_NAMES[class_index],
+                    })
+                    .clone()
+            })
+            .inc();
+        Ok(())
+    }
+
+    /// Takes a token from the client address's bucket (requests without a key).
+    ///
+    /// # Errors
+    /// The address's bucket is empty.
+    pub fn admit_address(&self, addr: IpAddr) -> Result<(), RateLimited> {
+        self.addresses.check(addr).inspect_err(|_| {
+            self.metrics
+                .rate_limited
+                .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "address" })
+                .inc();
+        })
+    }
+
+    /// Periodic upkeep: forget idle address buckets, drop expired sessions, save usage.
+    pub async fn maintain(self: &Arc<Self>) {
+        self.addresses.shrink();
+        let auth = Arc::clone(self);
+        let _ = blocking(move || {
+            let now = unix_now();
+            let idle = now.saturating_sub(auth.config.session_idle.as_secs());
+            let absolute = now.saturating_sub(auth.config.session_absolute.as_secs());
+            auth.store.prune_sessions(idle, absolute)?;
+            auth.save_usage()
+        })
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "auth upkeep failed"));
+    }
+
+    /// Writes the usage counters of every key to the store. Blocking.
+    ///
+    /// # Errors
+    /// I/O failure.
+    pub fn save_usage(&self) -> Result<(), AuthError> {
+        let snapshot = self.snapshot.load();
+        let records: Vec<(u64, UsageRecord)> = snapshot
+            .keys
+            .keys()
+            .map(|id| (*id, self.usage_record(&snapshot, *id)))
+            .collect();
+        self.store.put_key_usage(&records)?;
+        Ok(())
+    }
+
+    fn usage_record(&self, snapshot: &Snapshot, id: u64) -> UsageRecord {
+        let base = self
+            .usage_base
+            .lock()
+            .expect("poisoned")
+            .get(&id)
+            .cloned()
+            .unwrap_or_default();
+        let (mut by_class, mut last_used_at, mut last_addr) = match base {
+            UsageRecord::V1 {
+                by_class,
+                last_used_at,
+                last_addr,
+            } => (by_class, last_used_at, last_addr),
+            UsageRecord::Empty => (Vec::new(), 0, String::new()),
+        };
+        by_class.resize(CLASS_NAMES.len(), 0);
+        if let Some(entry) = snapshot.keys.get(&id) {
+            for (total, live) in by_class.iter_mut().zip(&entry.usage.by_class) {
+                *total += live.load(Ordering::Relaxed);
+            }
+            let live_at = entry.usage.last_used_at.load(Ordering::Relaxed);
+            if live_at > 0 {
+                last_used_at = live_at;
+                if let Some(addr) = *entry.usage.last_addr.lock().expect("poisoned") {
+                    last_addr = addr.to_string();
+                }
+            }
+        }
+        UsageRecord::V1 {
+            by_class,
+            last_used_at,
+            last_addr,
+        }
+    }
+
+    // ----- audit ----------------------------------------------------------------------
+
+    /// Records an event on behalf of `principal`.
+    pub fn record(
+        &self,
+        principal: &Principal,
+        kind: &'static str,
+        addr: &str,
+        target: &str,
+        detail: &str,
+        ok: bool,
+    ) {
+        self.audit.record(Event {
+            kind,
+            actor: principal.actor(),
+            addr: addr.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+            ok,
+        });
+    }
+
+    /// Reads the audit log (after committing what is pending).
+    ///
+    /// # Errors
+    /// I/O failure.
+    pub async fn audit_entries(
+        self: &Arc<Self>,
+        query: AuditQuery,
+    ) -> Result<Vec<(u64, crate::store::schema::AuditRecord)>, AuthError> {
+        self.audit.flush().await;
+        let auth = Arc::clone(self);
+        blocking(move || Ok(auth.store.query_audit(&query)?)).await
+    }
+
+    pub(super) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+}
+
+fn check_display_name(name: Option<String>) -> Result<Option<String>, AuthError> {
+    match name {
+        Some(name) if name.chars().count() > 100 || name.chars().any(char::is_control) => Err(
+            AuthError::Invalid("display_name: at most 100 printable characters".into()),
+        ),
+        Some(name) if name.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
