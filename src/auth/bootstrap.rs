@@ -38,7 +38,7 @@ impl Bootstrap {
         let direct = std::env::var("CAIRN_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        let file = std::env::var_os("CAIRN_ADMIN_PASSWORD_FILE");
+        let file = std::env::var_os("CAIRN_ADMIN_PASSWORD_FILE").filter(|f| !f.is_empty());
         let admin_password = match (direct, file) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("set CAIRN_ADMIN_PASSWORD or CAIRN_ADMIN_PASSWORD_FILE, not both")

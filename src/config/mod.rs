@@ -407,6 +407,16 @@ pub fn from_text(
             continue;
         }
         let Some(key) = KEYS.iter().find(|k| k.env_name() == *name) else {
+            // A misspelt key of a known section is an error; other `CAIRN_*` variables
+            // (scripts' own, say) are not ours to judge.
+            let in_a_section = KEYS.iter().any(|k| {
+                let section = k.path.split('.').next().unwrap_or("");
+                k.path.contains('.')
+                    && name.starts_with(&format!("CAIRN_{}_", section.to_ascii_uppercase()))
+            });
+            if !in_a_section {
+                continue;
+            }
             bail!(
                 "unknown environment variable {name}: cairn knows {}",
                 KEYS.iter()
@@ -620,6 +630,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("unknown environment variable CAIRN_HTTP_LISTN"));
+        // Variables outside every section belong to someone else.
+        load(None, &env(&[("CAIRN_BIN", "x")]), &Overrides::default()).unwrap();
     }
 
     /// `KEYS` lists exactly the leaves of `Config`.
