@@ -44,7 +44,8 @@ pub fn csrf_hex(csrf: &[u8; 32]) -> String {
 /// Parses a hex CSRF token.
 #[must_use]
 pub fn parse_csrf(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    // `from_str_radix` alone would accept a leading `+`.
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let mut out = [0u8; 32];
@@ -74,5 +75,6 @@ mod tests {
         let csrf = [0xabu8; 32];
         assert_eq!(parse_csrf(&csrf_hex(&csrf)), Some(csrf));
         assert_eq!(parse_csrf("zz"), None);
+        assert_eq!(parse_csrf(&format!("+a{}", "0".repeat(62))), None);
     }
 }

@@ -526,6 +526,16 @@ impl Config {
         if self.auth.audit_max_entries == 0 {
             bail!("config key `auth.audit_max_entries`: must be at least 1");
         }
+        // tracing-subscriber's directive parser can panic on non-ASCII text (found by
+        // fuzzing); filters are ASCII anyway.
+        if !self
+            .log
+            .level
+            .bytes()
+            .all(|b| b.is_ascii_graphic() || b == b' ')
+        {
+            bail!("config key `log.level`: only ASCII is allowed; expected a filter such as info");
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             anyhow::anyhow!("config key `log.level`: {e}; expected a filter such as info")
         })?;
@@ -605,6 +615,14 @@ mod tests {
 
     #[test]
     fn bad_values_name_key_and_form() {
+        // Found by fuzzing: this once panicked inside tracing-subscriber.
+        let err = from_text(
+            "[log]\nlevel = \"\u{feff}[\"\n",
+            &BTreeMap::new(),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("log.level"));
         let err = load(
             None,
             &env(&[("CAIRN_LIMITS_IDLE_TIMEOUT", "soon")]),

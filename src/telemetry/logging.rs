@@ -12,7 +12,10 @@ use crate::config::LogFormat;
 /// The filter does not parse.
 pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     let filter = match std::env::var("CAIRN_LOG") {
-        Ok(text) if !text.is_empty() => EnvFilter::try_new(text)?,
+        Ok(text) if !text.is_empty() => {
+            anyhow::ensure!(text.is_ascii(), "CAIRN_LOG: only ASCII is allowed");
+            EnvFilter::try_new(text)?
+        }
         _ => EnvFilter::try_new(level)?,
     };
     let builder = tracing_subscriber::fmt()
