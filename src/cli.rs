@@ -36,6 +36,10 @@ enum Command {
     /// Provision users and keys on this device (works with the server stopped or running).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Inspect, run and benchmark an ONNX model on this device (like trtexec).
+    #[cfg(feature = "engine")]
+    #[command(subcommand)]
+    Model(crate::engine::cli::ModelCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +176,8 @@ pub fn main() -> ExitCode {
             print!("{}", loaded.config.to_redacted_toml());
         }),
         Command::Admin(command) => admin::run(command),
+        #[cfg(feature = "engine")]
+        Command::Model(command) => crate::engine::cli::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
+#[cfg(feature = "engine")]
+pub mod engine;
 pub mod http;
 pub mod store;
 pub mod system;

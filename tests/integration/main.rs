@@ -9,6 +9,8 @@ mod config_cli;
 mod health_metrics;
 mod http_edges;
 mod lifecycle;
+#[cfg(feature = "engine")]
+mod model_cli;
 mod store_lock;
 mod systemd_unit;
 mod tls;

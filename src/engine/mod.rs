@@ -1,0 +1,124 @@
+//! The inference engine: ONNX models received at run time, interpreted on burn tensor
+//! operations (CPU through burn's flex backend).
+//!
+//! Status: in progress, behind the `engine` cargo feature. Runs f32 models made of the
+//! operators in [`ops::SUPPORTED`]; the GPU path (wgpu), the async front with a bounded
+//! queue, the fast CPU kernels and the conformance runner are the next steps (issue 4).
+//!
+//! Architecture invariants:
+//! - Loading never panics on bad input: the ONNX front end runs under `catch_unwind`, and
+//!   every refusal is an [`EngineError`] naming what is wrong.
+//! - Weights are uploaded once at load and shared by every run (tensor clones are
+//!   reference counts).
+//! - A step takes (not clones) an intermediate when no later step reads it, so memory is
+//!   freed as soon as its last reader ran.
+
+pub mod cli;
+pub mod model;
+pub mod npy;
+pub mod ops;
+pub mod value;
+
+pub use model::{Inspection, Model, TensorSpec, inspect};
+
+/// Why a model cannot load or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("not a readable ONNX model: {0}")]
+    Parse(String),
+    #[error("the model uses what cairn cannot run yet: {}", .0.join(", "))]
+    UnsupportedOps(Vec<String>),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("the graph is inconsistent: {0}")]
+    BadGraph(String),
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("node {node} ({op}): {source}")]
+    Node {
+        node: String,
+        op: String,
+        source: Box<EngineError>,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The CPU device (burn's flex backend).
+#[must_use]
+pub fn cpu() -> burn::tensor::Device {
+    burn::tensor::Device::flex()
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    //! The generated fixtures (`scripts/make_fixtures.py`): outputs match onnxruntime's
+    //! within 1e-5 at batch 1, 4 and 32.
+
+    use std::path::PathBuf;
+
+    use super::{Model, cpu, npy};
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+    }
+
+    fn check(model_name: &str, input: &str, output: &str) {
+        let bytes = std::fs::read(dir().join(format!("{model_name}.onnx"))).unwrap();
+        let model = Model::load(&bytes, &cpu()).unwrap();
+        assert_eq!(model.inputs()[0].name, input);
+        assert_eq!(model.outputs()[0].name, output);
+        assert_eq!(
+            model.inputs()[0].shape[0],
+            None,
+            "the batch dimension is dynamic"
+        );
+        for batch in [1, 4, 32] {
+            let x = npy::read(&dir().join(format!("{model_name}_b{batch}_{input}.npy"))).unwrap();
+            let want =
+                npy::read(&dir().join(format!("{model_name}_b{batch}_{output}.npy"))).unwrap();
+            let got = model.run(vec![(input.to_owned(), x)]).unwrap();
+            assert_eq!(got.len(), 1);
+            assert_eq!(got[0].0, output);
+            assert_eq!(got[0].1.shape(), want.shape(), "{model_name} batch {batch}");
+            let (got, want): (Vec<f32>, Vec<f32>) =
+                (got[0].1.try_to_vec().unwrap(), want.try_to_vec().unwrap());
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-5,
+                "{model_name} batch {batch}: max abs diff {worst}"
+            );
+        }
+    }
+
+    #[test]
+    fn mlp_matches_onnxruntime() {
+        check("mlp", "input", "probabilities");
+    }
+
+    #[test]
+    fn cnn_matches_onnxruntime() {
+        check("cnn", "image", "scores");
+    }
+
+    #[test]
+    fn wrong_inputs_are_refused_with_reasons() {
+        let bytes = std::fs::read(dir().join("mlp.onnx")).unwrap();
+        let model = Model::load(&bytes, &cpu()).unwrap();
+        let x = burn::tensor::TensorData::new(vec![0f32; 63], [1, 63]);
+        let err = model
+            .run(vec![("input".into(), x)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dimension 1 must be 64"), "{err}");
+        let err = model.run(vec![]).unwrap_err().to_string();
+        assert!(err.contains("input input is missing"), "{err}");
+    }
+}

@@ -1,0 +1,478 @@
+//! Loading an ONNX model into an execution plan, and running it.
+//!
+//! Load: parse with onnx-ir (guarded against panics), read the raw `ModelProto` for the
+//! model's own input/output names and element types, refuse unsupported operators (by
+//! name) and dtypes, assign every value a slot, preload initializers and constants once,
+//! and record after which step each intermediate can be freed.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::{DType, Device, TensorData};
+use onnx_ir::{Message, ModelProto, Node, OnnxGraphBuilder, ValueSource};
+
+use super::EngineError;
+use super::ops;
+use super::value::{Float, Value};
+
+/// An input or output of a model, under the model's own name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// ONNX element type name: `FLOAT`, `INT64`, ...
+    pub dtype: String,
+    /// `None` for a dynamic dimension (batch, say).
+    pub shape: Vec<Option<usize>>,
+}
+
+/// What `cairn model inspect` prints.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Operator → count, sorted by name.
+    pub ops: Vec<(String, usize)>,
+    pub unsupported: Vec<String>,
+    pub opset: Option<i64>,
+}
+
+struct Step {
+    node: usize,
+    /// Slot per node input; `None` for an absent optional input.
+    inputs: Vec<Option<usize>>,
+    /// Whether this step is the last reader of the input's slot (so it may take it).
+    last_use: Vec<bool>,
+    outputs: Vec<usize>,
+}
+
+/// A loaded, runnable model.
+pub struct Model {
+    nodes: Vec<Node>,
+    steps: Vec<Step>,
+    slot_count: usize,
+    constants: Vec<(usize, Value)>,
+    inputs: Vec<(usize, TensorSpec)>,
+    outputs: Vec<(usize, TensorSpec)>,
+    device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .field("steps", &self.steps.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn onnx_type_name(elem_type: i32) -> &'static str {
+    match elem_type {
+        1 => "FLOAT",
+        2 => "UINT8",
+        3 => "INT8",
+        4 => "UINT16",
+        5 => "INT16",
+        6 => "INT32",
+        7 => "INT64",
+        8 => "STRING",
+        9 => "BOOL",
+        10 => "FLOAT16",
+        11 => "DOUBLE",
+        12 => "UINT32",
+        13 => "UINT64",
+        16 => "BFLOAT16",
+        _ => "UNSUPPORTED",
+    }
+}
+
+/// Converts host data from the model or a client into a runtime value.
+///
+/// # Errors
+/// Element types the interpreter does not run.
+pub fn value_from_data(data: TensorData, device: &Device) -> Result<Value, EngineError> {
+    match data.dtype() {
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16 => {
+            Ok(Value::Float(Float::from_data(data, device)?))
+        }
+        DType::I64
+        | DType::I32
+        | DType::I16
+        | DType::I8
+        | DType::U8
+        | DType::U16
+        | DType::U32
+        | DType::U64 => {
+            let shape = data.shape().to_vec();
+            let values: Vec<i64> = data
+                .convert::<i64>()
+                .try_to_vec()
+                .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+            Ok(Value::Int {
+                data: values,
+                shape,
+            })
+        }
+        other => Err(EngineError::Unsupported(format!("{other:?} tensors"))),
+    }
+}
+
+struct Raw {
+    inputs: Vec<(String, i32, Vec<Option<usize>>)>,
+    outputs: Vec<(String, i32, Vec<Option<usize>>)>,
+    opset: Option<i64>,
+}
+
+fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
+    let tensor = info.type_.tensor_type();
+    let shape = tensor
+        .shape
+        .dim
+        .iter()
+        .map(|d| {
+            if d.has_dim_value() {
+                usize::try_from(d.dim_value()).ok().filter(|v| *v > 0)
+            } else {
+                None
+            }
+        })
+        .collect();
+    (info.name.clone(), tensor.elem_type, shape)
+}
+
+fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
+    let model =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| EngineError::Parse(e.to_string()))?;
+    let graph = &model.graph;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(value_info)
+        .collect();
+    let outputs = graph.output.iter().map(value_info).collect();
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version);
+    Ok(Raw {
+        inputs,
+        outputs,
+        opset,
+    })
+}
+
+fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineError> {
+    if bytes.is_empty() {
+        return Err(EngineError::Parse("the file is empty".into()));
+    }
+    let raw = read_raw(bytes)?;
+    let graph = catch_unwind(AssertUnwindSafe(|| {
+        OnnxGraphBuilder::new().parse_bytes(bytes)
+    }))
+    .map_err(|_| EngineError::Parse("the ONNX front end failed on this model".into()))?
+    .map_err(|e| EngineError::Parse(e.to_string()))?;
+    if graph.inputs.len() != raw.inputs.len() || graph.outputs.len() != raw.outputs.len() {
+        return Err(EngineError::Parse(format!(
+            "the graph has {} inputs and {} outputs, the model declares {} and {}",
+            graph.inputs.len(),
+            graph.outputs.len(),
+            raw.inputs.len(),
+            raw.outputs.len()
+        )));
+    }
+    Ok((graph, raw))
+}
+
+/// Describes a model without preparing it to run.
+///
+/// # Errors
+/// The bytes are not an ONNX model the front end can read.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
+    let (graph, raw) = parse(bytes)?;
+    let mut ops = std::collections::BTreeMap::<String, usize>::new();
+    let mut unsupported = std::collections::BTreeSet::new();
+    for node in &graph.nodes {
+        let name = ops::op_name(node);
+        if !ops::is_supported(node) {
+            unsupported.insert(name.clone());
+        }
+        *ops.entry(name).or_default() += 1;
+    }
+    let spec = |(name, ty, shape): &(String, i32, Vec<Option<usize>>)| TensorSpec {
+        name: name.clone(),
+        dtype: onnx_type_name(*ty).to_owned(),
+        shape: shape.clone(),
+    };
+    for (name, ty, _) in raw.inputs.iter().chain(&raw.outputs) {
+        if *ty != 1 {
+            unsupported.insert(format!("{} tensors ({name})", onnx_type_name(*ty)));
+        }
+    }
+    Ok(Inspection {
+        inputs: raw.inputs.iter().map(spec).collect(),
+        outputs: raw.outputs.iter().map(spec).collect(),
+        ops: ops.into_iter().collect(),
+        unsupported: unsupported.into_iter().collect(),
+        opset: raw.opset,
+    })
+}
+
+impl Model {
+    /// Parses, validates and plans a model for `device`.
+    ///
+    /// # Errors
+    /// Malformed bytes, unsupported operators (all listed by name) or dtypes, or a graph
+    /// that reads a value nothing produces.
+    pub fn load(bytes: &[u8], device: &Device) -> Result<Self, EngineError> {
+        let inspection = inspect(bytes)?;
+        if !inspection.unsupported.is_empty() {
+            return Err(EngineError::UnsupportedOps(inspection.unsupported));
+        }
+        let (graph, _) = parse(bytes)?;
+        let mut slots: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut slot_count = 0;
+        let new_slot = |count: &mut usize| {
+            *count += 1;
+            *count - 1
+        };
+        let mut inputs = Vec::new();
+        for (arg, spec) in graph.inputs.iter().zip(inspection.inputs) {
+            let slot = new_slot(&mut slot_count);
+            slots.insert(arg.name.clone(), slot);
+            inputs.push((slot, spec));
+        }
+        let mut constants = Vec::new();
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (index, node) in graph.nodes.iter().enumerate() {
+            let mut step_inputs = Vec::with_capacity(node.inputs().len());
+            for arg in node.inputs() {
+                // Static weights come without a name: take their value first.
+                if matches!(
+                    arg.value_source,
+                    ValueSource::Static(_) | ValueSource::Constant
+                ) && let Some(data) = arg.value()
+                {
+                    let slot = new_slot(&mut slot_count);
+                    constants.push((slot, value_from_data(data, device)?));
+                    step_inputs.push(Some(slot));
+                    continue;
+                }
+                if arg.is_optional() || arg.name.is_empty() {
+                    step_inputs.push(None);
+                    continue;
+                }
+                let slot = *slots.get(&arg.name).ok_or_else(|| {
+                    EngineError::BadGraph(format!(
+                        "node {} reads {}, which no node produces",
+                        node.name(),
+                        arg.name
+                    ))
+                })?;
+                step_inputs.push(Some(slot));
+            }
+            let outputs = node
+                .outputs()
+                .iter()
+                .map(|arg| {
+                    let slot = new_slot(&mut slot_count);
+                    slots.insert(arg.name.clone(), slot);
+                    slot
+                })
+                .collect();
+            steps.push(Step {
+                node: index,
+                last_use: vec![false; step_inputs.len()],
+                inputs: step_inputs,
+                outputs,
+            });
+        }
+        let mut outputs = Vec::new();
+        for (arg, spec) in graph.outputs.iter().zip(inspection.outputs) {
+            let slot = *slots.get(&arg.name).ok_or_else(|| {
+                EngineError::BadGraph(format!("output {} is produced by no node", spec.name))
+            })?;
+            outputs.push((slot, spec));
+        }
+        mark_last_uses(&mut steps, &constants, &outputs);
+        Ok(Self {
+            nodes: graph.nodes,
+            steps,
+            slot_count,
+            constants,
+            inputs,
+            outputs,
+            device: device.clone(),
+        })
+    }
+
+    #[must_use]
+    pub fn inputs(&self) -> Vec<&TensorSpec> {
+        self.inputs.iter().map(|(_, s)| s).collect()
+    }
+
+    #[must_use]
+    pub fn outputs(&self) -> Vec<&TensorSpec> {
+        self.outputs.iter().map(|(_, s)| s).collect()
+    }
+
+    /// Runs the model on named f32 inputs; returns every output by name.
+    ///
+    /// # Errors
+    /// Missing, unknown or ill-shaped inputs, or a failure inside an operator.
+    pub fn run(
+        &self,
+        inputs: Vec<(String, TensorData)>,
+    ) -> Result<Vec<(String, TensorData)>, EngineError> {
+        let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
+        for (slot, value) in &self.constants {
+            slots[*slot] = Some(value.clone());
+        }
+        let mut given: std::collections::HashMap<String, TensorData> = inputs.into_iter().collect();
+        for (slot, spec) in &self.inputs {
+            let data = given
+                .remove(&spec.name)
+                .ok_or_else(|| EngineError::Input(format!("input {} is missing", spec.name)))?;
+            check_input(spec, &data)?;
+            slots[*slot] = Some(value_from_data(data, &self.device)?);
+        }
+        if let Some(extra) = given.keys().next() {
+            return Err(EngineError::Input(format!(
+                "the model has no input named {extra}"
+            )));
+        }
+        catch_unwind(AssertUnwindSafe(|| self.execute(&mut slots))).map_err(|_| {
+            EngineError::Internal("an operator failed inside the tensor library".into())
+        })??;
+        self.outputs
+            .iter()
+            .map(|(slot, spec)| {
+                let value = slots[*slot].clone().ok_or_else(|| {
+                    EngineError::BadGraph(format!("{} was not computed", spec.name))
+                })?;
+                match value {
+                    Value::Float(f) => Ok((spec.name.clone(), f.into_data())),
+                    Value::Int { data, shape } => {
+                        Ok((spec.name.clone(), TensorData::new(data, shape)))
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn execute(&self, slots: &mut [Option<Value>]) -> Result<(), EngineError> {
+        for step in &self.steps {
+            let node = &self.nodes[step.node];
+            let args: Vec<Option<Value>> = step
+                .inputs
+                .iter()
+                .zip(&step.last_use)
+                .map(|(slot, last)| {
+                    slot.and_then(|s| {
+                        if *last {
+                            slots[s].take()
+                        } else {
+                            slots[s].clone()
+                        }
+                    })
+                })
+                .collect();
+            let results = ops::run(node, args, &self.device).map_err(|e| EngineError::Node {
+                node: node.name().to_owned(),
+                op: ops::op_name(node),
+                source: Box::new(e),
+            })?;
+            for (slot, value) in step.outputs.iter().zip(results) {
+                slots[*slot] = Some(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step may take (instead of clone) an input whose slot no later step reads, unless the
+/// slot is a preloaded constant (reused by every run) or a graph output.
+fn mark_last_uses(
+    steps: &mut [Step],
+    constants: &[(usize, Value)],
+    outputs: &[(usize, TensorSpec)],
+) {
+    let pinned: std::collections::HashSet<usize> = constants
+        .iter()
+        .map(|(s, _)| *s)
+        .chain(outputs.iter().map(|(s, _)| *s))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for step in steps.iter_mut().rev() {
+        for (i, slot) in step.inputs.iter().enumerate() {
+            if let Some(slot) = slot
+                && !pinned.contains(slot)
+                && seen.insert(*slot)
+            {
+                // The first reader met walking backwards is the last one running; a
+                // slot read twice by one step is cloned for the earlier argument.
+                let later_in_same_step = step.inputs[i + 1..].contains(&Some(*slot));
+                step.last_use[i] = !later_in_same_step;
+                if later_in_same_step {
+                    seen.remove(slot);
+                }
+            }
+        }
+    }
+}
+
+fn check_input(spec: &TensorSpec, data: &TensorData) -> Result<(), EngineError> {
+    if !matches!(data.dtype(), DType::F32) {
+        return Err(EngineError::Input(format!(
+            "input {} must be FLOAT (f32), got {:?}",
+            spec.name,
+            data.dtype()
+        )));
+    }
+    let dims = data.shape().to_vec();
+    if dims.len() != spec.shape.len() {
+        return Err(EngineError::Input(format!(
+            "input {} must have rank {} (shape {:?}), got {dims:?}",
+            spec.name,
+            spec.shape.len(),
+            spec.shape
+        )));
+    }
+    for (i, (want, got)) in spec.shape.iter().zip(&dims).enumerate() {
+        if let Some(want) = want
+            && want != got
+        {
+            return Err(EngineError::Input(format!(
+                "input {}: dimension {i} must be {want}, got {got} (shape {dims:?})",
+                spec.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let device = Device::flex();
+        for bytes in [
+            &b""[..],
+            b"not onnx at all",
+            &[0xff; 64],
+            &[8, 1, 18, 3, 1, 2],
+        ] {
+            assert!(Model::load(bytes, &device).is_err());
+        }
+    }
+
+    #[test]
+    fn type_names() {
+        assert_eq!(onnx_type_name(1), "FLOAT");
+        assert_eq!(onnx_type_name(99), "UNSUPPORTED");
+    }
+}

@@ -1,0 +1,606 @@
+//! One function per ONNX operator, on burn tensor operations. `SUPPORTED` lists what the
+//! interpreter runs; a model with any other operator is refused at load, by name.
+
+use burn::tensor::activation;
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor};
+use onnx_ir::Node;
+use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
+
+use super::EngineError;
+use super::value::{Float, Value, each_rank, to_array, with_rank};
+
+/// The ONNX operator names the interpreter runs.
+pub const SUPPORTED: &[&str] = &[
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Exp",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "Identity",
+    "LeakyRelu",
+    "Log",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Neg",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
+    "Softmax",
+    "Sqrt",
+    "Sub",
+    "Tanh",
+    "Transpose",
+];
+
+/// The ONNX operator name of a parsed node (onnx-ir names some by dimension).
+#[must_use]
+pub fn op_name(node: &Node) -> String {
+    match node {
+        Node::Conv1d(_) | Node::Conv2d(_) | Node::Conv3d(_) => "Conv".into(),
+        Node::MaxPool1d(_) | Node::MaxPool2d(_) => "MaxPool".into(),
+        Node::AveragePool1d(_) | Node::AveragePool2d(_) => "AveragePool".into(),
+        Node::Custom(custom) => custom.op_type.clone(),
+        other => {
+            let debug = format!("{other:?}");
+            debug
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("?")
+                .to_owned()
+        }
+    }
+}
+
+/// Whether the interpreter runs this node (also checks the variant, since some ONNX names
+/// map to several variants and only some are implemented).
+#[must_use]
+pub fn is_supported(node: &Node) -> bool {
+    matches!(
+        node,
+        Node::Abs(_)
+            | Node::Add(_)
+            | Node::AveragePool2d(_)
+            | Node::BatchNormalization(_)
+            | Node::Clip(_)
+            | Node::Concat(_)
+            | Node::Constant(_)
+            | Node::Conv2d(_)
+            | Node::Div(_)
+            | Node::Dropout(_)
+            | Node::Exp(_)
+            | Node::Flatten(_)
+            | Node::Gemm(_)
+            | Node::GlobalAveragePool(_)
+            | Node::Identity(_)
+            | Node::LeakyRelu(_)
+            | Node::Log(_)
+            | Node::MatMul(_)
+            | Node::MaxPool2d(_)
+            | Node::Mul(_)
+            | Node::Neg(_)
+            | Node::Relu(_)
+            | Node::Reshape(_)
+            | Node::Sigmoid(_)
+            | Node::Softmax(_)
+            | Node::Sqrt(_)
+            | Node::Sub(_)
+            | Node::Tanh(_)
+            | Node::Transpose(_)
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Binary {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+fn apply<const D: usize>(a: Tensor<D>, b: Tensor<D>, op: Binary) -> Tensor<D> {
+    match op {
+        Binary::Add => a.add(b),
+        Binary::Sub => a.sub(b),
+        Binary::Mul => a.mul(b),
+        Binary::Div => a.div(b),
+    }
+}
+
+fn lift_to<const D: usize>(value: Float) -> Result<Tensor<D>, EngineError> {
+    let lifted = value.lift(D)?;
+    let dims = lifted.dims();
+    Ok(lifted.flat().reshape(to_array::<D>(&dims)))
+}
+
+fn binary(a: Float, b: Float, op: Binary) -> Result<Float, EngineError> {
+    let rank = a.rank().max(b.rank());
+    let (da, db) = (a.dims(), b.dims());
+    let (la, lb) = (pad_dims(&da, rank), pad_dims(&db, rank));
+    for (x, y) in la.iter().zip(&lb) {
+        if x != y && *x != 1 && *y != 1 {
+            return Err(EngineError::Invalid(format!(
+                "shapes {da:?} and {db:?} do not broadcast"
+            )));
+        }
+    }
+    Ok(with_rank!(rank, D => apply::<D>(lift_to::<D>(a)?, lift_to::<D>(b)?, op)))
+}
+
+fn pad_dims(dims: &[usize], rank: usize) -> Vec<usize> {
+    let mut out = vec![1; rank - dims.len()];
+    out.extend_from_slice(dims);
+    out
+}
+
+/// Takes input `i` as a float tensor.
+fn float_input(inputs: &mut [Option<Value>], i: usize, op: &str) -> Result<Float, EngineError> {
+    inputs
+        .get_mut(i)
+        .and_then(Option::take)
+        .ok_or_else(|| EngineError::Invalid(format!("{op}: input {i} is missing")))?
+        .float()
+}
+
+fn optional_float(inputs: &mut [Option<Value>], i: usize) -> Result<Option<Float>, EngineError> {
+    inputs
+        .get_mut(i)
+        .and_then(Option::take)
+        .map(Value::float)
+        .transpose()
+}
+
+/// Resolves ONNX padding for a 2-D window op: explicit pads, or SAME_* computed from the
+/// input size.
+fn pads_2d(
+    padding: &PaddingConfig2d,
+    auto_pad: &AutoPad,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+) -> [(usize, usize); 2] {
+    match auto_pad {
+        AutoPad::SameUpper | AutoPad::SameLower => {
+            let mut pads = [(0, 0); 2];
+            for i in 0..2 {
+                let out = input[i].div_ceil(stride[i]);
+                let effective = (kernel[i] - 1) * dilation[i] + 1;
+                let total = ((out - 1) * stride[i] + effective).saturating_sub(input[i]);
+                let small = total / 2;
+                pads[i] = if matches!(auto_pad, AutoPad::SameUpper) {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
+            }
+            pads
+        }
+        AutoPad::Valid => [(0, 0); 2],
+        AutoPad::NotSet => match padding {
+            PaddingConfig2d::Valid => [(0, 0); 2],
+            PaddingConfig2d::Explicit(top, left, bottom, right) => {
+                [(*top, *bottom), (*left, *right)]
+            }
+        },
+    }
+}
+
+/// Runs one node. `inputs[i]` is `None` for an absent optional input.
+///
+/// # Errors
+/// Shapes or types the operator cannot take, or an unsupported operator.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per operator reads best as one match"
+)]
+pub fn run(
+    node: &Node,
+    mut inputs: Vec<Option<Value>>,
+    device: &Device,
+) -> Result<Vec<Value>, EngineError> {
+    let name = op_name(node);
+    let op = name.as_str();
+    let unary = |inputs: &mut Vec<Option<Value>>,
+                 f: fn(Float) -> Float|
+     -> Result<Vec<Value>, EngineError> {
+        Ok(vec![Value::Float(f(float_input(inputs, 0, op)?))])
+    };
+    let out = match node {
+        Node::Identity(_) | Node::Dropout(_) => {
+            vec![
+                inputs
+                    .get_mut(0)
+                    .and_then(Option::take)
+                    .ok_or_else(|| EngineError::Invalid(format!("{op}: no input")))?,
+            ]
+        }
+        Node::Constant(constant) => {
+            let data = constant
+                .outputs
+                .first()
+                .and_then(onnx_ir::Argument::value)
+                .or_else(|| constant.inputs.first().and_then(onnx_ir::Argument::value))
+                .ok_or_else(|| EngineError::Invalid("Constant without a value".into()))?;
+            vec![super::model::value_from_data(data, device)?]
+        }
+        Node::Add(_) | Node::Sub(_) | Node::Mul(_) | Node::Div(_) => {
+            let kind = match node {
+                Node::Add(_) => Binary::Add,
+                Node::Sub(_) => Binary::Sub,
+                Node::Mul(_) => Binary::Mul,
+                _ => Binary::Div,
+            };
+            let a = float_input(&mut inputs, 0, op)?;
+            let b = float_input(&mut inputs, 1, op)?;
+            vec![Value::Float(binary(a, b, kind)?)]
+        }
+        Node::Relu(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::relu(t)))?,
+        Node::Sigmoid(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::sigmoid(t)))?,
+        Node::Tanh(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::tanh(t)))?,
+        Node::Exp(_) => unary(&mut inputs, |x| each_rank!(x, t => t.exp()))?,
+        Node::Log(_) => unary(&mut inputs, |x| each_rank!(x, t => t.log()))?,
+        Node::Sqrt(_) => unary(&mut inputs, |x| each_rank!(x, t => t.sqrt()))?,
+        Node::Neg(_) => unary(&mut inputs, |x| each_rank!(x, t => t.neg()))?,
+        Node::Abs(_) => unary(&mut inputs, |x| each_rank!(x, t => t.abs()))?,
+        Node::LeakyRelu(n) => {
+            let alpha = n.config.alpha;
+            let x = float_input(&mut inputs, 0, op)?;
+            vec![Value::Float(
+                each_rank!(x, t => activation::leaky_relu(t, alpha)),
+            )]
+        }
+        Node::Clip(n) => {
+            let bound = |input: &Option<onnx_ir::node::clip::ClipInput>,
+                         inputs: &mut Vec<Option<Value>>|
+             -> Result<Option<f32>, EngineError> {
+                match input {
+                    None => Ok(None),
+                    #[expect(
+                        clippy::cast_possible_truncation,
+                        reason = "ONNX clip bounds of an f32 tensor"
+                    )]
+                    Some(onnx_ir::node::clip::ClipInput::Static(v)) => Ok(Some(*v as f32)),
+                    Some(onnx_ir::node::clip::ClipInput::Runtime(r)) => {
+                        match inputs.get_mut(r.input_index).and_then(Option::take) {
+                            None => Ok(None),
+                            Some(v) => {
+                                let data = v.float()?.into_data();
+                                let values: Vec<f32> = data
+                                    .try_to_vec()
+                                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+                                Ok(values.first().copied())
+                            }
+                        }
+                    }
+                }
+            };
+            let min = bound(&n.config.min, &mut inputs)?;
+            let max = bound(&n.config.max, &mut inputs)?;
+            let x = float_input(&mut inputs, 0, op)?;
+            let x = match min {
+                Some(m) => each_rank!(x, t => t.clamp_min(m)),
+                None => x,
+            };
+            let x = match max {
+                Some(m) => each_rank!(x, t => t.clamp_max(m)),
+                None => x,
+            };
+            vec![Value::Float(x)]
+        }
+        Node::Softmax(n) => {
+            let axis = n.config.axis;
+            let x = float_input(&mut inputs, 0, op)?;
+            if axis >= x.rank() {
+                return Err(EngineError::Invalid(format!(
+                    "Softmax axis {axis} on rank {}",
+                    x.rank()
+                )));
+            }
+            vec![Value::Float(
+                each_rank!(x, t => activation::softmax(t, axis)),
+            )]
+        }
+        Node::Flatten(n) => {
+            let x = float_input(&mut inputs, 0, op)?;
+            let dims = x.dims();
+            let axis = n.config.axis.min(dims.len());
+            let outer: usize = dims[..axis].iter().product();
+            let inner: usize = dims[axis..].iter().product();
+            vec![Value::Float(x.reshape(&[outer, inner])?)]
+        }
+        Node::Reshape(n) => {
+            let target: Vec<i64> = match &n.config.shape {
+                onnx_ir::node::reshape::ReshapeInput::Static(shape) => shape.clone(),
+                onnx_ir::node::reshape::ReshapeInput::Runtime(r) => inputs
+                    .get(r.input_index)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| EngineError::Invalid("Reshape: no shape input".into()))?
+                    .ints()?
+                    .to_vec(),
+            };
+            let x = float_input(&mut inputs, 0, op)?;
+            let shape = resolve_reshape(&x.dims(), &target)?;
+            vec![Value::Float(x.reshape(&shape)?)]
+        }
+        Node::Transpose(n) => {
+            let x = float_input(&mut inputs, 0, op)?;
+            let rank = x.rank();
+            let perm: Vec<usize> = if n.config.perm.is_empty() {
+                (0..rank).rev().collect()
+            } else {
+                n.config
+                    .perm
+                    .iter()
+                    .map(|p| usize::try_from(*p).unwrap_or(usize::MAX))
+                    .collect()
+            };
+            let mut seen = perm.clone();
+            seen.sort_unstable();
+            if seen != (0..rank).collect::<Vec<_>>() {
+                return Err(EngineError::Invalid(format!(
+                    "Transpose perm {perm:?} for rank {rank}"
+                )));
+            }
+            vec![Value::Float(
+                with_rank!(rank, D => lift_to::<D>(x)?.permute(to_array::<D>(&perm))),
+            )]
+        }
+        Node::Concat(n) => {
+            let axis = n.config.axis;
+            let parts: Vec<Float> = inputs
+                .into_iter()
+                .flatten()
+                .map(Value::float)
+                .collect::<Result<_, _>>()?;
+            let rank = parts.first().map_or(1, Float::rank);
+            if axis >= rank || parts.iter().any(|p| p.rank() != rank) {
+                return Err(EngineError::Invalid(format!(
+                    "Concat of ranks differing or axis {axis} >= rank {rank}"
+                )));
+            }
+            vec![Value::Float(with_rank!(rank, D => {
+                let tensors = parts.into_iter().map(lift_to::<D>).collect::<Result<Vec<_>, _>>()?;
+                Tensor::cat(tensors, axis)
+            }))]
+        }
+        Node::MatMul(_) => {
+            let a = float_input(&mut inputs, 0, op)?;
+            let b = float_input(&mut inputs, 1, op)?;
+            vec![Value::Float(matmul(a, b)?)]
+        }
+        Node::Gemm(n) => {
+            let config = &n.config;
+            let a = float_input(&mut inputs, 0, op)?.rank2()?;
+            let b = float_input(&mut inputs, 1, op)?.rank2()?;
+            let a = if config.trans_a != 0 {
+                a.transpose()
+            } else {
+                a
+            };
+            let b = if config.trans_b != 0 {
+                b.transpose()
+            } else {
+                b
+            };
+            let mut y = a.matmul(b);
+            if (config.alpha - 1.0).abs() > f32::EPSILON {
+                y = y.mul_scalar(config.alpha);
+            }
+            if let Some(c) = optional_float(&mut inputs, 2)? {
+                let c = lift_to::<2>(c)?;
+                let c = if (config.beta - 1.0).abs() > f32::EPSILON {
+                    c.mul_scalar(config.beta)
+                } else {
+                    c
+                };
+                y = y.add(c);
+            }
+            vec![Value::Float(Float::R2(y))]
+        }
+        Node::Conv2d(n) => {
+            let c = &n.config;
+            let x = float_input(&mut inputs, 0, op)?.rank4()?;
+            let w = float_input(&mut inputs, 1, op)?.rank4()?;
+            let bias = optional_float(&mut inputs, 2)?
+                .map(Float::rank1)
+                .transpose()?;
+            let [_, _, h, wd] = x.dims();
+            let padding = pads_2d(
+                &c.padding,
+                &c.auto_pad,
+                [h, wd],
+                c.kernel_size,
+                c.stride,
+                c.dilation,
+            );
+            let options =
+                ConvOptions::new_with_padding(c.stride, padding, c.dilation, c.groups.max(1));
+            vec![Value::Float(Float::R4(conv2d(x, w, bias, options)))]
+        }
+        Node::MaxPool2d(n) => {
+            let c = &n.config;
+            let x = float_input(&mut inputs, 0, op)?.rank4()?;
+            let [_, _, h, w] = x.dims();
+            let padding = pads_2d(
+                &c.padding,
+                &c.auto_pad,
+                [h, w],
+                c.kernel_size,
+                c.strides,
+                c.dilation,
+            );
+            let options = MaxPoolOptions {
+                kernel_size: c.kernel_size,
+                stride: c.strides,
+                padding,
+                dilation: c.dilation,
+                ceil_mode: c.ceil_mode,
+            };
+            vec![Value::Float(Float::R4(max_pool2d(x, options)))]
+        }
+        Node::AveragePool2d(n) => {
+            let c = &n.config;
+            let x = float_input(&mut inputs, 0, op)?.rank4()?;
+            let [_, _, h, w] = x.dims();
+            let padding = pads_2d(
+                &c.padding,
+                &c.auto_pad,
+                [h, w],
+                c.kernel_size,
+                c.strides,
+                c.dilation,
+            );
+            let options = AvgPoolOptions {
+                kernel_size: c.kernel_size,
+                stride: c.strides,
+                padding,
+                count_include_pad: c.count_include_pad,
+                ceil_mode: c.ceil_mode,
+            };
+            vec![Value::Float(Float::R4(avg_pool2d(x, options)))]
+        }
+        Node::GlobalAveragePool(_) => {
+            let x = float_input(&mut inputs, 0, op)?;
+            let rank = x.rank();
+            if rank < 3 {
+                return Err(EngineError::Invalid(format!(
+                    "GlobalAveragePool needs rank >= 3, got {rank}"
+                )));
+            }
+            vec![Value::Float(each_rank!(x, t => {
+                let mut t = t;
+                for dim in (2..rank).rev() {
+                    t = t.mean_dim(dim);
+                }
+                t
+            }))]
+        }
+        Node::BatchNormalization(n) => {
+            let epsilon = match &n.config {
+                onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => c.epsilon,
+                onnx_ir::node::batch_norm::BatchNormConfig::Runtime(c) => c.epsilon,
+            };
+            let x = float_input(&mut inputs, 0, op)?;
+            let rank = x.rank();
+            let channels = *x
+                .dims()
+                .get(1)
+                .ok_or_else(|| EngineError::Invalid("BatchNormalization of rank 1".into()))?;
+            let mut params = Vec::with_capacity(4);
+            for i in 1..=4 {
+                let p = float_input(&mut inputs, i, op)?;
+                let mut shape = vec![1; rank];
+                shape[1] = channels;
+                params.push(p.reshape(&shape)?);
+            }
+            let var = params.pop().expect("four params");
+            let mean = params.pop().expect("four params");
+            let bias = params.pop().expect("four params");
+            let scale = params.pop().expect("four params");
+            #[expect(clippy::cast_possible_truncation, reason = "epsilon of an f32 model")]
+            let eps = epsilon as f32;
+            let inv = each_rank!(var, t => t.add_scalar(eps).sqrt().recip());
+            let centered = binary(x, mean, Binary::Sub)?;
+            let normed = binary(centered, inv, Binary::Mul)?;
+            let scaled = binary(normed, scale, Binary::Mul)?;
+            vec![Value::Float(binary(scaled, bias, Binary::Add)?)]
+        }
+        other => return Err(EngineError::Unsupported(op_name(other))),
+    };
+    Ok(out)
+}
+
+/// ONNX Reshape: `0` copies the input dimension, `-1` takes what is left.
+fn resolve_reshape(input: &[usize], target: &[i64]) -> Result<Vec<usize>, EngineError> {
+    let total: usize = input.iter().product();
+    let mut shape = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &d) in target.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                shape.push(1);
+            }
+            0 => shape.push(*input.get(i).ok_or_else(|| {
+                EngineError::Invalid(format!("Reshape: 0 at {i} past input rank"))
+            })?),
+            d if d > 0 => shape.push(usize::try_from(d).unwrap_or(usize::MAX)),
+            _ => {
+                return Err(EngineError::Invalid(format!(
+                    "Reshape: bad target {target:?}"
+                )));
+            }
+        }
+    }
+    if let Some(i) = infer {
+        let known: usize = shape.iter().product();
+        if known == 0 || !total.is_multiple_of(known) {
+            return Err(EngineError::Invalid(format!(
+                "Reshape {input:?} to {target:?}: sizes do not divide"
+            )));
+        }
+        shape[i] = total / known;
+    }
+    Ok(shape)
+}
+
+/// NumPy matmul: rank-1 operands are promoted and the added dimension removed after.
+fn matmul(a: Float, b: Float) -> Result<Float, EngineError> {
+    let (a_vec, b_vec) = (a.rank() == 1, b.rank() == 1);
+    let a = if a_vec { a.lift(2)? } else { a };
+    let b = if b_vec {
+        let k = b.dims()[0];
+        b.reshape(&[k, 1])?
+    } else {
+        b
+    };
+    let rank = a.rank().max(b.rank());
+    let (ad, bd) = (a.dims(), b.dims());
+    if ad[ad.len() - 1] != bd[bd.len() - 2] {
+        return Err(EngineError::Invalid(format!(
+            "MatMul of {ad:?} and {bd:?}: inner dimensions differ"
+        )));
+    }
+    let out = with_rank!(rank, D => lift_to::<D>(a)?.matmul(lift_to::<D>(b)?));
+    let mut dims = out.dims();
+    if b_vec {
+        dims.pop();
+    }
+    if a_vec {
+        let at = if b_vec {
+            dims.len() - 1
+        } else {
+            dims.len() - 2
+        };
+        dims.remove(at);
+    }
+    if dims.is_empty() {
+        dims.push(1);
+    }
+    out.reshape(&dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_reshape;
+
+    #[test]
+    fn reshape_targets() {
+        assert_eq!(resolve_reshape(&[2, 3, 4], &[0, -1]).unwrap(), vec![2, 12]);
+        assert_eq!(resolve_reshape(&[2, 3, 4], &[-1]).unwrap(), vec![24]);
+        assert!(resolve_reshape(&[2, 3, 4], &[5, -1]).is_err());
+        assert!(resolve_reshape(&[2, 3, 4], &[-1, -1]).is_err());
+    }
+}

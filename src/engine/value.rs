@@ -1,0 +1,281 @@
+//! Runtime values of the interpreter. Float tensors live on the device as burn tensors,
+//! with the rank as a const generic chosen by a `match` (ranks 1 to 6); integer tensors
+//! (shapes, indices, axes) stay on the host, where ONNX graphs compute with them.
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::EngineError;
+
+pub const MAX_RANK: usize = 6;
+
+/// A float tensor of any rank from 1 to [`MAX_RANK`]. Scalars are rank 1 of length 1.
+#[derive(Debug, Clone)]
+pub enum Float {
+    R1(Tensor<1>),
+    R2(Tensor<2>),
+    R3(Tensor<3>),
+    R4(Tensor<4>),
+    R5(Tensor<5>),
+    R6(Tensor<6>),
+}
+
+/// Applies a rank-preserving expression to a [`Float`] of any rank.
+macro_rules! each_rank {
+    ($value:expr, $t:ident => $body:expr) => {
+        match $value {
+            $crate::engine::value::Float::R1($t) => $crate::engine::value::Float::R1($body),
+            $crate::engine::value::Float::R2($t) => $crate::engine::value::Float::R2($body),
+            $crate::engine::value::Float::R3($t) => $crate::engine::value::Float::R3($body),
+            $crate::engine::value::Float::R4($t) => $crate::engine::value::Float::R4($body),
+            $crate::engine::value::Float::R5($t) => $crate::engine::value::Float::R5($body),
+            $crate::engine::value::Float::R6($t) => $crate::engine::value::Float::R6($body),
+        }
+    };
+}
+pub(crate) use each_rank;
+
+/// Dispatches on a runtime rank to code generic over `const D`.
+macro_rules! with_rank {
+    ($rank:expr, $d:ident => $body:expr) => {
+        match $rank {
+            1 => {
+                const $d: usize = 1;
+                $crate::engine::value::Float::R1($body)
+            }
+            2 => {
+                const $d: usize = 2;
+                $crate::engine::value::Float::R2($body)
+            }
+            3 => {
+                const $d: usize = 3;
+                $crate::engine::value::Float::R3($body)
+            }
+            4 => {
+                const $d: usize = 4;
+                $crate::engine::value::Float::R4($body)
+            }
+            5 => {
+                const $d: usize = 5;
+                $crate::engine::value::Float::R5($body)
+            }
+            6 => {
+                const $d: usize = 6;
+                $crate::engine::value::Float::R6($body)
+            }
+            other => {
+                return Err($crate::engine::EngineError::Unsupported(format!(
+                    "rank {other} tensors"
+                )))
+            }
+        }
+    };
+}
+pub(crate) use with_rank;
+
+impl Float {
+    #[must_use]
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::R1(t) => t.dims().to_vec(),
+            Self::R2(t) => t.dims().to_vec(),
+            Self::R3(t) => t.dims().to_vec(),
+            Self::R4(t) => t.dims().to_vec(),
+            Self::R5(t) => t.dims().to_vec(),
+            Self::R6(t) => t.dims().to_vec(),
+        }
+    }
+
+    #[must_use]
+    pub fn rank(&self) -> usize {
+        match self {
+            Self::R1(_) => 1,
+            Self::R2(_) => 2,
+            Self::R3(_) => 3,
+            Self::R4(_) => 4,
+            Self::R5(_) => 5,
+            Self::R6(_) => 6,
+        }
+    }
+
+    /// Host data of the tensor (f32).
+    #[must_use]
+    pub fn into_data(self) -> TensorData {
+        match self {
+            Self::R1(t) => t.into_data(),
+            Self::R2(t) => t.into_data(),
+            Self::R3(t) => t.into_data(),
+            Self::R4(t) => t.into_data(),
+            Self::R5(t) => t.into_data(),
+            Self::R6(t) => t.into_data(),
+        }
+    }
+
+    /// Uploads host data (any float dtype; converted to f32).
+    ///
+    /// # Errors
+    /// Rank 0 is stored as rank 1; ranks above [`MAX_RANK`] are unsupported.
+    pub fn from_data(data: TensorData, device: &Device) -> Result<Self, EngineError> {
+        let data = if data.dtype() == burn::tensor::DType::F32 {
+            data
+        } else {
+            data.convert::<f32>()
+        };
+        let dims = data.shape().to_vec();
+        if dims.is_empty() {
+            let value: Vec<f32> = data
+                .try_to_vec()
+                .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+            return Ok(Self::R1(Tensor::from_data(
+                TensorData::new(value, [1]),
+                device,
+            )));
+        }
+        Ok(with_rank!(dims.len(), D => Tensor::<D>::from_data(data, device)))
+    }
+
+    /// Reshapes to `shape` (same element count), possibly changing the rank.
+    ///
+    /// # Errors
+    /// Element counts differ, or the rank is unsupported.
+    pub fn reshape(self, shape: &[usize]) -> Result<Self, EngineError> {
+        let have: usize = self.dims().iter().product();
+        let want: usize = shape.iter().product();
+        if have != want {
+            return Err(EngineError::Invalid(format!(
+                "cannot reshape {:?} ({have} values) to {shape:?} ({want} values)",
+                self.dims()
+            )));
+        }
+        if shape.len() == self.rank() && shape == self.dims().as_slice() {
+            return Ok(self);
+        }
+        let flat = self.flat();
+        Ok(with_rank!(shape.len(), D => flat.reshape(to_array::<D>(shape))))
+    }
+
+    /// All values as a rank-1 tensor.
+    #[must_use]
+    pub fn flat(self) -> Tensor<1> {
+        let n: usize = self.dims().iter().product();
+        match self {
+            Self::R1(t) => t,
+            Self::R2(t) => t.reshape([n]),
+            Self::R3(t) => t.reshape([n]),
+            Self::R4(t) => t.reshape([n]),
+            Self::R5(t) => t.reshape([n]),
+            Self::R6(t) => t.reshape([n]),
+        }
+    }
+
+    /// Left-pads the shape with ones up to `rank` (NumPy broadcasting).
+    ///
+    /// # Errors
+    /// `rank` is below the tensor's rank or unsupported.
+    pub fn lift(self, rank: usize) -> Result<Self, EngineError> {
+        let dims = self.dims();
+        if rank < dims.len() {
+            return Err(EngineError::Invalid(format!(
+                "cannot lift rank {} to {rank}",
+                dims.len()
+            )));
+        }
+        let mut shape = vec![1; rank - dims.len()];
+        shape.extend(dims);
+        self.reshape(&shape)
+    }
+
+    /// The tensor as rank 4.
+    ///
+    /// # Errors
+    /// The tensor has another rank.
+    pub fn rank4(self) -> Result<Tensor<4>, EngineError> {
+        match self {
+            Self::R4(t) => Ok(t),
+            other => Err(EngineError::Invalid(format!(
+                "expected a rank-4 tensor, got shape {:?}",
+                other.dims()
+            ))),
+        }
+    }
+
+    /// The tensor as rank 2.
+    ///
+    /// # Errors
+    /// The tensor has another rank.
+    pub fn rank2(self) -> Result<Tensor<2>, EngineError> {
+        match self {
+            Self::R2(t) => Ok(t),
+            other => Err(EngineError::Invalid(format!(
+                "expected a rank-2 tensor, got shape {:?}",
+                other.dims()
+            ))),
+        }
+    }
+
+    /// The tensor as rank 1.
+    ///
+    /// # Errors
+    /// The tensor has more than one dimension that is not 1.
+    pub fn rank1(self) -> Result<Tensor<1>, EngineError> {
+        let dims = self.dims();
+        let n: usize = dims.iter().product();
+        if dims.iter().filter(|d| **d != 1).count() > 1 {
+            return Err(EngineError::Invalid(format!(
+                "expected a vector, got shape {dims:?}"
+            )));
+        }
+        Ok(self.flat().reshape([n]))
+    }
+}
+
+/// `shape` as a fixed-size array (the caller checked the length).
+#[must_use]
+pub fn to_array<const D: usize>(shape: &[usize]) -> [usize; D] {
+    let mut out = [1usize; D];
+    out.copy_from_slice(&shape[..D]);
+    out
+}
+
+/// A runtime value: a float tensor on the device, or an integer tensor on the host.
+#[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "values live in one slot vector; boxing costs an allocation per step"
+)]
+pub enum Value {
+    Float(Float),
+    Int { data: Vec<i64>, shape: Vec<usize> },
+}
+
+impl Value {
+    /// # Errors
+    /// The value is not a float tensor.
+    pub fn float(self) -> Result<Float, EngineError> {
+        match self {
+            Self::Float(f) => Ok(f),
+            Self::Int { shape, .. } => Err(EngineError::Invalid(format!(
+                "expected a float tensor, got an int64 tensor of shape {shape:?}"
+            ))),
+        }
+    }
+
+    /// # Errors
+    /// The value is not an integer tensor.
+    pub fn ints(&self) -> Result<&[i64], EngineError> {
+        match self {
+            Self::Int { data, .. } => Ok(data),
+            Self::Float(f) => Err(EngineError::Invalid(format!(
+                "expected an int64 tensor, got a float tensor of shape {:?}",
+                f.dims()
+            ))),
+        }
+    }
+
+    #[must_use]
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Self::Float(f) => f.dims(),
+            Self::Int { shape, .. } => shape.clone(),
+        }
+    }
+}
