@@ -17,6 +17,7 @@ pub mod cli;
 pub mod model;
 pub mod npy;
 pub mod ops;
+pub mod proto;
 pub mod value;
 
 pub use model::{Inspection, Model, TensorSpec, inspect};

@@ -207,7 +207,8 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
         shape: shape.clone(),
     };
     for (name, ty, _) in raw.inputs.iter().chain(&raw.outputs) {
-        if *ty != 1 {
+        // f32 data, and int64 shape/index tensors (kept on the host).
+        if *ty != 1 && *ty != 7 {
             unsupported.insert(format!("{} tensors ({name})", onnx_type_name(*ty)));
         }
     }
@@ -424,10 +425,15 @@ fn mark_last_uses(
 }
 
 fn check_input(spec: &TensorSpec, data: &TensorData) -> Result<(), EngineError> {
-    if !matches!(data.dtype(), DType::F32) {
+    let dtype_ok = match spec.dtype.as_str() {
+        "INT64" => matches!(data.dtype(), DType::I64),
+        _ => matches!(data.dtype(), DType::F32),
+    };
+    if !dtype_ok {
         return Err(EngineError::Input(format!(
-            "input {} must be FLOAT (f32), got {:?}",
+            "input {} must be {}, got {:?}",
             spec.name,
+            spec.dtype,
             data.dtype()
         )));
     }

@@ -452,6 +452,11 @@ pub fn run(
         }
         Node::AveragePool2d(n) => {
             let c = &n.config;
+            if c.dilation != [1, 1] {
+                return Err(EngineError::Unsupported(
+                    "AveragePool with dilations".into(),
+                ));
+            }
             let x = float_input(&mut inputs, 0, op)?.rank4()?;
             let [_, _, h, w] = x.dims();
             let padding = pads_2d(

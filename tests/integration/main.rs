@@ -6,6 +6,8 @@ mod harness;
 mod auth_flows;
 mod auth_matrix;
 mod config_cli;
+#[cfg(feature = "engine")]
+mod conformance;
 mod health_metrics;
 mod http_edges;
 mod lifecycle;

@@ -1,0 +1,216 @@
+//! The ONNX backend node conformance suite, run against the engine on the CPU.
+//!
+//! Slow and data-hungry, so it runs when `CAIRN_ONNX_NODE_TESTS` names the suite's
+//! `node` directory (`scripts/conformance` fetches it with pip and sets it; CI runs it
+//! once). Each case loads `model.onnx`, feeds `test_data_set_*/input_*.pb`, compares
+//! `output_*.pb` with rtol 1e-3 and atol 1e-7 (as onnx does). Results per operator go to
+//! `target/conformance.md`.
+//!
+//! The bar: every operator cairn claims (`engine::ops::SUPPORTED`) passes all of its
+//! cases, except those listed with a reason in `tests/conformance/exceptions.txt`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cairn::engine::{Model, cpu, ops, proto};
+use onnx_ir::{Message, ModelProto};
+
+#[derive(Default, Debug)]
+struct Tally {
+    passed: usize,
+    failed: Vec<String>,
+    refused: usize,
+    /// Every case made only of claimed operators that did not pass, with why.
+    not_passed: Vec<String>,
+    claimed: bool,
+}
+
+/// `pattern` with `*` wildcards matches `name`.
+fn matches(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
+/// The operator a case is reported under (the first node that is not a Constant feeding
+/// it), and whether every node of the case is an operator cairn claims to run.
+fn case_op(model: &[u8]) -> Option<(String, bool)> {
+    let proto = ModelProto::parse_from_bytes(model).ok()?;
+    let nodes = &proto.graph.node;
+    let op = nodes
+        .iter()
+        .find(|n| n.op_type != "Constant")
+        .or_else(|| nodes.first())?
+        .op_type
+        .clone();
+    let claimed = nodes
+        .iter()
+        .all(|n| ops::SUPPORTED.contains(&n.op_type.as_str()));
+    Some((op, claimed))
+}
+
+fn close(got: &[f32], want: &[f32]) -> bool {
+    got.len() == want.len()
+        && got.iter().zip(want).all(|(g, w)| {
+            (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-7 + 1e-3 * w.abs() || (g == w)
+        })
+}
+
+fn run_case(dir: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
+    let model = Model::load(&bytes, &cpu()).map_err(|e| format!("load: {e}"))?;
+    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    sets.sort();
+    for set in sets {
+        let mut inputs = Vec::new();
+        for (i, spec) in model.inputs().iter().enumerate() {
+            let raw =
+                std::fs::read(set.join(format!("input_{i}.pb"))).map_err(|e| e.to_string())?;
+            let (_, data) = proto::decode(&raw).map_err(|e| e.to_string())?;
+            inputs.push((spec.name.clone(), data));
+        }
+        let outputs = model.run(inputs).map_err(|e| format!("run: {e}"))?;
+        for (i, (name, got)) in outputs.into_iter().enumerate() {
+            let raw =
+                std::fs::read(set.join(format!("output_{i}.pb"))).map_err(|e| e.to_string())?;
+            let (_, want) = proto::decode(&raw).map_err(|e| e.to_string())?;
+            let want_shape: Vec<usize> = want.shape().to_vec();
+            let got_shape: Vec<usize> = got.shape().to_vec();
+            let same_shape = want_shape == got_shape || (want_shape.is_empty() && got_shape == [1]);
+            let (g, w): (Vec<f32>, Vec<f32>) = (
+                got.convert::<f32>()
+                    .try_to_vec()
+                    .map_err(|e| format!("{e:?}"))?,
+                want.convert::<f32>()
+                    .try_to_vec()
+                    .map_err(|e| format!("{e:?}"))?,
+            );
+            if !same_shape || !close(&g, &w) {
+                return Err(format!(
+                    "output {name}: shape {got_shape:?} vs {want_shape:?}, or values differ"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn onnx_node_suite() {
+    let Some(root) = std::env::var_os("CAIRN_ONNX_NODE_TESTS") else {
+        eprintln!(
+            "CAIRN_ONNX_NODE_TESTS is unset: the conformance suite did not run (scripts/conformance runs it)"
+        );
+        return;
+    };
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("node suite dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    cases.sort();
+    let mut by_op: BTreeMap<String, Tally> = BTreeMap::new();
+    for case in &cases {
+        let Ok(bytes) = std::fs::read(case.join("model.onnx")) else {
+            continue;
+        };
+        let Some((op, claimed)) = case_op(&bytes) else {
+            continue;
+        };
+        let tally = by_op.entry(op).or_default();
+        tally.claimed |= claimed;
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let outcome = match std::panic::catch_unwind(|| run_case(case)) {
+            Ok(Ok(())) => {
+                tally.passed += 1;
+                continue;
+            }
+            Ok(Err(e)) if e.starts_with("load: ") || e.contains("unsupported") => {
+                tally.refused += 1;
+                e
+            }
+            Ok(Err(e)) => {
+                tally.failed.push(format!("{name}: {e}"));
+                e
+            }
+            Err(_) => {
+                tally.failed.push(format!("{name}: panicked"));
+                "panicked".to_owned()
+            }
+        };
+        if claimed {
+            tally.not_passed.push(format!("{name}: {outcome}"));
+        }
+    }
+    let exceptions = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/exceptions.txt"
+    ))
+    .unwrap_or_default();
+    let excepted: Vec<&str> = exceptions
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut report =
+        String::from("| operator | passed | failed | refused at load |\n|---|---|---|---|\n");
+    let (mut passed, mut total) = (0, 0);
+    let mut broken = Vec::new();
+    for (op, tally) in &by_op {
+        let cases = tally.passed + tally.failed.len() + tally.refused;
+        total += cases;
+        passed += tally.passed;
+        report.push_str(&format!(
+            "| {op} | {} | {} | {} |\n",
+            tally.passed,
+            tally.failed.len(),
+            tally.refused
+        ));
+        {
+            for failure in &tally.not_passed {
+                let case = failure.split(':').next().unwrap_or("");
+                if !excepted.iter().any(|pattern| matches(pattern, case)) {
+                    broken.push(failure.clone());
+                }
+            }
+        }
+    }
+    report.push_str(&format!("\n{passed} of {total} cases pass.\n"));
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/conformance.md");
+    let _ = std::fs::write(&out, &report);
+    eprintln!("{report}");
+    assert!(
+        broken.is_empty(),
+        "{} cases of supported operators fail and are not listed in tests/conformance/exceptions.txt:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn exception_patterns() {
+    assert!(matches("test_abs*", "test_abs_int8"));
+    assert!(matches("test_*_int8", "test_abs_int8"));
+    assert!(!matches("test_abs", "test_abs_int8"));
+    assert!(matches("test_abs", "test_abs"));
+}
