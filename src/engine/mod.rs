@@ -18,6 +18,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod proto;
+pub mod runner;
 pub mod value;
 
 pub use model::{Inspection, Model, TensorSpec, inspect};

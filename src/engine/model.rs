@@ -309,6 +309,29 @@ impl Model {
         })
     }
 
+    /// Runs the model once on synthetic inputs (dynamic dimensions set to 1), so the first
+    /// real request does not pay for first-use allocations.
+    ///
+    /// # Errors
+    /// The model cannot run on inputs of its declared shapes.
+    pub fn warmup(&self) -> Result<(), EngineError> {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(_, spec)| {
+                let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let n: usize = shape.iter().product();
+                let data = if spec.dtype == "INT64" {
+                    TensorData::new(vec![0i64; n], shape)
+                } else {
+                    TensorData::new(vec![0f32; n], shape)
+                };
+                (spec.name.clone(), data)
+            })
+            .collect();
+        self.run(inputs).map(|_| ())
+    }
+
     #[must_use]
     pub fn inputs(&self) -> Vec<&TensorSpec> {
         self.inputs.iter().map(|(_, s)| s).collect()
