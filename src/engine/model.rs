@@ -274,7 +274,7 @@ impl Model {
                 })?;
                 step_inputs.push(Some(slot));
             }
-            let outputs = node
+            let outputs: Vec<usize> = node
                 .outputs()
                 .iter()
                 .map(|arg| {
@@ -283,6 +283,12 @@ impl Model {
                     slot
                 })
                 .collect();
+            // Constants are computed (and uploaded) once, here, not at every run.
+            if let Node::Constant(_) = node {
+                let values = ops::run(node, Vec::new(), device)?;
+                constants.extend(outputs.iter().copied().zip(values));
+                continue;
+            }
             steps.push(Step {
                 node: index,
                 last_use: vec![false; step_inputs.len()],
