@@ -20,6 +20,7 @@ pub const SUPPORTED: &[&str] = &[
     "Clip",
     "Concat",
     "Constant",
+    "ConstantOfShape",
     "Conv",
     "Div",
     "Dropout",
@@ -28,6 +29,7 @@ pub const SUPPORTED: &[&str] = &[
     "Gemm",
     "GlobalAveragePool",
     "Identity",
+    "LRN",
     "LeakyRelu",
     "Log",
     "MatMul",
@@ -40,8 +42,10 @@ pub const SUPPORTED: &[&str] = &[
     "Softmax",
     "Sqrt",
     "Sub",
+    "Sum",
     "Tanh",
     "Transpose",
+    "Unsqueeze",
 ];
 
 /// The ONNX operator name of a parsed node (onnx-ir names some by dimension).
@@ -51,6 +55,7 @@ pub fn op_name(node: &Node) -> String {
         Node::Conv1d(_) | Node::Conv2d(_) | Node::Conv3d(_) => "Conv".into(),
         Node::MaxPool1d(_) | Node::MaxPool2d(_) => "MaxPool".into(),
         Node::AveragePool1d(_) | Node::AveragePool2d(_) => "AveragePool".into(),
+        Node::Lrn(_) => "LRN".into(),
         Node::Custom(custom) => custom.op_type.clone(),
         other => {
             let debug = format!("{other:?}");
@@ -76,6 +81,7 @@ pub fn is_supported(node: &Node) -> bool {
             | Node::Clip(_)
             | Node::Concat(_)
             | Node::Constant(_)
+            | Node::ConstantOfShape(_)
             | Node::Conv2d(_)
             | Node::Div(_)
             | Node::Dropout(_)
@@ -85,6 +91,7 @@ pub fn is_supported(node: &Node) -> bool {
             | Node::GlobalAveragePool(_)
             | Node::Identity(_)
             | Node::LeakyRelu(_)
+            | Node::Lrn(_)
             | Node::Log(_)
             | Node::MatMul(_)
             | Node::MaxPool2d(_)
@@ -96,8 +103,10 @@ pub fn is_supported(node: &Node) -> bool {
             | Node::Softmax(_)
             | Node::Sqrt(_)
             | Node::Sub(_)
+            | Node::Sum(_)
             | Node::Tanh(_)
             | Node::Transpose(_)
+            | Node::Unsqueeze(_)
     )
 }
 
@@ -522,9 +531,151 @@ pub fn run(
             let scaled = binary(normed, scale, Binary::Mul)?;
             vec![Value::Float(binary(scaled, bias, Binary::Add)?)]
         }
+        Node::Sum(_) => {
+            let mut parts = inputs.into_iter().flatten().map(Value::float);
+            let mut total = parts
+                .next()
+                .ok_or_else(|| EngineError::Invalid("Sum of nothing".into()))??;
+            for part in parts {
+                total = binary(total, part?, Binary::Add)?;
+            }
+            vec![Value::Float(total)]
+        }
+        Node::Unsqueeze(n) => {
+            let axes: Vec<i64> = match &n.config {
+                onnx_ir::node::unsqueeze::UnsqueezeConfig::Static(axes) => axes.clone(),
+                onnx_ir::node::unsqueeze::UnsqueezeConfig::Runtime(r) => inputs
+                    .get(r.input_index)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| EngineError::Invalid("Unsqueeze: no axes input".into()))?
+                    .ints()?
+                    .to_vec(),
+            };
+            let value = inputs
+                .get_mut(0)
+                .and_then(Option::take)
+                .ok_or_else(|| EngineError::Invalid("Unsqueeze: no input".into()))?;
+            let dims = value.dims();
+            let shape = unsqueezed(&dims, &axes)?;
+            vec![match value {
+                Value::Float(f) => Value::Float(f.reshape(&shape)?),
+                Value::Int { data, .. } => Value::Int { data, shape },
+            }]
+        }
+        Node::ConstantOfShape(n) => {
+            let shape: Vec<i64> = match &n.config.shape {
+                onnx_ir::node::constant_of_shape::ConstantOfShapeShape::Static(shape) => {
+                    shape.clone()
+                }
+                onnx_ir::node::constant_of_shape::ConstantOfShapeShape::Runtime(r) => inputs
+                    .get(r.input_index)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| EngineError::Invalid("ConstantOfShape: no shape input".into()))?
+                    .ints()?
+                    .to_vec(),
+            };
+            let shape: Vec<usize> = shape
+                .iter()
+                .map(|d| {
+                    usize::try_from(*d).map_err(|_| {
+                        EngineError::Invalid(format!("ConstantOfShape: dimension {d}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let count: usize = shape.iter().product();
+            let fill = n.config.value.clone();
+            let is_int = fill.as_ref().is_some_and(|v| {
+                !matches!(
+                    v.dtype(),
+                    burn::tensor::DType::F32 | burn::tensor::DType::F64 | burn::tensor::DType::F16
+                )
+            });
+            if is_int {
+                let v: Vec<i64> = fill
+                    .map(|f| f.convert::<i64>().try_to_vec::<i64>())
+                    .transpose()
+                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
+                    .unwrap_or_default();
+                vec![Value::Int {
+                    data: vec![v.first().copied().unwrap_or(0); count],
+                    shape,
+                }]
+            } else {
+                let v: Vec<f32> = fill
+                    .map(|f| f.convert::<f32>().try_to_vec::<f32>())
+                    .transpose()
+                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
+                    .unwrap_or_default();
+                let data = burn::tensor::TensorData::new(
+                    vec![v.first().copied().unwrap_or(0.0); count],
+                    shape,
+                );
+                vec![Value::Float(Float::from_data(data, device)?)]
+            }
+        }
+        Node::Lrn(n) => {
+            let c = &n.config;
+            let x = float_input(&mut inputs, 0, op)?.rank4()?;
+            let size = usize::try_from(c.size)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| EngineError::Invalid(format!("LRN size {}", c.size)))?;
+            let [batch, channels, h, w] = x.dims();
+            // The window sum over channels as an average pool over a [C, H*W] plane.
+            let squared = x
+                .clone()
+                .powf_scalar(2.0)
+                .reshape([batch, 1, channels, h * w]);
+            let before = (size - 1) / 2;
+            let options = AvgPoolOptions {
+                kernel_size: [size, 1],
+                stride: [1, 1],
+                padding: [(before, size - 1 - before), (0, 0)],
+                count_include_pad: true,
+                ceil_mode: false,
+            };
+            let mean = avg_pool2d(squared, options).reshape([batch, channels, h, w]);
+            let denominator = mean
+                .mul_scalar(c.alpha)
+                .add_scalar(c.bias)
+                .powf_scalar(c.beta);
+            vec![Value::Float(Float::R4(x.div(denominator)))]
+        }
         other => return Err(EngineError::Unsupported(op_name(other))),
     };
     Ok(out)
+}
+
+/// The shape after inserting ones at `axes` (negative axes count from the end of the
+/// output).
+fn unsqueezed(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, EngineError> {
+    let rank = dims.len() + axes.len();
+    let mut positions: Vec<usize> = axes
+        .iter()
+        .map(|a| {
+            let a = if *a < 0 {
+                *a + i64::try_from(rank).unwrap_or(0)
+            } else {
+                *a
+            };
+            usize::try_from(a)
+                .ok()
+                .filter(|a| *a < rank)
+                .ok_or_else(|| EngineError::Invalid(format!("Unsqueeze axis {a} for rank {rank}")))
+        })
+        .collect::<Result<_, _>>()?;
+    positions.sort_unstable();
+    positions.dedup();
+    let mut source = dims.iter();
+    Ok((0..rank)
+        .map(|i| {
+            if positions.contains(&i) {
+                1
+            } else {
+                *source.next().unwrap_or(&1)
+            }
+        })
+        .collect())
 }
 
 /// ONNX Reshape: `0` copies the input dimension, `-1` takes what is left.

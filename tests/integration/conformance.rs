@@ -214,3 +214,77 @@ fn exception_patterns() {
     assert!(!matches("test_abs", "test_abs_int8"));
     assert!(matches("test_abs", "test_abs"));
 }
+
+/// The 9 light real-architecture models of the onnx wheel (`data/light`): inputs are what
+/// onnx's runner generates (`arange(n) / n` in the input's shape), outputs are compared
+/// with `light_*_output_0.pb`.
+#[test]
+fn onnx_light_models() {
+    let Some(node_dir) = std::env::var_os("CAIRN_ONNX_NODE_TESTS") else {
+        eprintln!("CAIRN_ONNX_NODE_TESTS is unset: the light models did not run");
+        return;
+    };
+    let dir = PathBuf::from(node_dir).join("../light");
+    let mut models: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("light models dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    models.sort();
+    let mut failures = Vec::new();
+    for path in &models {
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let outcome = (|| -> Result<(), String> {
+            let model = Model::load(&std::fs::read(path).map_err(|e| e.to_string())?, &cpu())
+                .map_err(|e| format!("load: {e}"))?;
+            let spec = model.inputs()[0].clone();
+            let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let n: usize = shape.iter().product();
+            #[allow(clippy::cast_precision_loss)]
+            let values: Vec<f32> = (0..n).map(|i| (i as f64 / n as f64) as f32).collect();
+            let outputs = model
+                .run(vec![(
+                    spec.name,
+                    burn::tensor::TensorData::new(values, shape),
+                )])
+                .map_err(|e| format!("run: {e}"))?;
+            let raw = std::fs::read(dir.join(format!("{name}_output_0.pb")))
+                .map_err(|e| e.to_string())?;
+            let (_, want) = proto::decode(&raw).map_err(|e| e.to_string())?;
+            let got: Vec<f32> = outputs[0]
+                .1
+                .clone()
+                .convert::<f32>()
+                .try_to_vec()
+                .map_err(|e| format!("{e:?}"))?;
+            let want: Vec<f32> = want
+                .convert::<f32>()
+                .try_to_vec()
+                .map_err(|e| format!("{e:?}"))?;
+            if close(&got, &want) {
+                Ok(())
+            } else {
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0f32, f32::max);
+                Err(format!(
+                    "output differs (max abs diff {worst}, {} vs {} values)",
+                    got.len(),
+                    want.len()
+                ))
+            }
+        })();
+        match outcome {
+            Ok(()) => eprintln!("{name}: ok"),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                failures.push(format!("{name}: {e}"));
+            }
+        }
+    }
+    assert_eq!(models.len(), 9, "the onnx 1.22 wheel ships 9 light models");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
