@@ -5,19 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use burn::tensor::TensorData;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
 
-use super::{Model, cpu, inspect, npy};
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DeviceChoice {
-    /// A real GPU when there is one, else the CPU (today: always the CPU).
-    Auto,
-    /// The GPU through wgpu (not built yet).
-    Gpu,
-    /// The CPU (burn's flex backend).
-    Cpu,
-}
+use super::device::{DeviceChoice, select};
+use super::{Model, inspect, npy};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -48,12 +39,15 @@ pub enum ModelCommand {
 }
 
 fn device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
-    match choice {
-        DeviceChoice::Cpu | DeviceChoice::Auto => Ok(cpu()),
-        DeviceChoice::Gpu => {
-            bail!("the GPU path (wgpu) is not in this build yet; use --device cpu")
-        }
+    let selected = select(choice)?;
+    eprintln!("device: {} ({})", selected.kind, selected.reason);
+    if let Some(adapter) = &selected.adapter {
+        eprintln!(
+            "adapter: {} [{}; {}; {}]",
+            adapter.name, adapter.device_type, adapter.backend, adapter.driver
+        );
     }
+    Ok(selected.device)
 }
 
 fn read_model(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

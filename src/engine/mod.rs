@@ -14,6 +14,7 @@
 //!   freed as soon as its last reader ran.
 
 pub mod cli;
+pub mod device;
 pub mod model;
 pub mod npy;
 pub mod ops;
@@ -69,8 +70,12 @@ mod fixture_tests {
     }
 
     fn check(model_name: &str, input: &str, output: &str) {
+        check_on(model_name, input, output, &cpu());
+    }
+
+    fn check_on(model_name: &str, input: &str, output: &str, device: &burn::tensor::Device) {
         let bytes = std::fs::read(dir().join(format!("{model_name}.onnx"))).unwrap();
-        let model = Model::load(&bytes, &cpu()).unwrap();
+        let model = Model::load(&bytes, device).unwrap();
         assert_eq!(model.inputs()[0].name, input);
         assert_eq!(model.outputs()[0].name, output);
         assert_eq!(
@@ -108,6 +113,33 @@ mod fixture_tests {
     #[test]
     fn cnn_matches_onnxruntime() {
         check("cnn", "image", "scores");
+    }
+
+    /// The GPU code path on whatever Vulkan adapter there is, in a `--features gpu` build
+    /// with `CAIRN_TEST_WGPU=1`. Not in CI yet: Debian 12's lavapipe (Mesa 22.3) crashes
+    /// compiling cubecl's pipelines.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn fixtures_match_on_wgpu() {
+        if std::env::var("CAIRN_TEST_WGPU").as_deref() != Ok("1") {
+            eprintln!("CAIRN_TEST_WGPU is not 1: the wgpu path did not run");
+            return;
+        }
+        let selected =
+            super::device::select(super::device::DeviceChoice::Gpu).expect("a Vulkan adapter");
+        assert_eq!(selected.kind, "gpu");
+        assert!(selected.adapter.is_some());
+        check_on("mlp", "input", "probabilities", &selected.device);
+        check_on("cnn", "image", "scores", &selected.device);
+        // Auto never picks a CPU-type adapter over flex.
+        let auto = super::device::select(super::device::DeviceChoice::Auto).unwrap();
+        if selected
+            .adapter
+            .as_ref()
+            .is_some_and(|a| a.device_type == "Cpu")
+        {
+            assert_eq!(auto.kind, "cpu", "{}", auto.reason);
+        }
     }
 
     #[test]
