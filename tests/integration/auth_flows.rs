@@ -496,7 +496,7 @@ async fn keys_lifecycle_usage_and_rate_limits() {
         .await
         .unwrap();
     assert!(
-        !list.contains(key.split('_').nth(2).unwrap()),
+        !list.contains(key.splitn(3, '_').nth(2).unwrap()),
         "no secret in listings"
     );
     let shown: Value = c
