@@ -20,6 +20,7 @@ pub mod npy;
 pub mod ops;
 pub mod proto;
 pub mod runner;
+pub mod shapes;
 pub mod value;
 
 pub use model::{Inspection, Model, TensorSpec, inspect};

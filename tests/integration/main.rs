@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth_flows;
+mod auth_keys;
 mod auth_matrix;
 mod config_cli;
 #[cfg(feature = "engine")]
