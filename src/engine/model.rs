@@ -37,6 +37,8 @@ pub struct Inspection {
 
 struct Step {
     node: usize,
+    /// The ONNX operator name, for the operator and for errors.
+    op: String,
     /// Slot per node input; `None` for an absent optional input.
     inputs: Vec<Option<usize>>,
     /// Whether this step is the last reader of the input's slot (so it may take it).
@@ -192,6 +194,10 @@ fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineError> {
 /// The bytes are not an ONNX model the front end can read.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
     let (graph, raw) = parse(bytes)?;
+    Ok(describe(&graph, &raw))
+}
+
+fn describe(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Inspection {
     let mut ops = std::collections::BTreeMap::<String, usize>::new();
     let mut unsupported = std::collections::BTreeSet::new();
     for node in &graph.nodes {
@@ -212,13 +218,13 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
             unsupported.insert(format!("{} tensors ({name})", onnx_type_name(*ty)));
         }
     }
-    Ok(Inspection {
+    Inspection {
         inputs: raw.inputs.iter().map(spec).collect(),
         outputs: raw.outputs.iter().map(spec).collect(),
         ops: ops.into_iter().collect(),
         unsupported: unsupported.into_iter().collect(),
         opset: raw.opset,
-    })
+    }
 }
 
 impl Model {
@@ -228,11 +234,11 @@ impl Model {
     /// Malformed bytes, unsupported operators (all listed by name) or dtypes, or a graph
     /// that reads a value nothing produces.
     pub fn load(bytes: &[u8], device: &Device) -> Result<Self, EngineError> {
-        let inspection = inspect(bytes)?;
+        let (graph, raw) = parse(bytes)?;
+        let inspection = describe(&graph, &raw);
         if !inspection.unsupported.is_empty() {
             return Err(EngineError::UnsupportedOps(inspection.unsupported));
         }
-        let (graph, _) = parse(bytes)?;
         let mut slots: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut slot_count = 0;
         let new_slot = |count: &mut usize| {
@@ -285,12 +291,13 @@ impl Model {
                 .collect();
             // Constants are computed (and uploaded) once, here, not at every run.
             if let Node::Constant(_) = node {
-                let values = ops::run(node, Vec::new(), device)?;
+                let values = ops::run(node, "Constant", Vec::new(), device)?;
                 constants.extend(outputs.iter().copied().zip(values));
                 continue;
             }
             steps.push(Step {
                 node: index,
+                op: ops::op_name(node),
                 last_use: vec![false; step_inputs.len()],
                 inputs: step_inputs,
                 outputs,
@@ -409,11 +416,12 @@ impl Model {
                     })
                 })
                 .collect();
-            let results = ops::run(node, args, &self.device).map_err(|e| EngineError::Node {
-                node: node.name().to_owned(),
-                op: ops::op_name(node),
-                source: Box::new(e),
-            })?;
+            let results =
+                ops::run(node, &step.op, args, &self.device).map_err(|e| EngineError::Node {
+                    node: node.name().to_owned(),
+                    op: step.op.clone(),
+                    source: Box::new(e),
+                })?;
             for (slot, value) in step.outputs.iter().zip(results) {
                 slots[*slot] = Some(value);
             }

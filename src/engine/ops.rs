@@ -172,13 +172,14 @@ fn optional_float(inputs: &mut [Option<Value>], i: usize) -> Result<Option<Float
     clippy::too_many_lines,
     reason = "one arm per operator reads best as one match"
 )]
+/// `op` is the node's [`op_name`], computed once when the model is planned (it costs a
+/// formatting pass, which has no place on the inference path).
 pub fn run(
     node: &Node,
+    op: &str,
     mut inputs: Vec<Option<Value>>,
     device: &Device,
 ) -> Result<Vec<Value>, EngineError> {
-    let name = op_name(node);
-    let op = name.as_str();
     let unary = |inputs: &mut Vec<Option<Value>>,
                  f: fn(Float) -> Float|
      -> Result<Vec<Value>, EngineError> {
@@ -599,7 +600,7 @@ pub fn run(
                 .powf_scalar(c.beta);
             vec![Value::Float(Float::R4(x.div(denominator)))]
         }
-        other => return Err(EngineError::Unsupported(op_name(other))),
+        _ => return Err(EngineError::Unsupported(op.to_owned())),
     };
     Ok(out)
 }
