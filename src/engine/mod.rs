@@ -15,6 +15,9 @@
 
 pub mod cli;
 pub mod device;
+pub mod elementwise;
+pub mod fast;
+pub mod kernels;
 pub mod model;
 pub mod npy;
 pub mod ops;

@@ -11,6 +11,8 @@ use burn::tensor::{DType, Device, TensorData};
 use onnx_ir::{Message, ModelProto, Node, OnnxGraphBuilder, ValueSource};
 
 use super::EngineError;
+use super::elementwise;
+use super::fast::{self, Kernel};
 use super::ops;
 use super::value::{Float, Value};
 
@@ -35,15 +37,16 @@ pub struct Inspection {
     pub opset: Option<i64>,
 }
 
-struct Step {
-    node: usize,
+pub(super) struct Step {
+    pub(super) node: usize,
     /// The ONNX operator name, for the operator and for errors.
-    op: String,
+    pub(super) op: String,
     /// Slot per node input; `None` for an absent optional input.
-    inputs: Vec<Option<usize>>,
+    pub(super) inputs: Vec<Option<usize>>,
     /// Whether this step is the last reader of the input's slot (so it may take it).
-    last_use: Vec<bool>,
-    outputs: Vec<usize>,
+    pub(super) last_use: Vec<bool>,
+    pub(super) outputs: Vec<usize>,
+    pub(super) kernel: Kernel,
 }
 
 /// A loaded, runnable model.
@@ -55,6 +58,8 @@ pub struct Model {
     inputs: Vec<(usize, TensorSpec)>,
     outputs: Vec<(usize, TensorSpec)>,
     device: Device,
+    /// A CPU plan: float inputs stay in host memory for cairn's own kernels.
+    host: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -64,6 +69,27 @@ impl std::fmt::Debug for Model {
             .field("outputs", &self.outputs)
             .field("steps", &self.steps.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl TensorSpec {
+    /// The tensor element type, if the engine holds it (see [`super::elementwise`]).
+    #[must_use]
+    pub fn element_type(&self) -> Option<DType> {
+        let dtype = match self.dtype.as_str() {
+            "FLOAT" => DType::F32,
+            "FLOAT16" => DType::F16,
+            "INT64" => DType::I64,
+            "INT32" => DType::I32,
+            "INT16" => DType::I16,
+            "INT8" => DType::I8,
+            "UINT32" => DType::U32,
+            "UINT16" => DType::U16,
+            "UINT8" => DType::U8,
+            "BOOL" => DType::Bool(burn::tensor::BoolStore::Native),
+            _ => return None,
+        };
+        Some(dtype)
     }
 }
 
@@ -96,6 +122,17 @@ pub fn value_from_data(data: TensorData, device: &Device) -> Result<Value, Engin
         DType::F32 | DType::F64 | DType::F16 | DType::BF16 => {
             Ok(Value::Float(Float::from_data(data, device)?))
         }
+        DType::Bool(_) => {
+            let shape = data.shape().to_vec();
+            let values: Vec<bool> = data
+                .convert_dtype(DType::Bool(burn::tensor::BoolStore::Native))
+                .try_to_vec()
+                .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+            Ok(Value::Int {
+                data: values.into_iter().map(i64::from).collect(),
+                shape,
+            })
+        }
         DType::I64
         | DType::I32
         | DType::I16
@@ -122,6 +159,9 @@ struct Raw {
     inputs: Vec<(String, i32, Vec<Option<usize>>)>,
     outputs: Vec<(String, i32, Vec<Option<usize>>)>,
     opset: Option<i64>,
+    /// Casts to element types the engine does not hold (onnx-ir reads some of them, the
+    /// 8- and 4-bit floats and integers, silently as f32).
+    bad_casts: Vec<String>,
 }
 
 fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
@@ -159,10 +199,29 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
         .iter()
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version);
+    let bad_casts = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Cast" || n.op_type == "CastLike")
+        .filter_map(|n| {
+            let to = n.attribute.iter().find(|a| a.name == "to")?;
+            let to = i32::try_from(to.i).unwrap_or(0);
+            let name = onnx_type_name(to);
+            let spec = TensorSpec {
+                name: String::new(),
+                dtype: name.to_owned(),
+                shape: Vec::new(),
+            };
+            spec.element_type()
+                .is_none()
+                .then(|| format!("Cast to {name} (element type {to})"))
+        })
+        .collect();
     Ok(Raw {
         inputs,
         outputs,
         opset,
+        bad_casts,
     })
 }
 
@@ -212,15 +271,17 @@ fn describe(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Inspection {
         dtype: onnx_type_name(*ty).to_owned(),
         shape: shape.clone(),
     };
-    for (name, ty, _) in raw.inputs.iter().chain(&raw.outputs) {
-        // f32 data, and int64 shape/index tensors (kept on the host).
-        if *ty != 1 && *ty != 7 {
-            unsupported.insert(format!("{} tensors ({name})", onnx_type_name(*ty)));
+    let inputs: Vec<TensorSpec> = raw.inputs.iter().map(spec).collect();
+    let outputs: Vec<TensorSpec> = raw.outputs.iter().map(spec).collect();
+    for s in inputs.iter().chain(&outputs) {
+        if s.element_type().is_none() {
+            unsupported.insert(format!("{} tensors ({})", s.dtype, s.name));
         }
     }
+    unsupported.extend(raw.bad_casts.iter().cloned());
     Inspection {
-        inputs: raw.inputs.iter().map(spec).collect(),
-        outputs: raw.outputs.iter().map(spec).collect(),
+        inputs,
+        outputs,
         ops: ops.into_iter().collect(),
         unsupported: unsupported.into_iter().collect(),
         opset: raw.opset,
@@ -301,6 +362,7 @@ impl Model {
                 last_use: vec![false; step_inputs.len()],
                 inputs: step_inputs,
                 outputs,
+                kernel: Kernel::Burn,
             });
         }
         let mut outputs = Vec::new();
@@ -310,8 +372,21 @@ impl Model {
             })?;
             outputs.push((slot, spec));
         }
+        let host = *device == super::cpu();
+        if host {
+            let pinned = outputs.iter().map(|(s, _)| *s).collect();
+            fast::plan(&graph.nodes, &mut steps, &constants, &pinned);
+            // Weights the host kernels absorbed are held by them alone.
+            let read: std::collections::HashSet<usize> = steps
+                .iter()
+                .flat_map(|s| s.inputs.iter().flatten().copied())
+                .chain(outputs.iter().map(|(s, _)| *s))
+                .collect();
+            constants.retain(|(slot, _)| read.contains(slot));
+        }
         mark_last_uses(&mut steps, &constants, &outputs);
         Ok(Self {
+            host,
             nodes: graph.nodes,
             steps,
             slot_count,
@@ -334,14 +409,11 @@ impl Model {
             .map(|(_, spec)| {
                 let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
                 let n: usize = shape.iter().product();
-                let data = if spec.dtype == "INT64" {
-                    TensorData::new(vec![0i64; n], shape)
-                } else {
-                    TensorData::new(vec![0f32; n], shape)
-                };
-                (spec.name.clone(), data)
+                let zeros = TensorData::new(vec![0f32; n], shape);
+                let dtype = spec.element_type().unwrap_or(DType::F32);
+                Ok((spec.name.clone(), elementwise::to_declared(zeros, dtype)?))
             })
-            .collect();
+            .collect::<Result<_, EngineError>>()?;
         self.run(inputs).map(|_| ())
     }
 
@@ -373,7 +445,11 @@ impl Model {
                 .remove(&spec.name)
                 .ok_or_else(|| EngineError::Input(format!("input {} is missing", spec.name)))?;
             check_input(spec, &data)?;
-            slots[*slot] = Some(value_from_data(data, &self.device)?);
+            slots[*slot] = Some(if self.host && data.dtype() == DType::F32 {
+                fast::dense_from_data(data)?
+            } else {
+                value_from_data(data, &self.device)?
+            });
         }
         if let Some(extra) = given.keys().next() {
             return Err(EngineError::Input(format!(
@@ -389,12 +465,13 @@ impl Model {
                 let value = slots[*slot].clone().ok_or_else(|| {
                     EngineError::BadGraph(format!("{} was not computed", spec.name))
                 })?;
-                match value {
-                    Value::Float(f) => Ok((spec.name.clone(), f.into_data())),
-                    Value::Int { data, shape } => {
-                        Ok((spec.name.clone(), TensorData::new(data, shape)))
-                    }
-                }
+                let data = match value {
+                    Value::Float(f) => f.into_data(),
+                    Value::Int { data, shape } => TensorData::new(data, shape),
+                    Value::Dense(d) => fast::dense_data(d),
+                };
+                let dtype = spec.element_type().unwrap_or(DType::F32);
+                Ok((spec.name.clone(), elementwise::to_declared(data, dtype)?))
             })
             .collect()
     }
@@ -416,12 +493,16 @@ impl Model {
                     })
                 })
                 .collect();
-            let results =
-                ops::run(node, &step.op, args, &self.device).map_err(|e| EngineError::Node {
-                    node: node.name().to_owned(),
-                    op: step.op.clone(),
-                    source: Box::new(e),
-                })?;
+            let results = match &step.kernel {
+                Kernel::Burn => fast::to_burn(args, &self.device)
+                    .and_then(|args| ops::run(node, &step.op, args, &self.device)),
+                Kernel::Host(host) => host.run(node, &step.op, args, &self.device),
+            }
+            .map_err(|e| EngineError::Node {
+                node: node.name().to_owned(),
+                op: step.op.clone(),
+                source: Box::new(e),
+            })?;
             for (slot, value) in step.outputs.iter().zip(results) {
                 slots[*slot] = Some(value);
             }
@@ -462,9 +543,10 @@ fn mark_last_uses(
 }
 
 fn check_input(spec: &TensorSpec, data: &TensorData) -> Result<(), EngineError> {
-    let dtype_ok = match spec.dtype.as_str() {
-        "INT64" => matches!(data.dtype(), DType::I64),
-        _ => matches!(data.dtype(), DType::F32),
+    let dtype_ok = match (spec.element_type(), data.dtype()) {
+        (Some(DType::Bool(_)), DType::Bool(_)) => true,
+        (Some(want), got) => want == got,
+        (None, _) => false,
     };
     if !dtype_ok {
         return Err(EngineError::Input(format!(

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Tensor};
 use onnx_ir::Node;
 
 use super::EngineError;
+use super::elementwise::{self, Arithmetic, Compare, Logic};
 use super::shapes::{pad_dims, pads_2d, resolve_reshape, unsqueezed};
 use super::value::{Float, Value, each_rank, to_array, with_rank};
 
@@ -16,7 +17,9 @@ pub const SUPPORTED: &[&str] = &[
     "Abs",
     "Add",
     "AveragePool",
+    "And",
     "BatchNormalization",
+    "Cast",
     "Clip",
     "Concat",
     "Constant",
@@ -24,18 +27,25 @@ pub const SUPPORTED: &[&str] = &[
     "Conv",
     "Div",
     "Dropout",
+    "Equal",
     "Exp",
     "Flatten",
     "Gemm",
     "GlobalAveragePool",
+    "Greater",
+    "GreaterOrEqual",
     "Identity",
     "LRN",
     "LeakyRelu",
+    "Less",
+    "LessOrEqual",
     "Log",
     "MatMul",
     "MaxPool",
     "Mul",
     "Neg",
+    "Not",
+    "Or",
     "Relu",
     "Reshape",
     "Sigmoid",
@@ -46,6 +56,8 @@ pub const SUPPORTED: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Where",
+    "Xor",
 ];
 
 /// The ONNX operator name of a parsed node (onnx-ir names some by dimension).
@@ -76,6 +88,17 @@ pub fn is_supported(node: &Node) -> bool {
         node,
         Node::Abs(_)
             | Node::Add(_)
+            | Node::And(_)
+            | Node::Cast(_)
+            | Node::Equal(_)
+            | Node::Greater(_)
+            | Node::GreaterOrEqual(_)
+            | Node::Less(_)
+            | Node::LessOrEqual(_)
+            | Node::Not(_)
+            | Node::Or(_)
+            | Node::Where(_)
+            | Node::Xor(_)
             | Node::AveragePool2d(_)
             | Node::BatchNormalization(_)
             | Node::Clip(_)
@@ -156,6 +179,14 @@ fn float_input(inputs: &mut [Option<Value>], i: usize, op: &str) -> Result<Float
         .float()
 }
 
+/// Takes input `i` whatever its element type.
+fn any_input(inputs: &mut [Option<Value>], i: usize, op: &str) -> Result<Value, EngineError> {
+    inputs
+        .get_mut(i)
+        .and_then(Option::take)
+        .ok_or_else(|| EngineError::Invalid(format!("{op}: input {i} is missing")))
+}
+
 fn optional_float(inputs: &mut [Option<Value>], i: usize) -> Result<Option<Float>, EngineError> {
     inputs
         .get_mut(i)
@@ -210,10 +241,61 @@ pub fn run(
                 Node::Mul(_) => Binary::Mul,
                 _ => Binary::Div,
             };
+            if let (Some(Some(Value::Int { .. })), Some(Some(Value::Int { .. }))) =
+                (inputs.first(), inputs.get(1))
+            {
+                let arithmetic = match kind {
+                    Binary::Add => Arithmetic::Add,
+                    Binary::Sub => Arithmetic::Sub,
+                    Binary::Mul => Arithmetic::Mul,
+                    Binary::Div => Arithmetic::Div,
+                };
+                let a = any_input(&mut inputs, 0, op)?;
+                let b = any_input(&mut inputs, 1, op)?;
+                return Ok(vec![elementwise::int_arithmetic(a, b, arithmetic)?]);
+            }
             let a = float_input(&mut inputs, 0, op)?;
             let b = float_input(&mut inputs, 1, op)?;
             vec![Value::Float(binary(a, b, kind)?)]
         }
+        Node::Equal(_)
+        | Node::Greater(_)
+        | Node::GreaterOrEqual(_)
+        | Node::Less(_)
+        | Node::LessOrEqual(_) => {
+            let kind = match node {
+                Node::Equal(_) => Compare::Equal,
+                Node::Greater(_) => Compare::Greater,
+                Node::GreaterOrEqual(_) => Compare::GreaterOrEqual,
+                Node::Less(_) => Compare::Less,
+                _ => Compare::LessOrEqual,
+            };
+            let a = any_input(&mut inputs, 0, op)?;
+            let b = any_input(&mut inputs, 1, op)?;
+            vec![elementwise::compare(a, b, kind)?]
+        }
+        Node::And(_) | Node::Or(_) | Node::Xor(_) => {
+            let kind = match node {
+                Node::And(_) => Logic::And,
+                Node::Or(_) => Logic::Or,
+                _ => Logic::Xor,
+            };
+            let a = any_input(&mut inputs, 0, op)?;
+            let b = any_input(&mut inputs, 1, op)?;
+            vec![elementwise::logic(a, b, kind)?]
+        }
+        Node::Not(_) => vec![elementwise::not(any_input(&mut inputs, 0, op)?)?],
+        Node::Where(_) => {
+            let cond = any_input(&mut inputs, 0, op)?;
+            let a = any_input(&mut inputs, 1, op)?;
+            let b = any_input(&mut inputs, 2, op)?;
+            vec![elementwise::select(cond, a, b, device)?]
+        }
+        Node::Cast(n) => vec![elementwise::cast(
+            any_input(&mut inputs, 0, op)?,
+            n.config.to,
+            device,
+        )?],
         Node::Relu(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::relu(t)))?,
         Node::Sigmoid(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::sigmoid(t)))?,
         Node::Tanh(_) => unary(&mut inputs, |x| each_rank!(x, t => activation::tanh(t)))?,
@@ -519,6 +601,10 @@ pub fn run(
             vec![match value {
                 Value::Float(f) => Value::Float(f.reshape(&shape)?),
                 Value::Int { data, .. } => Value::Int { data, shape },
+                Value::Dense(mut d) => {
+                    d.shape = shape;
+                    Value::Dense(d)
+                }
             }]
         }
         Node::ConstantOfShape(n) => {

@@ -1,6 +1,6 @@
 //! ONNX `TensorProto` (the `.pb` files of the conformance suite) to burn `TensorData`.
 
-use burn::tensor::TensorData;
+use burn::tensor::{TensorData, f16};
 use onnx_ir::{Message, TensorProto};
 
 use super::EngineError;
@@ -84,6 +84,54 @@ pub fn decode(bytes: &[u8]) -> Result<(String, TensorData), EngineError> {
                     .int32_data
                     .iter()
                     .map(|v| i8::try_from(*v).unwrap_or(0))
+                    .collect()
+            },
+            shape,
+        ),
+        10 => TensorData::new(
+            if has_raw {
+                from_raw(raw, |b| f16::from_bits(u16::from_le_bytes(b)))
+            } else {
+                proto
+                    .int32_data
+                    .iter()
+                    .map(|v| f16::from_bits(u16::try_from(*v).unwrap_or(0)))
+                    .collect()
+            },
+            shape,
+        ),
+        5 => TensorData::new(
+            if has_raw {
+                from_raw(raw, i16::from_le_bytes)
+            } else {
+                proto
+                    .int32_data
+                    .iter()
+                    .map(|v| i16::try_from(*v).unwrap_or(0))
+                    .collect()
+            },
+            shape,
+        ),
+        4 => TensorData::new(
+            if has_raw {
+                from_raw(raw, u16::from_le_bytes)
+            } else {
+                proto
+                    .int32_data
+                    .iter()
+                    .map(|v| u16::try_from(*v).unwrap_or(0))
+                    .collect()
+            },
+            shape,
+        ),
+        12 => TensorData::new(
+            if has_raw {
+                from_raw(raw, u32::from_le_bytes)
+            } else {
+                proto
+                    .uint64_data
+                    .iter()
+                    .map(|v| u32::try_from(*v).unwrap_or(0))
                     .collect()
             },
             shape,

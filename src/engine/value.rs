@@ -244,7 +244,12 @@ pub fn to_array<const D: usize>(shape: &[usize]) -> [usize; D] {
 )]
 pub enum Value {
     Float(Float),
-    Int { data: Vec<i64>, shape: Vec<usize> },
+    Int {
+        data: Vec<i64>,
+        shape: Vec<usize>,
+    },
+    /// An f32 tensor in host memory, for cairn's own CPU kernels (CPU plans only).
+    Dense(super::kernels::Dense),
 }
 
 impl Value {
@@ -255,6 +260,10 @@ impl Value {
             Self::Float(f) => Ok(f),
             Self::Int { shape, .. } => Err(EngineError::Invalid(format!(
                 "expected a float tensor, got an int64 tensor of shape {shape:?}"
+            ))),
+            Self::Dense(d) => Err(EngineError::Internal(format!(
+                "a host tensor of shape {:?} reached a burn operator unconverted",
+                d.shape
             ))),
         }
     }
@@ -268,6 +277,10 @@ impl Value {
                 "expected an int64 tensor, got a float tensor of shape {:?}",
                 f.dims()
             ))),
+            Self::Dense(d) => Err(EngineError::Invalid(format!(
+                "expected an int64 tensor, got a float tensor of shape {:?}",
+                d.shape
+            ))),
         }
     }
 
@@ -276,6 +289,7 @@ impl Value {
         match self {
             Self::Float(f) => f.dims(),
             Self::Int { shape, .. } => shape.clone(),
+            Self::Dense(d) => d.shape.clone(),
         }
     }
 }

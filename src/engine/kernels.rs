@@ -1,0 +1,611 @@
+//! cairn's own f32 CPU kernels for the hot operators, on host buffers: convolution as
+//! im2col + GEMM (the `gemm` crate), fused bias and ReLU epilogues, direct pooling loops,
+//! row softmax. The execution plan picks them on the CPU device; burn ops stay the general
+//! path. Every kernel works on row-major (NCHW) data and checks the sizes it is given.
+
+use super::EngineError;
+
+/// A dense row-major f32 tensor on the host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+}
+
+impl Dense {
+    /// # Errors
+    /// The data length is not the product of the shape.
+    pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<Self, EngineError> {
+        let want: usize = shape.iter().product();
+        if data.len() != want {
+            return Err(EngineError::Internal(format!(
+                "{} values for shape {shape:?}",
+                data.len()
+            )));
+        }
+        Ok(Self { data, shape })
+    }
+}
+
+/// `dst[m×n] = lhs[m×k] · rhs[k×n]` (+ `dst` when `accumulate`), with element strides
+/// given as (row stride, column stride) so transposed operands need no copy.
+///
+/// The caller guarantees every slice covers the strided extent; checked here.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a strided GEMM call is exactly these numbers"
+)]
+pub fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    accumulate: bool,
+    scale: f32,
+) {
+    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(dst.len() >= m * n, "gemm destination too small");
+    assert!(
+        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
+        "gemm lhs too small"
+    );
+    assert!(
+        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
+        "gemm rhs too small"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
+    // SAFETY: the asserts above bound every strided access inside the slices; `dst` is
+    // exclusively borrowed and does not alias the operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            signed(n),
+            accumulate,
+            lhs.0.as_ptr(),
+            signed(lhs.2),
+            signed(lhs.1),
+            rhs.0.as_ptr(),
+            signed(rhs.2),
+            signed(rhs.1),
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A 2-D convolution's fixed parameters, weights packed as `[cout, cin/groups · kh · kw]`.
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub out_channels: usize,
+    pub in_channels: usize,
+    pub groups: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub relu: bool,
+}
+
+/// Output size of a window op along one axis; `None` when the window does not fit.
+#[must_use]
+pub fn window_out(
+    input: usize,
+    pads: (usize, usize),
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    ceil: bool,
+) -> Option<usize> {
+    let padded = input + pads.0 + pads.1;
+    let span = dilation * (kernel.checked_sub(1)?) + 1;
+    if stride == 0 || padded < span {
+        return None;
+    }
+    let steps = padded - span;
+    let mut out = if ceil {
+        steps.div_ceil(stride) + 1
+    } else {
+        steps / stride + 1
+    };
+    // A ceil-mode window must start inside the input or its left padding.
+    if ceil && (out - 1) * stride >= input + pads.0 {
+        out -= 1;
+    }
+    Some(out)
+}
+
+impl Conv2d {
+    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    ///
+    /// # Errors
+    /// Shapes that do not match the weights, or a window larger than the padded input.
+    pub fn run(&self, x: &Dense, pads: [(usize, usize); 2]) -> Result<Dense, EngineError> {
+        let [batch, channels, h, w] = rank4(&x.shape, "Conv")?;
+        if channels != self.in_channels {
+            return Err(EngineError::Invalid(format!(
+                "Conv: input has {channels} channels, the weights expect {}",
+                self.in_channels
+            )));
+        }
+        let bad = || EngineError::Invalid(format!("Conv: kernel larger than input {h}×{w}"));
+        let oh = window_out(
+            h,
+            pads[0],
+            self.kernel[0],
+            self.stride[0],
+            self.dilation[0],
+            false,
+        )
+        .ok_or_else(bad)?;
+        let ow = window_out(
+            w,
+            pads[1],
+            self.kernel[1],
+            self.stride[1],
+            self.dilation[1],
+            false,
+        )
+        .ok_or_else(bad)?;
+        let groups = self.groups;
+        let cin_g = channels / groups;
+        let cout_g = self.out_channels / groups;
+        let k = cin_g * self.kernel[0] * self.kernel[1];
+        let plane = oh * ow;
+        let direct = self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && pads == [(0, 0), (0, 0)]
+            && oh == h
+            && ow == w;
+        let mut out = vec![0f32; batch * self.out_channels * plane];
+        let mut col = if direct {
+            Vec::new()
+        } else {
+            vec![0f32; k * plane]
+        };
+        for n in 0..batch {
+            for g in 0..groups {
+                let input = &x.data[(n * channels + g * cin_g) * h * w..][..cin_g * h * w];
+                let rhs: &[f32] = if direct {
+                    input
+                } else {
+                    self.im2col(input, cin_g, [h, w], [oh, ow], pads, &mut col);
+                    &col
+                };
+                let dst =
+                    &mut out[(n * self.out_channels + g * cout_g) * plane..][..cout_g * plane];
+                let weight = &self.weight[g * cout_g * k..][..cout_g * k];
+                matmul(
+                    cout_g,
+                    plane,
+                    k,
+                    dst,
+                    (weight, k, 1),
+                    (rhs, plane, 1),
+                    false,
+                    1.0,
+                );
+            }
+            let image = &mut out[n * self.out_channels * plane..][..self.out_channels * plane];
+            for (row, bias) in image.chunks_exact_mut(plane).zip(&self.bias) {
+                bias_relu(row, *bias, self.relu);
+            }
+        }
+        Dense::new(out, vec![batch, self.out_channels, oh, ow])
+    }
+
+    /// Unfolds the receptive fields of one image group into `col` `[cin·kh·kw, oh·ow]`,
+    /// zeros where the window covers padding.
+    fn im2col(
+        &self,
+        input: &[f32],
+        channels: usize,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        pads: [(usize, usize); 2],
+        col: &mut [f32],
+    ) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let plane = oh * ow;
+        for c in 0..channels {
+            let image = &input[c * h * w..][..h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut col[((c * kh + ky) * kw + kx) * plane..][..plane];
+                    for y in 0..oh {
+                        let out_row = &mut row[y * ow..][..ow];
+                        let iy = (y * sh + ky * dh).wrapping_sub(pads[0].0);
+                        if iy >= h {
+                            out_row.fill(0.0);
+                            continue;
+                        }
+                        let in_row = &image[iy * w..][..w];
+                        let x_off = kx * dw;
+                        if sw == 1 && pads[1].0 <= x_off && x_off - pads[1].0 + ow <= w {
+                            let start = x_off - pads[1].0;
+                            out_row.copy_from_slice(&in_row[start..start + ow]);
+                            continue;
+                        }
+                        for (x, v) in out_row.iter_mut().enumerate() {
+                            let ix = (x * sw + x_off).wrapping_sub(pads[1].0);
+                            *v = if ix < w { in_row[ix] } else { 0.0 };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `bias` to every value, then clamps at zero when `relu`.
+pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
+    if relu {
+        for v in values {
+            *v = (*v + bias).max(0.0);
+        }
+    } else if bias != 0.0 {
+        for v in values {
+            *v += bias;
+        }
+    }
+}
+
+/// Clamps every value at zero.
+pub fn relu(values: &mut [f32]) {
+    for v in values {
+        *v = v.max(0.0);
+    }
+}
+
+/// Softmax along the last axis (rows of length `row`), numerically stable.
+pub fn softmax_rows(values: &mut [f32], row: usize) {
+    if row == 0 {
+        return;
+    }
+    for r in values.chunks_exact_mut(row) {
+        let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in r.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        for v in r.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// Max or average pooling parameters.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub ceil: bool,
+    pub kind: PoolKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    /// Average; `count_include_pad` divides by the window clipped to the padded input.
+    Average {
+        count_include_pad: bool,
+    },
+}
+
+impl Pool {
+    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    ///
+    /// # Errors
+    /// A window larger than the padded input.
+    pub fn run(&self, x: &Dense, pads: [(usize, usize); 2]) -> Result<Dense, EngineError> {
+        let [batch, channels, h, w] = rank4(&x.shape, "pool")?;
+        let bad = || EngineError::Invalid(format!("pool: window larger than input {h}×{w}"));
+        let oh = window_out(
+            h,
+            pads[0],
+            self.kernel[0],
+            self.stride[0],
+            self.dilation[0],
+            self.ceil,
+        )
+        .ok_or_else(bad)?;
+        let ow = window_out(
+            w,
+            pads[1],
+            self.kernel[1],
+            self.stride[1],
+            self.dilation[1],
+            self.ceil,
+        )
+        .ok_or_else(bad)?;
+        let mut out = vec![0f32; batch * channels * oh * ow];
+        // Per output column: the first valid input column and how many follow.
+        let cols: Vec<(usize, usize, usize)> =
+            (0..ow).map(|x| self.span(x, pads[1], w, 1)).collect();
+        for (plane, dst) in x
+            .data
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(oh * ow))
+        {
+            for y in 0..oh {
+                let (y0, ny, ypadded) = self.span(y, pads[0], h, 0);
+                let dst_row = &mut dst[y * ow..][..ow];
+                for (x, v) in dst_row.iter_mut().enumerate() {
+                    let (x0, nx, xpadded) = cols[x];
+                    *v = self.reduce(plane, w, (y0, ny), (x0, nx), ypadded * xpadded);
+                }
+            }
+        }
+        Dense::new(out, vec![batch, channels, oh, ow])
+    }
+
+    /// The window of output index `o` along `axis`: first valid input index, how many valid
+    /// taps, and how many taps fall inside the padded input (for `count_include_pad`).
+    fn span(
+        &self,
+        o: usize,
+        pads: (usize, usize),
+        size: usize,
+        axis: usize,
+    ) -> (usize, usize, usize) {
+        let (k, s, d) = (self.kernel[axis], self.stride[axis], self.dilation[axis]);
+        let start = o * s; // in padded coordinates
+        let mut first = None;
+        let mut count = 0;
+        let mut padded = 0;
+        for t in 0..k {
+            let p = start + t * d;
+            if p < size + pads.0 + pads.1 {
+                padded += 1;
+            }
+            if let Some(i) = p.checked_sub(pads.0).filter(|i| *i < size) {
+                first.get_or_insert(i);
+                count += 1;
+            }
+        }
+        (first.unwrap_or(0), count, padded)
+    }
+
+    fn reduce(
+        &self,
+        plane: &[f32],
+        w: usize,
+        (y0, ny): (usize, usize),
+        (x0, nx): (usize, usize),
+        padded: usize,
+    ) -> f32 {
+        let (dy, dx) = (self.dilation[0], self.dilation[1]);
+        match self.kind {
+            PoolKind::Max => {
+                let mut best = f32::NEG_INFINITY;
+                for j in 0..ny {
+                    let row = &plane[(y0 + j * dy) * w..];
+                    for i in 0..nx {
+                        best = best.max(row[x0 + i * dx]);
+                    }
+                }
+                best
+            }
+            PoolKind::Average { count_include_pad } => {
+                let mut sum = 0.0;
+                for j in 0..ny {
+                    let row = &plane[(y0 + j * dy) * w..];
+                    for i in 0..nx {
+                        sum += row[x0 + i * dx];
+                    }
+                }
+                let count = if count_include_pad { padded } else { ny * nx };
+                #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
+                let count = count.max(1) as f32;
+                sum / count
+            }
+        }
+    }
+}
+
+/// Mean over each `[h, w]` plane of `[n, c, h, w]` → `[n, c, 1, 1]`.
+///
+/// # Errors
+/// The input is not rank 4.
+pub fn global_average_pool(x: &Dense) -> Result<Dense, EngineError> {
+    let [batch, channels, h, w] = rank4(&x.shape, "GlobalAveragePool")?;
+    #[expect(clippy::cast_precision_loss, reason = "plane sizes are small")]
+    let inv = 1.0 / (h * w).max(1) as f32;
+    let out = if h * w == 0 {
+        vec![0.0; batch * channels]
+    } else {
+        x.data
+            .chunks_exact(h * w)
+            .map(|p| p.iter().sum::<f32>() * inv)
+            .collect()
+    };
+    Dense::new(out, vec![batch, channels, 1, 1])
+}
+
+fn rank4(shape: &[usize], op: &str) -> Result<[usize; 4], EngineError> {
+    <[usize; 4]>::try_from(shape).map_err(|_| {
+        EngineError::Invalid(format!(
+            "{op}: expected a rank-4 input, got shape {shape:?}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct 7-loop convolution, the reference for im2col + GEMM.
+    fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
+        let [n, ch, h, w] = rank4(&x.shape, "").unwrap();
+        let oh = window_out(h, pads[0], c.kernel[0], c.stride[0], c.dilation[0], false).unwrap();
+        let ow = window_out(w, pads[1], c.kernel[1], c.stride[1], c.dilation[1], false).unwrap();
+        let cin_g = ch / c.groups;
+        let cout_g = c.out_channels / c.groups;
+        let mut out = vec![0f32; n * c.out_channels * oh * ow];
+        for b in 0..n {
+            for co in 0..c.out_channels {
+                let g = co / cout_g;
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let mut acc = c.bias[co];
+                        for ci in 0..cin_g {
+                            for ky in 0..c.kernel[0] {
+                                for kx in 0..c.kernel[1] {
+                                    let iy = (y * c.stride[0] + ky * c.dilation[0]) as isize
+                                        - pads[0].0 as isize;
+                                    let ix = (xx * c.stride[1] + kx * c.dilation[1]) as isize
+                                        - pads[1].0 as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                        continue;
+                                    }
+                                    let input =
+                                        x.data[((b * ch + g * cin_g + ci) * h + iy as usize) * w
+                                            + ix as usize];
+                                    let weight = c.weight
+                                        [((co * cin_g + ci) * c.kernel[0] + ky) * c.kernel[1] + kx];
+                                    acc += input * weight;
+                                }
+                            }
+                        }
+                        if c.relu {
+                            acc = acc.max(0.0);
+                        }
+                        out[((b * c.out_channels + co) * oh + y) * ow + xx] = acc;
+                    }
+                }
+            }
+        }
+        Dense::new(out, vec![n, c.out_channels, oh, ow]).unwrap()
+    }
+
+    fn ramp(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16;
+                (v % 200) as f32 / 100.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conv_matches_the_direct_loop() {
+        for (groups, kernel, stride, dilation, pads, relu) in [
+            (1, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
+            (1, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            (2, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)], true),
+            (4, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], false),
+        ] {
+            let (cin, cout) = (4, 8);
+            let k = cin / groups * kernel[0] * kernel[1];
+            let conv = Conv2d {
+                weight: ramp(cout * k, 1),
+                bias: ramp(cout, 2),
+                out_channels: cout,
+                in_channels: cin,
+                groups,
+                kernel,
+                stride,
+                dilation,
+                relu,
+            };
+            let x = Dense::new(ramp(2 * cin * 7 * 6, 3), vec![2, cin, 7, 6]).unwrap();
+            let got = conv.run(&x, pads).unwrap();
+            let want = reference_conv(&conv, &x, pads);
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(&want.data) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b} ({groups} {kernel:?})");
+            }
+        }
+    }
+
+    #[test]
+    fn pools_follow_onnx_sizes_and_padding() {
+        let x = Dense::new((0..16).map(|v| v as f32).collect(), vec![1, 1, 4, 4]).unwrap();
+        let max = Pool {
+            kernel: [2, 2],
+            stride: [2, 2],
+            dilation: [1, 1],
+            ceil: false,
+            kind: PoolKind::Max,
+        };
+        let y = max.run(&x, [(0, 0), (0, 0)]).unwrap();
+        assert_eq!(y.data, vec![5.0, 7.0, 13.0, 15.0]);
+        // 3×3 stride 2 with ceil: the last window hangs over the edge.
+        let ceil = Pool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            ceil: true,
+            ..max.clone()
+        };
+        let y = ceil.run(&x, [(0, 0), (0, 0)]).unwrap();
+        assert_eq!(y.shape, vec![1, 1, 2, 2]);
+        assert_eq!(y.data, vec![10.0, 11.0, 14.0, 15.0]);
+        let avg = Pool {
+            kind: PoolKind::Average {
+                count_include_pad: true,
+            },
+            kernel: [3, 3],
+            stride: [1, 1],
+            ..max.clone()
+        };
+        let y = avg.run(&x, [(1, 1), (1, 1)]).unwrap();
+        assert_eq!(y.shape, vec![1, 1, 4, 4]);
+        assert!((y.data[0] - (0.0 + 1.0 + 4.0 + 5.0) / 9.0).abs() < 1e-6);
+        let exclude = Pool {
+            kind: PoolKind::Average {
+                count_include_pad: false,
+            },
+            ..avg
+        };
+        let y = exclude.run(&x, [(1, 1), (1, 1)]).unwrap();
+        assert!((y.data[0] - 2.5).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one() {
+        let mut v = vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0];
+        softmax_rows(&mut v, 3);
+        assert!((v[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((v[3] - 1.0 / 3.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn strided_matmul_reads_transposed_operands() {
+        // a = [[1,2],[3,4]], b^T stored = [[5,6],[7,8]] → a · b = [[17,23],[39,53]].
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let bt = [5.0, 7.0, 6.0, 8.0];
+        let mut out = [0.0; 4];
+        matmul(2, 2, 2, &mut out, (&a, 2, 1), (&bt, 1, 2), false, 1.0);
+        assert_eq!(out, [19.0, 22.0, 43.0, 50.0]);
+    }
+}
