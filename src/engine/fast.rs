@@ -221,11 +221,19 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
             let c = &n.config;
             let (b, shape) = constant_f32(constants, input(1))?;
             let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
-            let (k, n_out, b_strides) = if c.trans_b != 0 {
-                (cols, rows, (1, cols))
+            // B is stored row-major `k × n` for the kernel, transposed once here if need be.
+            let (k, n_out, b) = if c.trans_b != 0 {
+                let mut t = vec![0f32; b.len()];
+                for (r, row) in b.chunks_exact(cols).enumerate() {
+                    for (col, v) in row.iter().enumerate() {
+                        t[col * rows + r] = *v;
+                    }
+                }
+                (cols, rows, t)
             } else {
-                (rows, cols, (cols, 1))
+                (rows, cols, b)
             };
+            let b_strides = (n_out, 1);
             let bias = match input(2) {
                 None => None,
                 Some(_) => {

@@ -70,6 +70,16 @@ pub fn matmul(
         }
         return;
     }
+    if m == 1 && rhs.2 == 1 {
+        // One row times a row-major matrix: rows of B scaled and summed (contiguous,
+        // vectorized); cheaper than packing for a single row.
+        let dst = &mut dst[..n];
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        row_times_matrix(dst, lhs.0, lhs.2, rhs.0, rhs.1, k, scale);
+        return;
+    }
     let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
     // SAFETY: the asserts above bound every strided access inside the slices; `dst` is
     // exclusively borrowed and does not alias the operands.
@@ -96,6 +106,66 @@ pub fn matmul(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `dst += scale · a · B` for one row `a` (element stride `a_stride`) and a row-major `B`
+/// with row stride `b_stride`; AVX2 where the CPU has it.
+fn row_times_matrix(
+    dst: &mut [f32],
+    a: &[f32],
+    a_stride: usize,
+    b: &[f32],
+    b_stride: usize,
+    k: usize,
+    scale: f32,
+) {
+    fn portable(
+        dst: &mut [f32],
+        a: &[f32],
+        a_stride: usize,
+        b: &[f32],
+        b_stride: usize,
+        k: usize,
+        scale: f32,
+    ) {
+        let n = dst.len();
+        let mut p = 0;
+        // Four rows of B per pass over `dst`, so `dst` is loaded and stored a quarter as often.
+        while p + 4 <= k {
+            let f = [0, 1, 2, 3].map(|i| a[(p + i) * a_stride] * scale);
+            let rows = [0, 1, 2, 3].map(|i| &b[(p + i) * b_stride..][..n]);
+            for (j, d) in dst.iter_mut().enumerate() {
+                *d += f[0] * rows[0][j] + f[1] * rows[1][j] + f[2] * rows[2][j] + f[3] * rows[3][j];
+            }
+            p += 4;
+        }
+        for p in p..k {
+            let factor = a[p * a_stride] * scale;
+            let row = &b[p * b_stride..][..n];
+            dst.iter_mut().zip(row).for_each(|(d, v)| *d += factor * v);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(
+            dst: &mut [f32],
+            a: &[f32],
+            a_stride: usize,
+            b: &[f32],
+            b_stride: usize,
+            k: usize,
+            scale: f32,
+        ) {
+            portable(dst, a, a_stride, b, b_stride, k, scale);
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { avx2(dst, a, a_stride, b, b_stride, k, scale) };
+            return;
+        }
+    }
+    portable(dst, a, a_stride, b, b_stride, k, scale);
 }
 
 /// A 2-D convolution's fixed parameters, weights packed as `[cout, cin/groups · kh · kw]`.
@@ -248,9 +318,16 @@ impl Conv2d {
                         }
                         let in_row = &image[iy * w..][..w];
                         let x_off = kx * dw;
-                        if sw == 1 && pads[1].0 <= x_off && x_off - pads[1].0 + ow <= w {
-                            let start = x_off - pads[1].0;
-                            out_row.copy_from_slice(&in_row[start..start + ow]);
+                        if sw == 1 {
+                            // Valid outputs x satisfy 0 <= x + x_off - pad_left < w.
+                            let lo = pads[1].0.saturating_sub(x_off).min(ow);
+                            let hi = (w + pads[1].0).saturating_sub(x_off).clamp(lo, ow);
+                            out_row[..lo].fill(0.0);
+                            out_row[hi..].fill(0.0);
+                            if lo < hi {
+                                let start = lo + x_off - pads[1].0;
+                                out_row[lo..hi].copy_from_slice(&in_row[start..start + (hi - lo)]);
+                            }
                             continue;
                         }
                         for (x, v) in out_row.iter_mut().enumerate() {
@@ -268,7 +345,7 @@ impl Conv2d {
 pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
     if relu {
         for v in values {
-            *v = (*v + bias).max(0.0);
+            *v = fmax(*v + bias, 0.0);
         }
     } else if bias != 0.0 {
         for v in values {
@@ -277,10 +354,17 @@ pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
     }
 }
 
+/// The larger of two values in the form that compiles to one `maxps` lane (f32::max's
+/// NaN rules keep the loop scalar); a NaN in `a` yields `b`.
+#[inline]
+fn fmax(a: f32, b: f32) -> f32 {
+    if a > b { a } else { b }
+}
+
 /// Clamps every value at zero.
 pub fn relu(values: &mut [f32]) {
     for v in values {
-        *v = v.max(0.0);
+        *v = fmax(*v, 0.0);
     }
 }
 
@@ -349,6 +433,14 @@ impl Pool {
         )
         .ok_or_else(bad)?;
         let mut out = vec![0f32; batch * channels * oh * ow];
+        let inside = pads == [(0, 0), (0, 0)]
+            && self.dilation == [1, 1]
+            && (oh - 1) * self.stride[0] + self.kernel[0] <= h
+            && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
+        if inside {
+            self.run_inside(&x.data, [h, w], [oh, ow], &mut out);
+            return Dense::new(out, vec![batch, channels, oh, ow]);
+        }
         // Per output column: the first valid input column and how many follow.
         let cols: Vec<(usize, usize, usize)> =
             (0..ow).map(|x| self.span(x, pads[1], w, 1)).collect();
@@ -367,6 +459,48 @@ impl Pool {
             }
         }
         Dense::new(out, vec![batch, channels, oh, ow])
+    }
+
+    /// Every window lies inside the input (no padding, no dilation): the window's rows are
+    /// first reduced element-wise (contiguous, vectorized), then each output reduces `kw`
+    /// neighbours of that row.
+    fn run_inside(&self, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let max = self.kind == PoolKind::Max;
+        #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
+        let inv = 1.0 / (kh * kw) as f32;
+        let mut rows = vec![0f32; w];
+        for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+            for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                rows.copy_from_slice(&plane[y * sh * w..][..w]);
+                for j in 1..kh {
+                    let row = &plane[(y * sh + j) * w..][..w];
+                    if max {
+                        rows.iter_mut()
+                            .zip(row)
+                            .for_each(|(a, t)| *a = fmax(*a, *t));
+                    } else {
+                        rows.iter_mut().zip(row).for_each(|(a, t)| *a += *t);
+                    }
+                }
+                if max && kw == 2 && sw == 2 {
+                    // The common 2×2/2 window: pairs, no inner loop.
+                    for (v, pair) in dst_row.iter_mut().zip(rows.chunks_exact(2)) {
+                        *v = fmax(pair[0], pair[1]);
+                    }
+                } else if max {
+                    for (x, v) in dst_row.iter_mut().enumerate() {
+                        let window = &rows[x * sw..x * sw + kw];
+                        *v = window.iter().copied().fold(window[0], fmax);
+                    }
+                } else {
+                    for (x, v) in dst_row.iter_mut().enumerate() {
+                        *v = rows[x * sw..x * sw + kw].iter().sum::<f32>() * inv;
+                    }
+                }
+            }
+        }
     }
 
     /// The window of output index `o` along `axis`: first valid input index, how many valid
