@@ -1,8 +1,8 @@
 //! The engine on the CPU: the fixture MLP and CNN at batch 1 and 32.
 //!
-//! `cargo bench --bench engine`; compare with `python3 scripts/bench_ort.py` (onnxruntime
-//! with IOBinding, same models, same thread count). Set `RAYON_NUM_THREADS=1` for the
-//! one-thread figures.
+//! `cargo bench --bench engine`: cairn's CPU path (one thread per inference), then
+//! onnxruntime on the same models in the same run (`scripts/bench_ort.py`: IOBinding, one
+//! thread), where Python has onnxruntime.
 
 use std::path::PathBuf;
 
@@ -33,6 +33,21 @@ fn bench_model(c: &mut Criterion, model_name: &str, input: &str) {
 fn engine(c: &mut Criterion) {
     bench_model(c, "mlp", "input");
     bench_model(c, "cnn", "image");
+    onnxruntime_peer();
+}
+
+/// The peer in the same run: onnxruntime on the same models, one thread, IOBinding.
+/// Skipped (with a note) where Python or onnxruntime is missing.
+fn onnxruntime_peer() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/bench_ort.py");
+    match std::process::Command::new("python3").arg(&script).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => eprintln!(
+            "onnxruntime peer: {} exited with {status}",
+            script.display()
+        ),
+        Err(e) => eprintln!("onnxruntime peer not run: python3: {e}"),
+    }
 }
 
 criterion_group!(benches, engine);

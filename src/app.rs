@@ -31,6 +31,8 @@ pub struct App {
     /// `None` when the HTTPS listener is off.
     pub tls: Option<Arc<Tls>>,
     pub started_at: Instant,
+    /// Where inference runs and why, for readiness (`kind: reason`).
+    pub engine_device: Option<String>,
     /// Set when shutdown begins: readiness turns false so balancers stop sending work.
     pub draining: AtomicBool,
     /// The last readiness report, reused for a second so probes cannot hammer fsync.
@@ -65,6 +67,14 @@ impl App {
                 detail: e.to_string(),
             }],
         });
+        let mut report = report;
+        if let Some(detail) = &self.engine_device {
+            report.checks.push(health::Check {
+                name: "engine",
+                ok: true,
+                detail: detail.clone(),
+            });
+        }
         let report = Arc::new(report);
         *self.readiness_cache.lock().expect("poisoned") =
             Some((Instant::now(), Arc::clone(&report)));
@@ -75,6 +85,40 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
         *self.readiness_cache.lock().expect("poisoned") = None;
     }
+}
+
+/// Picks the inference device (`auto`: a real GPU, else the CPU) off the runtime, logs and
+/// reports it.
+#[cfg(feature = "engine")]
+async fn select_engine_device(metrics: &mut Metrics) -> Option<String> {
+    use crate::engine::device::{DeviceChoice, select};
+    let selected = tokio::task::spawn_blocking(|| select(DeviceChoice::Auto))
+        .await
+        .ok()?
+        .ok()?;
+    let adapter = selected
+        .adapter
+        .clone()
+        .unwrap_or_else(|| crate::engine::device::AdapterInfo {
+            name: String::new(),
+            device_type: String::new(),
+            backend: String::new(),
+            driver: String::new(),
+        });
+    tracing::info!(kind = selected.kind, adapter = %adapter.name, reason = %selected.reason, "inference device");
+    metrics.register_engine_device(crate::telemetry::metrics::EngineDeviceLabels {
+        kind: selected.kind.to_owned(),
+        adapter: adapter.name,
+        device_type: adapter.device_type,
+        backend: adapter.backend,
+        driver: adapter.driver,
+    });
+    Some(format!("{}: {}", selected.kind, selected.reason))
+}
+
+#[cfg(not(feature = "engine"))]
+async fn select_engine_device(_metrics: &mut Metrics) -> Option<String> {
+    None
 }
 
 /// A started appliance: listeners bound, store open.
@@ -122,7 +166,8 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         }
         None => None,
     };
-    let metrics = Metrics::new(Arc::clone(&store), start_time_unix);
+    let mut metrics = Metrics::new(Arc::clone(&store), start_time_unix);
+    let engine_device = select_engine_device(&mut metrics).await;
     let auth_config = auth_config(&config);
     metrics
         .auth
@@ -149,6 +194,7 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         router: Router::new(),
         tls,
         started_at,
+        engine_device,
         draining: AtomicBool::new(false),
         readiness_cache: Mutex::new(None),
     });

@@ -79,6 +79,18 @@ struct BuildLabels {
     build_date: &'static str,
 }
 
+/// Where inference runs, as the engine's device choice reported it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EngineDeviceLabels {
+    /// `gpu` or `cpu`.
+    pub kind: String,
+    /// The wgpu adapter's name, type, backend and driver (empty on the CPU path).
+    pub adapter: String,
+    pub device_type: String,
+    pub backend: String,
+    pub driver: String,
+}
+
 /// Metric handles of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
@@ -99,6 +111,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Registers `cairn_engine_device_info`, once, at start.
+    pub fn register_engine_device(&mut self, labels: EngineDeviceLabels) {
+        self.registry.sub_registry_with_prefix("cairn").register(
+            "engine_device",
+            "The device inference runs on: kind (gpu or cpu) and the GPU adapter, if any",
+            Info::new(labels),
+        );
+    }
+
     #[must_use]
     pub fn new(store: Arc<Store>, start_time_unix: f64) -> Self {
         let mut registry = Registry::default();

@@ -63,6 +63,16 @@ async fn ready_server_says_so_under_both_names() {
         .await
         .unwrap();
     assert_eq!(body["ready"], true, "{body}");
+    let engine = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "engine")
+        .expect("the inference device is reported");
+    assert!(
+        engine["detail"].as_str().unwrap().starts_with("cpu: "),
+        "{engine}"
+    );
     let response = client()
         .get(server.url("/v2/health/ready"))
         .send()
@@ -141,6 +151,8 @@ async fn metrics_pass_promtool_and_count_requests() {
         "cairn_http_request_duration_seconds_bucket{",
         "cairn_http_requests_in_flight 1",
         "cairn_build_info{version=\"",
+        // The default build runs inference on the CPU, and says so.
+        "cairn_engine_device_info{kind=\"cpu\",adapter=\"\"",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
