@@ -72,8 +72,12 @@ fn close(got: &[f32], want: &[f32]) -> bool {
 }
 
 fn run_case(dir: &Path) -> Result<(), String> {
+    run_case_on(dir, &cpu())
+}
+
+fn run_case_on(dir: &Path, device: &burn::tensor::Device) -> Result<(), String> {
     let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
-    let model = Model::load(&bytes, &cpu()).map_err(|e| format!("load: {e}"))?;
+    let model = Model::load(&bytes, device).map_err(|e| format!("load: {e}"))?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(Result::ok)
@@ -202,6 +206,96 @@ fn onnx_node_suite() {
     assert!(
         broken.is_empty(),
         "{} cases of supported operators fail and are not listed in tests/conformance/exceptions.txt:\n{}",
+        broken.len(),
+        broken.join("\n")
+    );
+    // An exception that excuses nothing any more goes, so the list only shrinks.
+    let not_passed: Vec<&str> = by_op
+        .values()
+        .flat_map(|t| t.not_passed.iter())
+        .map(|f| f.split(':').next().unwrap_or(""))
+        .collect();
+    let stale: Vec<&&str> = excepted
+        .iter()
+        .filter(|pattern| !not_passed.iter().any(|case| matches(pattern, case)))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "exceptions that match no failing case (remove them): {stale:?}"
+    );
+}
+
+/// The same suite on the wgpu path (Vulkan; Mesa's lavapipe in CI), with `--features gpu`
+/// and `CAIRN_TEST_WGPU=1`: every case of the claimed operators that passes on the CPU
+/// passes on the GPU too, unless `tests/conformance/exceptions-wgpu.txt` lists it with a
+/// reason. Counts go to `target/conformance-wgpu.md`.
+#[cfg(feature = "gpu")]
+#[test]
+fn onnx_node_suite_on_wgpu() {
+    if std::env::var("CAIRN_TEST_WGPU").as_deref() != Ok("1") {
+        eprintln!("CAIRN_TEST_WGPU is not 1: the suite did not run on wgpu");
+        return;
+    }
+    let Some(root) = std::env::var_os("CAIRN_ONNX_NODE_TESTS") else {
+        eprintln!("CAIRN_ONNX_NODE_TESTS is unset: the suite did not run on wgpu");
+        return;
+    };
+    let selected = cairn::engine::device::select(cairn::engine::device::DeviceChoice::Gpu)
+        .expect("a Vulkan adapter");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("node suite dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    cases.sort();
+    let exceptions = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/exceptions-wgpu.txt"
+    ))
+    .unwrap_or_default();
+    let excepted: Vec<&str> = exceptions
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let (mut total, mut passed, mut broken) = (0, 0, Vec::new());
+    for case in &cases {
+        let Ok(bytes) = std::fs::read(case.join("model.onnx")) else {
+            continue;
+        };
+        if !case_op(&bytes).is_some_and(|(_, claimed)| claimed) || run_case(case).is_err() {
+            continue;
+        }
+        total += 1;
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        match std::panic::catch_unwind(|| run_case_on(case, &selected.device)) {
+            Ok(Ok(())) => passed += 1,
+            outcome => {
+                let why = match outcome {
+                    Ok(Err(e)) => e,
+                    _ => "panicked".to_owned(),
+                };
+                if !excepted.iter().any(|pattern| matches(pattern, &name)) {
+                    broken.push(format!("{name}: {why}"));
+                }
+            }
+        }
+    }
+    let adapter = selected
+        .adapter
+        .map(|a| format!("{} ({}, {})", a.name, a.device_type, a.driver))
+        .unwrap_or_default();
+    let report = format!(
+        "wgpu on {adapter}: {passed} of the {total} claimed-operator cases that pass on the CPU pass.\n"
+    );
+    let _ = std::fs::write(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/conformance-wgpu.md"),
+        &report,
+    );
+    eprintln!("{report}");
+    assert!(
+        broken.is_empty(),
+        "{} cases pass on the CPU but not on wgpu, and are not in tests/conformance/exceptions-wgpu.txt:\n{}",
         broken.len(),
         broken.join("\n")
     );
