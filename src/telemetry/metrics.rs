@@ -84,7 +84,8 @@ struct BuildLabels {
 pub struct EngineDeviceLabels {
     /// `gpu` or `cpu`.
     pub kind: String,
-    /// The wgpu adapter's name, type, backend and driver (empty on the CPU path).
+    /// The wgpu adapter's name, type, backend and driver: the one in use, or under `cpu`
+    /// the CPU-type adapter passed over (empty when there is none).
     pub adapter: String,
     pub device_type: String,
     pub backend: String,

@@ -151,8 +151,9 @@ async fn metrics_pass_promtool_and_count_requests() {
         "cairn_http_request_duration_seconds_bucket{",
         "cairn_http_requests_in_flight 1",
         "cairn_build_info{version=\"",
-        // The default build runs inference on the CPU, and says so.
-        "cairn_engine_device_info{kind=\"cpu\",adapter=\"\"",
+        // Without a real GPU inference runs on the CPU, and says so (with the CPU-type
+        // Vulkan adapter it passed over, in a GPU build on lavapipe).
+        "cairn_engine_device_info{kind=\"cpu\",adapter=\"",
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
