@@ -5,7 +5,9 @@ with RAYON_NUM_THREADS=1).
 
     pip install onnxruntime numpy
     python3 scripts/bench_ort.py
+    python3 scripts/bench_ort.py MODEL.onnx BATCH   # any model, inputs of zeros+ramp
 """
+import sys
 import os
 import time
 
@@ -34,7 +36,32 @@ def bench(model, input_name, batch, seconds=2.0):
     return (time.perf_counter() - start) / runs * 1e6
 
 
+def bench_file(path, batch, seconds=5.0):
+    """µs per inference of any single-input float model at `batch` (dynamic or fixed)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    shape = [batch if i == 0 else d for i, d in enumerate(spec.shape)]
+    x = (np.arange(np.prod(shape)) / np.prod(shape)).astype(np.float32).reshape(shape)
+    binding = session.io_binding()
+    binding.bind_ortvalue_input(spec.name, ort.OrtValue.ortvalue_from_numpy(x))
+    binding.bind_output(session.get_outputs()[0].name)
+    session.run_with_iobinding(binding)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        session.run_with_iobinding(binding)
+        runs += 1
+    return (time.perf_counter() - start) / runs * 1e6
+
+
 def main():
+    if len(sys.argv) == 3:
+        path, batch = sys.argv[1], int(sys.argv[2])
+        print(f"onnxruntime {ort.__version__}, 1 thread, IOBinding: {os.path.basename(path)} b{batch}: "
+              f"{bench_file(path, batch):.1f} µs")
+        return
     print(f"onnxruntime {ort.__version__}, 1 thread, IOBinding")
     for model, input_name in (("mlp", "input"), ("cnn", "image")):
         for batch in (1, 32):
