@@ -147,6 +147,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
             axis: n.config.axis,
         },
         Node::Add(_) => HostOp::Add { relu: false },
+        Node::Sum(_) if step.inputs.len() == 2 => HostOp::Add { relu: false },
         Node::GlobalAveragePool(_) => HostOp::GlobalAveragePool,
         Node::Conv2d(n) => {
             let c = &n.config;

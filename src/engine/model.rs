@@ -313,6 +313,9 @@ impl Model {
             inputs.push((slot, spec));
         }
         let mut constants = Vec::new();
+        // Slot → index in `constants`.
+        let mut constant_at: std::collections::HashMap<usize, usize> =
+            std::collections::HashMap::new();
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (index, node) in graph.nodes.iter().enumerate() {
             let mut step_inputs = Vec::with_capacity(node.inputs().len());
@@ -324,6 +327,7 @@ impl Model {
                 ) && let Some(data) = arg.value()
                 {
                     let slot = new_slot(&mut slot_count);
+                    constant_at.insert(slot, constants.len());
                     constants.push((slot, value_from_data(data, device)?));
                     step_inputs.push(Some(slot));
                     continue;
@@ -350,10 +354,30 @@ impl Model {
                     slot
                 })
                 .collect();
-            // Constants are computed (and uploaded) once, here, not at every run.
-            if let Node::Constant(_) = node {
-                let values = ops::run(node, "Constant", Vec::new(), device)?;
-                constants.extend(outputs.iter().copied().zip(values));
+            // Constants are computed (and uploaded) once, here, not at every run; so is
+            // every node whose inputs are all constants (constant folding: shape
+            // arithmetic, and weights a model generates, as ConstantOfShape does).
+            let folded = step_inputs
+                .iter()
+                .flatten()
+                .all(|slot| constant_at.contains_key(slot));
+            if folded {
+                let op = ops::op_name(node);
+                let args = step_inputs
+                    .iter()
+                    .map(|slot| {
+                        slot.and_then(|s| constant_at.get(&s).map(|i| constants[*i].1.clone()))
+                    })
+                    .collect();
+                let values = ops::run(node, &op, args, device).map_err(|e| EngineError::Node {
+                    node: node.name().to_owned(),
+                    op,
+                    source: Box::new(e),
+                })?;
+                for (slot, value) in outputs.iter().copied().zip(values) {
+                    constant_at.insert(slot, constants.len());
+                    constants.push((slot, value));
+                }
                 continue;
             }
             steps.push(Step {
