@@ -1,9 +1,10 @@
 //! The inference engine: ONNX models received at run time, interpreted on burn tensor
-//! operations (CPU through burn's flex backend).
+//! operations (GPU through wgpu with the `gpu` feature, CPU through burn's flex backend),
+//! with cairn's own kernels for the hot operators on the CPU ([`fast`], [`kernels`]).
 //!
-//! Status: in progress, behind the `engine` cargo feature. Runs f32 models made of the
-//! operators in [`ops::SUPPORTED`]; the GPU path (wgpu), the async front with a bounded
-//! queue, the fast CPU kernels and the conformance runner are the next steps (issue 4).
+//! Runs models made of the operators in [`ops::SUPPORTED`], with the element types of
+//! [`elementwise`]; [`runner::Runner`] is the async front (dedicated threads, bounded
+//! queue) the serving layer calls.
 //!
 //! Architecture invariants:
 //! - Loading never panics on bad input: the ONNX front end runs under `catch_unwind`, and
