@@ -448,9 +448,18 @@ pub fn dense_from_data(data: TensorData) -> Result<Value, EngineError> {
     } else {
         data.convert::<f32>()
     };
-    let values = data
-        .try_into_vec::<f32>()
-        .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
+    // Bytes from a request body need not be 4-aligned; those are read value by value.
+    let aligned = data
+        .as_bytes()
+        .as_ptr()
+        .align_offset(std::mem::align_of::<f32>())
+        == 0;
+    let values = if aligned {
+        data.try_into_vec::<f32>()
+            .map_err(|e| EngineError::Internal(format!("{e:?}")))?
+    } else {
+        data.iter::<f32>().collect()
+    };
     let shape = if shape.is_empty() { vec![1] } else { shape };
     Ok(Value::Dense(Dense::new(values, shape)?))
 }
