@@ -1,0 +1,263 @@
+//! Max and average pooling as direct loops, and global average pooling.
+
+use super::{Dense, fmax, rank4, window_out};
+use crate::engine::EngineError;
+
+/// Max or average pooling parameters.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub ceil: bool,
+    pub kind: PoolKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    /// Average; `count_include_pad` divides by the window clipped to the padded input.
+    Average {
+        count_include_pad: bool,
+    },
+}
+
+impl Pool {
+    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    ///
+    /// # Errors
+    /// A window larger than the padded input.
+    pub fn run(&self, x: &Dense, pads: [(usize, usize); 2]) -> Result<Dense, EngineError> {
+        let [batch, channels, h, w] = rank4(&x.shape, "pool")?;
+        let bad = || EngineError::Invalid(format!("pool: window larger than input {h}×{w}"));
+        let oh = window_out(
+            h,
+            pads[0],
+            self.kernel[0],
+            self.stride[0],
+            self.dilation[0],
+            self.ceil,
+        )
+        .ok_or_else(bad)?;
+        let ow = window_out(
+            w,
+            pads[1],
+            self.kernel[1],
+            self.stride[1],
+            self.dilation[1],
+            self.ceil,
+        )
+        .ok_or_else(bad)?;
+        let mut out = vec![0f32; batch * channels * oh * ow];
+        let inside = pads == [(0, 0), (0, 0)]
+            && self.dilation == [1, 1]
+            && (oh - 1) * self.stride[0] + self.kernel[0] <= h
+            && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
+        if inside {
+            self.run_inside(&x.data, [h, w], [oh, ow], &mut out);
+            return Dense::new(out, vec![batch, channels, oh, ow]);
+        }
+        // Per output column: the first valid input column and how many follow.
+        let cols: Vec<(usize, usize, usize)> =
+            (0..ow).map(|x| self.span(x, pads[1], w, 1)).collect();
+        for (plane, dst) in x
+            .data
+            .chunks_exact(h * w)
+            .zip(out.chunks_exact_mut(oh * ow))
+        {
+            for y in 0..oh {
+                let (y0, ny, ypadded) = self.span(y, pads[0], h, 0);
+                let dst_row = &mut dst[y * ow..][..ow];
+                for (x, v) in dst_row.iter_mut().enumerate() {
+                    let (x0, nx, xpadded) = cols[x];
+                    *v = self.reduce(plane, w, (y0, ny), (x0, nx), ypadded * xpadded);
+                }
+            }
+        }
+        Dense::new(out, vec![batch, channels, oh, ow])
+    }
+
+    /// Every window lies inside the input (no padding, no dilation): the window's rows are
+    /// first reduced element-wise (contiguous, vectorized), then each output reduces `kw`
+    /// neighbours of that row.
+    fn run_inside(&self, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let max = self.kind == PoolKind::Max;
+        #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
+        let inv = 1.0 / (kh * kw) as f32;
+        let mut rows = vec![0f32; w];
+        for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+            for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                if max && kh == 2 && kw == 2 && sw == 2 {
+                    // The common 2×2/2 window in one pass over its two rows.
+                    let (r0, r1) = (&plane[y * sh * w..][..w], &plane[(y * sh + 1) * w..][..w]);
+                    for ((v, a), b) in dst_row
+                        .iter_mut()
+                        .zip(r0.chunks_exact(2))
+                        .zip(r1.chunks_exact(2))
+                    {
+                        *v = fmax(fmax(a[0], a[1]), fmax(b[0], b[1]));
+                    }
+                    continue;
+                }
+                rows.copy_from_slice(&plane[y * sh * w..][..w]);
+                for j in 1..kh {
+                    let row = &plane[(y * sh + j) * w..][..w];
+                    if max {
+                        rows.iter_mut()
+                            .zip(row)
+                            .for_each(|(a, t)| *a = fmax(*a, *t));
+                    } else {
+                        rows.iter_mut().zip(row).for_each(|(a, t)| *a += *t);
+                    }
+                }
+                if max && kw == 2 && sw == 2 {
+                    // The common 2×2/2 window: pairs, no inner loop.
+                    for (v, pair) in dst_row.iter_mut().zip(rows.chunks_exact(2)) {
+                        *v = fmax(pair[0], pair[1]);
+                    }
+                } else if max {
+                    for (x, v) in dst_row.iter_mut().enumerate() {
+                        let window = &rows[x * sw..x * sw + kw];
+                        *v = window.iter().copied().fold(window[0], fmax);
+                    }
+                } else {
+                    for (x, v) in dst_row.iter_mut().enumerate() {
+                        *v = rows[x * sw..x * sw + kw].iter().sum::<f32>() * inv;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The window of output index `o` along `axis`: first valid input index, how many valid
+    /// taps, and how many taps fall inside the padded input (for `count_include_pad`).
+    fn span(
+        &self,
+        o: usize,
+        pads: (usize, usize),
+        size: usize,
+        axis: usize,
+    ) -> (usize, usize, usize) {
+        let (k, s, d) = (self.kernel[axis], self.stride[axis], self.dilation[axis]);
+        let start = o * s; // in padded coordinates
+        let mut first = None;
+        let mut count = 0;
+        let mut padded = 0;
+        for t in 0..k {
+            let p = start + t * d;
+            if p < size + pads.0 + pads.1 {
+                padded += 1;
+            }
+            if let Some(i) = p.checked_sub(pads.0).filter(|i| *i < size) {
+                first.get_or_insert(i);
+                count += 1;
+            }
+        }
+        (first.unwrap_or(0), count, padded)
+    }
+
+    fn reduce(
+        &self,
+        plane: &[f32],
+        w: usize,
+        (y0, ny): (usize, usize),
+        (x0, nx): (usize, usize),
+        padded: usize,
+    ) -> f32 {
+        let (dy, dx) = (self.dilation[0], self.dilation[1]);
+        match self.kind {
+            PoolKind::Max => {
+                let mut best = f32::NEG_INFINITY;
+                for j in 0..ny {
+                    let row = &plane[(y0 + j * dy) * w..];
+                    for i in 0..nx {
+                        best = best.max(row[x0 + i * dx]);
+                    }
+                }
+                best
+            }
+            PoolKind::Average { count_include_pad } => {
+                let mut sum = 0.0;
+                for j in 0..ny {
+                    let row = &plane[(y0 + j * dy) * w..];
+                    for i in 0..nx {
+                        sum += row[x0 + i * dx];
+                    }
+                }
+                let count = if count_include_pad { padded } else { ny * nx };
+                #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
+                let count = count.max(1) as f32;
+                sum / count
+            }
+        }
+    }
+}
+
+/// Mean over each `[h, w]` plane of `[n, c, h, w]` → `[n, c, 1, 1]`.
+///
+/// # Errors
+/// The input is not rank 4.
+pub fn global_average_pool(x: &Dense) -> Result<Dense, EngineError> {
+    let [batch, channels, h, w] = rank4(&x.shape, "GlobalAveragePool")?;
+    #[expect(clippy::cast_precision_loss, reason = "plane sizes are small")]
+    let inv = 1.0 / (h * w).max(1) as f32;
+    let out = if h * w == 0 {
+        vec![0.0; batch * channels]
+    } else {
+        x.data
+            .chunks_exact(h * w)
+            .map(|p| p.iter().sum::<f32>() * inv)
+            .collect()
+    };
+    Dense::new(out, vec![batch, channels, 1, 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_follow_onnx_sizes_and_padding() {
+        let x = Dense::new((0..16).map(|v| v as f32).collect(), vec![1, 1, 4, 4]).unwrap();
+        let max = Pool {
+            kernel: [2, 2],
+            stride: [2, 2],
+            dilation: [1, 1],
+            ceil: false,
+            kind: PoolKind::Max,
+        };
+        let y = max.run(&x, [(0, 0), (0, 0)]).unwrap();
+        assert_eq!(y.data, vec![5.0, 7.0, 13.0, 15.0]);
+        // 3×3 stride 2 with ceil: the last window hangs over the edge.
+        let ceil = Pool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            ceil: true,
+            ..max.clone()
+        };
+        let y = ceil.run(&x, [(0, 0), (0, 0)]).unwrap();
+        assert_eq!(y.shape, vec![1, 1, 2, 2]);
+        assert_eq!(y.data, vec![10.0, 11.0, 14.0, 15.0]);
+        let avg = Pool {
+            kind: PoolKind::Average {
+                count_include_pad: true,
+            },
+            kernel: [3, 3],
+            stride: [1, 1],
+            ..max.clone()
+        };
+        let y = avg.run(&x, [(1, 1), (1, 1)]).unwrap();
+        assert_eq!(y.shape, vec![1, 1, 4, 4]);
+        assert!((y.data[0] - (0.0 + 1.0 + 4.0 + 5.0) / 9.0).abs() < 1e-6);
+        let exclude = Pool {
+            kind: PoolKind::Average {
+                count_include_pad: false,
+            },
+            ..avg
+        };
+        let y = exclude.run(&x, [(1, 1), (1, 1)]).unwrap();
+        assert!((y.data[0] - 2.5).abs() < 1e-6);
+    }
+}
