@@ -74,6 +74,13 @@ pub struct Padding {
 }
 
 impl Padding {
+    fn of(padding: &PaddingConfig2d, auto_pad: &AutoPad) -> Self {
+        Self {
+            padding: padding.clone(),
+            auto_pad: auto_pad.clone(),
+        }
+    }
+
     fn resolve(
         &self,
         x: &Dense,
@@ -178,10 +185,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                     dilation: c.dilation,
                     relu: false,
                 },
-                padding: Padding {
-                    padding: c.padding.clone(),
-                    auto_pad: c.auto_pad.clone(),
-                },
+                padding: Padding::of(&c.padding, &c.auto_pad),
             }
         }
         Node::MaxPool2d(n) if step.outputs.len() == 1 => {
@@ -194,10 +198,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                     ceil: c.ceil_mode,
                     kind: PoolKind::Max,
                 },
-                padding: Padding {
-                    padding: c.padding.clone(),
-                    auto_pad: c.auto_pad.clone(),
-                },
+                padding: Padding::of(&c.padding, &c.auto_pad),
             }
         }
         Node::AveragePool2d(n) => {
@@ -212,10 +213,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                         count_include_pad: c.count_include_pad,
                     },
                 },
-                padding: Padding {
-                    padding: c.padding.clone(),
-                    auto_pad: c.auto_pad.clone(),
-                },
+                padding: Padding::of(&c.padding, &c.auto_pad),
             }
         }
         Node::Gemm(n) => {

@@ -64,6 +64,20 @@ fn case_op(model: &[u8]) -> Option<(String, bool)> {
     Some((op, claimed))
 }
 
+/// The case-name patterns of `tests/conformance/FILE` (first word of each line; `#`
+/// starts a comment).
+fn exception_patterns_in(file: &str) -> Vec<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/conformance")
+        .join(file);
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
 fn close(got: &[f32], want: &[f32]) -> bool {
     got.len() == want.len()
         && got.iter().zip(want).all(|(g, w)| {
@@ -166,16 +180,8 @@ fn onnx_node_suite() {
             tally.not_passed.push(format!("{name}: {outcome}"));
         }
     }
-    let exceptions = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/exceptions.txt"
-    ))
-    .unwrap_or_default();
-    let excepted: Vec<&str> = exceptions
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let excepted = exception_patterns_in("exceptions.txt");
+    let excepted: Vec<&str> = excepted.iter().map(String::as_str).collect();
     let mut report =
         String::from("| operator | passed | failed | refused at load |\n|---|---|---|---|\n");
     let (mut passed, mut total) = (0, 0);
@@ -248,16 +254,8 @@ fn onnx_node_suite_on_wgpu() {
         .map(|e| e.path())
         .collect();
     cases.sort();
-    let exceptions = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/conformance/exceptions-wgpu.txt"
-    ))
-    .unwrap_or_default();
-    let excepted: Vec<&str> = exceptions
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let excepted = exception_patterns_in("exceptions-wgpu.txt");
+    let excepted: Vec<&str> = excepted.iter().map(String::as_str).collect();
     let (mut total, mut passed, mut broken) = (0, 0, Vec::new());
     for case in &cases {
         let Ok(bytes) = std::fs::read(case.join("model.onnx")) else {
