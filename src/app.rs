@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::http::router::Router;
 use crate::http::server::{self, Listeners};
 use crate::http::tls::Tls;
+use crate::registry::{Registry, RegistryConfig};
+use crate::serving::{DeploySettings, Serving};
 use crate::store::{DeviceIdentity, STORE_FILE, Store};
 use crate::system::health::{self, Readiness};
 use crate::system::lock::DataDirLock;
@@ -26,6 +28,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub metrics: Metrics,
     pub auth: Arc<Auth>,
+    pub registry: Arc<Registry>,
+    pub serving: Arc<Serving>,
     pub device: DeviceIdentity,
     pub router: Router,
     /// `None` when the HTTPS listener is off.
@@ -68,6 +72,17 @@ impl App {
             }],
         });
         let mut report = report;
+        let restored = self.serving.restored();
+        report.checks.push(health::Check {
+            name: "models",
+            ok: restored,
+            detail: if restored {
+                format!("{} deployed model(s) serving", self.serving.all().len())
+            } else {
+                "restoring deployments".into()
+            },
+        });
+        report.ready &= restored;
         if let Some(detail) = &self.engine_device {
             report.checks.push(health::Check {
                 name: "engine",
@@ -89,7 +104,6 @@ impl App {
 
 /// Picks the inference device (`auto`: a real GPU, else the CPU) off the runtime, logs and
 /// reports it.
-#[cfg(feature = "engine")]
 async fn select_engine_device(metrics: &mut Metrics) -> Option<String> {
     use crate::engine::device::{DeviceChoice, select};
     let selected = tokio::task::spawn_blocking(|| select(DeviceChoice::Auto))
@@ -114,11 +128,6 @@ async fn select_engine_device(metrics: &mut Metrics) -> Option<String> {
         driver: adapter.driver,
     });
     Some(format!("{}: {}", selected.kind, selected.reason))
-}
-
-#[cfg(not(feature = "engine"))]
-async fn select_engine_device(_metrics: &mut Metrics) -> Option<String> {
-    None
 }
 
 /// A started appliance: listeners bound, store open.
@@ -183,6 +192,13 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
     auth.bootstrap(&config.data_dir, bootstrap)
         .await
         .context("first-admin bootstrap")?;
+    let registry = open_registry(&config, &store).await?;
+    let serving = Arc::new(Serving::new(
+        Arc::clone(&store),
+        Arc::clone(&registry),
+        config.engine.max_model_memory.0,
+        metrics.serving.clone(),
+    ));
     let listeners = Listeners::bind(&config).await?;
     let (http_addr, https_addr) = (listeners.http_addr(), listeners.https_addr());
     let app = Arc::new(App {
@@ -190,6 +206,8 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         store,
         metrics,
         auth,
+        registry,
+        serving,
         device,
         router: Router::new(),
         tls,
@@ -200,6 +218,14 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     spawn_upkeep(Arc::clone(&app), shutdown_rx.clone());
+    // Deployments come back (and the demo model arrives) while the listeners already
+    // answer; readiness says "restoring deployments" until they are loaded.
+    let restoring = Arc::clone(&app);
+    tokio::spawn(async move {
+        restoring.serving.restore().await;
+        install_demo_model(&restoring).await;
+        *restoring.readiness_cache.lock().expect("poisoned") = None;
+    });
     let serving = server::serve(Arc::clone(&app), listeners, shutdown_rx);
     tracing::info!(
         device = %app.device.id,
@@ -303,4 +329,80 @@ fn spawn_upkeep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+async fn open_registry(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Registry>> {
+    let trusted_keys = config
+        .registry
+        .trusted_keys
+        .iter()
+        .map(|k| crate::registry::signing::parse_public_key(k).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let registry_config = RegistryConfig {
+        require_signature: config.registry.require_signature,
+        trusted_keys,
+        max_model_bytes: config.limits.max_model_bytes.0,
+        limits: crate::engine::LoadLimits {
+            max_tensor_bytes: config.engine.max_tensor_bytes.0,
+            ..crate::engine::LoadLimits::default()
+        },
+    };
+    let (store, dir) = (Arc::clone(store), config.data_dir.clone());
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::open(store, &dir, registry_config))
+            .await?
+            .context("cannot open the model registry")?;
+    Ok(Arc::new(registry))
+}
+
+/// The built-in demo model (a digits classifier, `assets/models/digits.onnx`), installed
+/// and deployed once on the first start of a store, so a new user has a model to call.
+const DEMO_MODEL: &[u8] = include_bytes!("../assets/models/digits.onnx");
+const DEMO_NAME: &str = "digits";
+
+async fn install_demo_model(app: &Arc<App>) {
+    if !app.config.registry.demo_model || app.config.registry.require_signature {
+        return;
+    }
+    let store = Arc::clone(&app.store);
+    match tokio::task::spawn_blocking(move || store.demo_model_done()).await {
+        Ok(Ok(false)) => {}
+        Ok(Ok(true)) | Err(_) => return,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the demo model flag");
+            return;
+        }
+    }
+    let registry = &app.registry;
+    let result = async {
+        registry
+            .create_model(
+                DEMO_NAME.into(),
+                "Demo: handwritten digits (8x8, values 0-16) from scikit-learn, a 64-32-10 MLP"
+                    .into(),
+                vec!["demo".into()],
+            )
+            .await?;
+        let version = registry
+            .add_version_bytes(DEMO_NAME, bytes::Bytes::from_static(DEMO_MODEL), "cairn")
+            .await?;
+        anyhow::Ok(version.version)
+    }
+    .await;
+    match result {
+        Ok(version) => {
+            if let Err(e) = app
+                .serving
+                .deploy(DEMO_NAME, DeploySettings::new(version))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot deploy the demo model");
+            } else {
+                tracing::info!(model = DEMO_NAME, version, "demo model deployed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot install the demo model"),
+    }
+    let store = Arc::clone(&app.store);
+    let _ = tokio::task::spawn_blocking(move || store.set_demo_model_done()).await;
 }

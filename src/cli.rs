@@ -37,9 +37,8 @@ enum Command {
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Inspect, run and benchmark an ONNX model on this device (like trtexec).
-    #[cfg(feature = "engine")]
     #[command(subcommand)]
-    Model(crate::engine::cli::ModelCommand),
+    Model(ModelTool),
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,8 +175,9 @@ pub fn main() -> ExitCode {
             print!("{}", loaded.config.to_redacted_toml());
         }),
         Command::Admin(command) => admin::run(command),
-        #[cfg(feature = "engine")]
-        Command::Model(command) => crate::engine::cli::run(command),
+        Command::Model(ModelTool::Engine(command)) => crate::engine::cli::run(command),
+        Command::Model(ModelTool::Keygen { out }) => keygen(&out),
+        Command::Model(ModelTool::Sign { file, key }) => sign(&file, &key),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -280,6 +280,63 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     })?;
     // Connections still open after the deadline are dropped with the runtime.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(())
+}
+
+/// `cairn model ...`: the engine's commands and model signing.
+#[derive(Debug, Subcommand)]
+pub enum ModelTool {
+    #[command(flatten)]
+    Engine(crate::engine::cli::ModelCommand),
+    /// Make an ed25519 signing key: writes the private key to OUT (0600) and prints the
+    /// public key as `registry.trusted_keys` takes it.
+    Keygen {
+        #[arg(long, value_name = "OUT")]
+        out: PathBuf,
+    },
+    /// Sign a model file: prints the signature to send as `X-Cairn-Signature` on upload.
+    Sign {
+        file: PathBuf,
+        /// A private key file written by `cairn model keygen`.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (private, public) = crate::registry::signing::generate().map_err(anyhow::Error::msg)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    writeln!(file, "{private}")?;
+    let name = out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("key")
+        .replace(':', "_");
+    println!("{name}:{public}");
+    eprintln!(
+        "private key written to {}; add the line above to registry.trusted_keys on the devices",
+        out.display()
+    );
+    Ok(())
+}
+
+fn sign(file: &std::path::Path, key: &std::path::Path) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    let private = std::fs::read_to_string(key)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", key.display()))?;
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    let signature =
+        crate::registry::signing::sign(&private, &digest).map_err(anyhow::Error::msg)?;
+    println!("{signature}");
     Ok(())
 }
 

@@ -8,6 +8,9 @@
 //! - [`store`]: the redb file, its schema, migrations; the only code that opens tables.
 //! - [`http`]: listeners, TLS, route table, request pipeline, handlers; the only code
 //!   that knows HTTP and JSON.
+//! - [`registry`]: models, versions, content-addressed blobs, validation, signatures.
+//! - [`serving`]: deployments (load, warm, switch, roll back) and batched inference.
+//! - [`engine`]: the ONNX interpreter on burn, with cairn's own CPU kernels.
 //! - [`console`]: the embedded web console files.
 //! - [`telemetry`]: logs and Prometheus metrics.
 //! - [`system`]: the data-dir lock, signals, systemd notify, disk and process stats.
@@ -26,9 +29,10 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod console;
-#[cfg(feature = "engine")]
 pub mod engine;
 pub mod http;
+pub mod registry;
+pub mod serving;
 pub mod store;
 pub mod system;
 pub mod telemetry;

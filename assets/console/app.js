@@ -1,64 +1,27 @@
-"use strict";
 // The console talks to the same REST API as every other client: a session cookie
 // (HttpOnly) plus the CSRF token from login, sent back on every change.
+// Pages: #overview (device, readiness, keys, users, audit) and #models[/name] (models.js).
 
-const state = { csrf: sessionStorage.getItem("cairn.csrf"), session: null };
-const $ = (id) => document.getElementById(id);
+import { $, api, button, cell, clearRefreshError, el, formData, has, row, setCsrf, showError, state, when } from "./common.js";
+import { initModels, refreshModels, resetModels } from "./models.js";
 
-async function api(method, path, body) {
-  const headers = {};
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && state.csrf) headers["X-CSRF-Token"] = state.csrf;
-  const response = await fetch(path, {
-    method, headers, credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) {
-    const error = new Error((data && data.error) || response.statusText);
-    error.status = response.status;
-    throw error;
-  }
-  return data;
-}
-
-function showError(e) { $("error").textContent = e ? e.message : ""; }
+const PAGES = ["overview", "models"];
 
 function show(view) {
   for (const id of ["setup-view", "login-view", "app-view"]) $(id).hidden = id !== view;
   $("nav").hidden = view !== "app-view";
 }
 
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text === null || text === undefined ? "" : String(text);
-  if (cls) td.className = cls;
-  return td;
+/** The page the address names, falling back to the overview when the session may not see it. */
+function route() {
+  const [page, ...rest] = location.hash.slice(1).split("/");
+  if (page === "models" && has("models:read")) {
+    return { page, model: rest.length && rest[0] ? decodeURIComponent(rest.join("/")) : null };
+  }
+  return { page: "overview", model: null };
 }
 
-function row(tbody, cells) {
-  const tr = document.createElement("tr");
-  for (const c of cells) tr.append(c instanceof Node ? c : cell(c));
-  tbody.append(tr);
-  return tr;
-}
-
-function button(label, onClick) {
-  const td = document.createElement("td");
-  const b = document.createElement("button");
-  b.type = "button"; b.textContent = label;
-  b.addEventListener("click", () => onClick().catch(showError));
-  td.append(b);
-  return td;
-}
-
-const when = (secs) => (secs ? new Date(secs * 1000).toLocaleString() : "never");
-
-async function refresh() {
-  showError(null);
-  const info = await api("GET", "/api/v1/system/info");
-  $("version").textContent = `v${info.version} (${info.commit})`;
+async function refreshOverview(info) {
   const dl = $("device");
   dl.replaceChildren();
   for (const [k, v] of Object.entries({
@@ -66,18 +29,16 @@ async function refresh() {
     "uptime": `${info.uptime_seconds} s`,
     "store": `${info.store_bytes} bytes, schema ${info.schema_version}`,
   })) {
-    const dt = document.createElement("dt"); dt.textContent = k;
-    const dd = document.createElement("dd"); dd.textContent = v;
-    dl.append(dt, dd);
+    dl.append(el("dt", k), el("dd", v));
   }
   const ready = await (await fetch("/readyz")).json();
   const checks = document.querySelector("#checks tbody");
   checks.replaceChildren();
   for (const c of ready.checks) row(checks, [c.name, cell(c.ok ? "ok" : "failing", c.ok ? "ok" : "bad"), c.detail]);
 
-  const scopes = state.session.scopes;
-  const isAdmin = scopes.includes("users:manage");
-  if (scopes.includes("keys:manage")) {
+  const isAdmin = has("users:manage");
+  $("keys-section").hidden = !has("keys:manage");
+  if (has("keys:manage")) {
     const { keys } = await api("GET", `/api/v1/keys${isAdmin ? "?all=true" : ""}`);
     const tbody = document.querySelector("#keys tbody");
     tbody.replaceChildren();
@@ -108,31 +69,56 @@ async function refresh() {
   }
 }
 
+async function refreshOnce() {
+  clearRefreshError();
+  const info = await api("GET", "/api/v1/system/info");
+  $("version").textContent = `v${info.version} (${info.commit})`;
+  const { page, model } = route();
+  $("models-tab").hidden = !has("models:read");
+  for (const p of PAGES) {
+    $(`${p}-page`).hidden = p !== page;
+    const tab = $(`${p}-tab`);
+    if (p === page) tab.setAttribute("aria-current", "page"); else tab.removeAttribute("aria-current");
+  }
+  if (page === "models") await refreshModels(model);
+  else await refreshOverview(info);
+}
+
+// One refresh at a time; a request for another while one runs makes it run once more,
+// so the page always ends on the latest state.
+let inflight = null;
+let again = false;
+function refresh() {
+  if (inflight) { again = true; return inflight; }
+  inflight = (async () => {
+    try {
+      do { again = false; await refreshOnce(); } while (again);
+    } finally { inflight = null; }
+  })();
+  return inflight;
+}
+
 async function start() {
   try {
     state.session = await api("GET", "/api/v1/auth/session");
-    if (state.session.csrf_token) {
-      state.csrf = state.session.csrf_token;
-      sessionStorage.setItem("cairn.csrf", state.csrf);
-    }
+    if (state.session.csrf_token) setCsrf(state.session.csrf_token);
     $("whoami").textContent = `${state.session.username} (${state.session.role})`;
-    show("app-view");
-    await refresh();
   } catch (e) {
     if (e.status !== 401) { showError(e); return; }
     const setup = await api("GET", "/api/v1/setup");
     show(setup.required ? "setup-view" : "login-view");
+    return;
   }
+  // Fill the pages for this session before showing them, so nothing of the last one shows.
+  await refresh().catch(refreshError);
+  show("app-view");
 }
-
-function formData(form) { return Object.fromEntries(new FormData(form).entries()); }
 
 $("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
     const result = await api("POST", "/api/v1/auth/login", formData(event.target));
-    state.csrf = result.csrf_token;
-    sessionStorage.setItem("cairn.csrf", state.csrf);
+    setCsrf(result.csrf_token);
     event.target.reset();
     await start();
   } catch (e) { showError(e); }
@@ -144,16 +130,17 @@ $("setup-form").addEventListener("submit", async (event) => {
     const data = formData(event.target);
     await api("POST", "/api/v1/setup", data);
     const result = await api("POST", "/api/v1/auth/login", { username: data.username, password: data.password });
-    state.csrf = result.csrf_token;
-    sessionStorage.setItem("cairn.csrf", state.csrf);
+    setCsrf(result.csrf_token);
     await start();
   } catch (e) { showError(e); }
 });
 
 $("logout").addEventListener("click", async () => {
-  try { await api("POST", "/api/v1/auth/logout"); } catch (e) { /* already gone */ }
-  sessionStorage.removeItem("cairn.csrf");
-  state.csrf = null;
+  try { await api("POST", "/api/v1/auth/logout"); } catch { /* already gone */ }
+  setCsrf(null);
+  state.session = null;
+  resetModels();
+  $("new-key").hidden = true;
   show("login-view");
 });
 
@@ -181,5 +168,20 @@ $("user-form").addEventListener("submit", async (event) => {
   } catch (e) { showError(e); }
 });
 
+initModels({ refresh });
+// Whatever the user does next replaces the last error.
+document.addEventListener("submit", () => showError(null), true);
+const refreshError = (e) => showError(e, "refresh");
+window.addEventListener("hashchange", () => {
+  showError(null);
+  if (!$("app-view").hidden) refresh().catch(refreshError);
+});
+
 start();
-setInterval(() => { if (!$("app-view").hidden) refresh().catch(showError); }, 10000);
+// The models page follows deployments as they load, so it looks more often.
+let ticks = 0;
+setInterval(() => {
+  ticks += 1;
+  if ($("app-view").hidden) return;
+  if (ticks % 2 === 0 || route().page === "models") refresh().catch(refreshError);
+}, 5000);

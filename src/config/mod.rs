@@ -40,6 +40,51 @@ pub struct Config {
     pub health: HealthConfig,
     pub metrics: MetricsConfig,
     pub auth: AuthSection,
+    pub engine: EngineSection,
+    pub registry: RegistrySection,
+}
+
+/// Inference limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// The weights of all deployed models together may not exceed this (a deploy that
+    /// would is refused with 409).
+    pub max_model_memory: ByteSize,
+    /// No tensor a model makes (at load or per request) may exceed this.
+    pub max_tensor_bytes: ByteSize,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            max_model_memory: ByteSize(2 << 30),
+            max_tensor_bytes: ByteSize(1 << 30),
+        }
+    }
+}
+
+/// The model registry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrySection {
+    /// Refuse model versions without a valid signature from one of `trusted_keys`.
+    pub require_signature: bool,
+    /// Ed25519 public keys that may sign models: `name:BASE64` (or bare `BASE64`), as
+    /// `cairn model keygen` prints them.
+    pub trusted_keys: Vec<String>,
+    /// Install and deploy the built-in demo model (`digits`) on the first start of a store.
+    pub demo_model: bool,
+}
+
+impl Default for RegistrySection {
+    fn default() -> Self {
+        Self {
+            require_signature: false,
+            trusted_keys: Vec::new(),
+            demo_model: true,
+        }
+    }
 }
 
 /// Sessions, rate limits and the audit log.
@@ -101,6 +146,14 @@ pub struct HttpsConfig {
 pub struct LimitsConfig {
     /// Largest request body accepted; larger ones get 413.
     pub max_body_bytes: ByteSize,
+    /// Largest model file accepted by an upload (the upload route's body limit).
+    pub max_model_bytes: ByteSize,
+    /// A request body that sends nothing for this long is cut off (408).
+    #[serde(with = "values::duration")]
+    pub body_read_timeout: Duration,
+    /// Past the first `body_read_timeout`, a body must arrive at least this fast on average
+    /// (bytes per second), or it is cut off (408).
+    pub min_body_rate: ByteSize,
     /// A client must send complete request headers within this time.
     #[serde(with = "values::duration")]
     pub header_read_timeout: Duration,
@@ -155,6 +208,8 @@ impl Default for Config {
             health: HealthConfig::default(),
             metrics: MetricsConfig::default(),
             auth: AuthSection::default(),
+            engine: EngineSection::default(),
+            registry: RegistrySection::default(),
         }
     }
 }
@@ -181,6 +236,9 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: ByteSize(64 * 1024 * 1024),
+            max_model_bytes: ByteSize(1 << 30),
+            body_read_timeout: Duration::from_secs(30),
+            min_body_rate: ByteSize(16 * 1024),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             max_connections: 4096,
@@ -212,6 +270,8 @@ pub enum KeyKind {
     Text,
     Integer,
     Bool,
+    /// A list of strings; comma-separated in the environment.
+    List,
 }
 
 /// One configuration key: its dotted path, its kind, and the form a value takes.
@@ -254,6 +314,21 @@ pub const KEYS: &[Key] = &[
         path: "limits.max_body_bytes",
         kind: KeyKind::Text,
         form: "a size such as 64MiB",
+    },
+    Key {
+        path: "limits.max_model_bytes",
+        kind: KeyKind::Text,
+        form: "a size such as 1GiB",
+    },
+    Key {
+        path: "limits.body_read_timeout",
+        kind: KeyKind::Text,
+        form: "a duration such as 30s",
+    },
+    Key {
+        path: "limits.min_body_rate",
+        kind: KeyKind::Text,
+        form: "a size per second such as 16KiB",
     },
     Key {
         path: "limits.header_read_timeout",
@@ -334,6 +409,31 @@ pub const KEYS: &[Key] = &[
         path: "auth.audit_max_entries",
         kind: KeyKind::Integer,
         form: "a positive integer",
+    },
+    Key {
+        path: "engine.max_model_memory",
+        kind: KeyKind::Text,
+        form: "a size such as 2GiB",
+    },
+    Key {
+        path: "engine.max_tensor_bytes",
+        kind: KeyKind::Text,
+        form: "a size such as 1GiB",
+    },
+    Key {
+        path: "registry.require_signature",
+        kind: KeyKind::Bool,
+        form: "true or false",
+    },
+    Key {
+        path: "registry.trusted_keys",
+        kind: KeyKind::List,
+        form: "a list of name:BASE64 ed25519 public keys (comma-separated in the environment)",
+    },
+    Key {
+        path: "registry.demo_model",
+        kind: KeyKind::Bool,
+        form: "true or false",
     },
 ];
 
@@ -457,6 +557,13 @@ fn insert(table: &mut toml::Table, key: &Key, raw: &str) -> anyhow::Result<()> {
                 .parse()
                 .map_err(|_| anyhow::anyhow!("`{raw}` is not {}", key.form))?,
         ),
+        KeyKind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| toml::Value::String(item.to_owned()))
+                .collect(),
+        ),
         KeyKind::Bool => toml::Value::Boolean(
             raw.trim()
                 .parse()
@@ -521,6 +628,24 @@ impl Config {
         if self.auth.session_idle.is_zero() || self.auth.session_absolute < self.auth.session_idle {
             bail!(
                 "config keys `auth.session_idle` and `auth.session_absolute`: idle must be above zero and at most absolute"
+            );
+        }
+        if self.limits.max_model_bytes.0 == 0 || self.limits.body_read_timeout.is_zero() {
+            bail!(
+                "config keys `limits.max_model_bytes` and `limits.body_read_timeout`: must be above zero"
+            );
+        }
+        if self.engine.max_tensor_bytes.0 == 0 {
+            bail!("config key `engine.max_tensor_bytes`: must be at least 1 byte");
+        }
+        for key in &self.registry.trusted_keys {
+            if let Err(e) = crate::registry::signing::parse_public_key(key) {
+                bail!("config key `registry.trusted_keys`: `{key}`: {e}");
+            }
+        }
+        if self.registry.require_signature && self.registry.trusted_keys.is_empty() {
+            bail!(
+                "config key `registry.require_signature` is true but `registry.trusted_keys` is empty: no model could be accepted"
             );
         }
         if self.auth.audit_max_entries == 0 {

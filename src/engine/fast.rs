@@ -11,21 +11,23 @@
 
 use std::collections::{HashMap, HashSet};
 
-use burn::tensor::{DType, Device, TensorData};
 use onnx_ir::Node;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 
 use super::EngineError;
-use super::kernels::{self, Conv2d, Dense, Pool, PoolKind};
+use super::kernels::{Conv2d, Dense, Pool, PoolKind};
+use super::limits::{F32, at_node, guarded};
 use super::model::Step;
-use super::ops;
-use super::shapes::{pads_2d, resolve_reshape};
-use super::value::{Float, Value};
+use super::shapes::pads_2d;
+use super::value::Value;
+
+mod run;
+pub use run::{dense_data, dense_from_data, to_burn};
 
 /// How one step runs.
 #[derive(Debug, Clone)]
 pub enum Kernel {
-    /// burn tensor operations ([`ops::run`]).
+    /// burn tensor operations ([`super::ops::run`]).
     Burn,
     Host(HostOp),
 }
@@ -87,7 +89,7 @@ impl Padding {
         kernel: [usize; 2],
         stride: [usize; 2],
         dilation: [usize; 2],
-    ) -> [(usize, usize); 2] {
+    ) -> Result<[(usize, usize); 2], EngineError> {
         let input = match x.shape.as_slice() {
             [_, _, h, w] => [*h, *w],
             _ => [0, 0],
@@ -161,7 +163,12 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
             let (weight, shape) = constant_f32(constants, input(1))?;
             let [cout, cin_g, kh, kw] = <[usize; 4]>::try_from(shape.as_slice()).ok()?;
             let groups = c.groups.max(1);
-            if [kh, kw] != c.kernel_size || cout % groups != 0 || c.stride.contains(&0) {
+            let in_channels = cin_g.checked_mul(groups)?;
+            if [kh, kw] != c.kernel_size
+                || cout % groups != 0
+                || c.stride.contains(&0)
+                || c.dilation.contains(&0)
+            {
                 return None;
             }
             let bias = match input(2) {
@@ -178,7 +185,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                     weight,
                     bias,
                     out_channels: cout,
-                    in_channels: cin_g * groups,
+                    in_channels,
                     groups,
                     kernel: [kh, kw],
                     stride: c.stride,
@@ -223,7 +230,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
             // B is stored row-major `k × n` for the kernel, transposed once here if need be.
             let (k, n_out, b) = if c.trans_b != 0 {
                 let mut t = vec![0f32; b.len()];
-                for (r, row) in b.chunks_exact(cols).enumerate() {
+                for (r, row) in b.chunks_exact(cols.max(1)).enumerate() {
                     for (col, v) in row.iter().enumerate() {
                         t[col * rows + r] = *v;
                     }
@@ -314,20 +321,43 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
 }
 
 /// Picks host kernels for a CPU plan, then fuses neighbours.
+///
+/// # Errors
+/// A step whose planning failed (a panic caught, named by its node).
 pub(super) fn plan(
     nodes: &[Node],
     steps: &mut Vec<Step>,
     constants: &[(usize, Value)],
     outputs: &HashSet<usize>,
-) {
+) -> Result<(), EngineError> {
     let constant_map: HashMap<usize, &Value> = constants.iter().map(|(s, v)| (*s, v)).collect();
     for step in steps.iter_mut() {
-        if let Some(op) = choose(&nodes[step.node], step, &constant_map) {
+        let node = &nodes[step.node];
+        let chosen = guarded(|| Ok(choose(node, step, &constant_map)))
+            .map_err(|e| at_node(node, &step.op, e))?;
+        if let Some(op) = chosen {
             step.last_use.truncate(step.inputs.len());
             step.kernel = Kernel::Host(op);
         }
     }
-    fuse(steps, outputs);
+    guarded(|| {
+        fuse(steps, outputs);
+        Ok(())
+    })
+}
+
+impl HostOp {
+    /// Bytes of the weights this step holds (packed copies, folded scales and biases).
+    #[must_use]
+    pub fn held_bytes(&self) -> u64 {
+        let floats = match self {
+            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len(),
+            Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
+            Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
+            _ => 0,
+        };
+        u64::try_from(floats.saturating_mul(F32)).unwrap_or(u64::MAX)
+    }
 }
 
 /// Folds a step into its producer where the producer's kernel can absorb it.
@@ -386,10 +416,20 @@ fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
                 relu: false,
             },
         ) if !conv.relu && scale.len() == conv.out_channels => {
-            let per_channel = conv.weight.len() / conv.out_channels;
-            for (c, row) in conv.weight.chunks_exact_mut(per_channel).enumerate() {
-                row.iter_mut().for_each(|w| *w *= scale[c]);
-                conv.bias[c] = conv.bias[c] * scale[c] + shift[c];
+            // A zero-channel convolution has nothing to scale; one with no input channels
+            // has no weights, only its bias.
+            let per_channel = conv
+                .weight
+                .len()
+                .checked_div(conv.out_channels)
+                .unwrap_or(0);
+            if per_channel > 0 {
+                for (c, row) in conv.weight.chunks_exact_mut(per_channel).enumerate() {
+                    row.iter_mut().for_each(|w| *w *= scale[c]);
+                }
+            }
+            for (c, b) in conv.bias.iter_mut().enumerate() {
+                *b = *b * scale[c] + shift[c];
             }
             true
         }
@@ -409,330 +449,4 @@ fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
         }
         _ => false,
     }
-}
-
-/// A host value from whatever a step received.
-fn dense(value: Value) -> Result<Dense, EngineError> {
-    match value {
-        Value::Dense(d) => Ok(d),
-        Value::Float(f) => {
-            let shape = f.dims();
-            let data = f
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
-            Dense::new(data, shape)
-        }
-        Value::Int { shape, .. } => Err(EngineError::Invalid(format!(
-            "expected a float tensor, got an int64 tensor of shape {shape:?}"
-        ))),
-    }
-}
-
-/// Host data as `TensorData` without a copy.
-#[must_use]
-pub fn dense_data(d: Dense) -> TensorData {
-    TensorData::new(d.data, d.shape)
-}
-
-/// Host f32 input data as a host value (a copy only when the bytes are not f32).
-///
-/// # Errors
-/// The data cannot be read as f32.
-pub fn dense_from_data(data: TensorData) -> Result<Value, EngineError> {
-    let shape = data.shape().to_vec();
-    let data = if data.dtype() == DType::F32 {
-        data
-    } else {
-        data.convert::<f32>()
-    };
-    // Bytes from a request body need not be 4-aligned; those are read value by value.
-    let aligned = data
-        .as_bytes()
-        .as_ptr()
-        .align_offset(std::mem::align_of::<f32>())
-        == 0;
-    let values = if aligned {
-        data.try_into_vec::<f32>()
-            .map_err(|e| EngineError::Internal(format!("{e:?}")))?
-    } else {
-        data.iter::<f32>().collect()
-    };
-    let shape = if shape.is_empty() { vec![1] } else { shape };
-    Ok(Value::Dense(Dense::new(values, shape)?))
-}
-
-/// Converts host values to burn tensors for a step on the general path.
-///
-/// # Errors
-/// A rank burn cannot hold.
-pub fn to_burn(
-    args: Vec<Option<Value>>,
-    device: &Device,
-) -> Result<Vec<Option<Value>>, EngineError> {
-    args.into_iter()
-        .map(|arg| match arg {
-            Some(Value::Dense(d)) => {
-                Ok(Some(Value::Float(Float::from_data(dense_data(d), device)?)))
-            }
-            other => Ok(other),
-        })
-        .collect()
-}
-
-fn take(args: &mut [Option<Value>], i: usize, op: &str) -> Result<Value, EngineError> {
-    args.get_mut(i)
-        .and_then(Option::take)
-        .ok_or_else(|| EngineError::Invalid(format!("{op}: input {i} is missing")))
-}
-
-impl HostOp {
-    /// Runs the step; cases outside the kernel's reach go to burn ops unchanged.
-    ///
-    /// # Errors
-    /// Bad shapes, as the operator would report them.
-    pub fn run(
-        &self,
-        node: &Node,
-        op: &str,
-        mut args: Vec<Option<Value>>,
-        device: &Device,
-    ) -> Result<Vec<Value>, EngineError> {
-        let general = |args: Vec<Option<Value>>| ops::run(node, op, to_burn(args, device)?, device);
-        let out = match self {
-            Self::Pass => take(&mut args, 0, op)?,
-            Self::Relu => {
-                let mut x = dense(take(&mut args, 0, op)?)?;
-                kernels::relu(&mut x.data);
-                Value::Dense(x)
-            }
-            Self::Softmax => {
-                let x = take(&mut args, 0, op)?;
-                let axis = match node {
-                    Node::Softmax(n) => n.config.axis,
-                    _ => usize::MAX,
-                };
-                let dims = x.dims();
-                if axis + 1 != dims.len() {
-                    return general(vec![Some(x)]);
-                }
-                let mut x = dense(x)?;
-                kernels::softmax_rows(&mut x.data, dims[axis]);
-                Value::Dense(x)
-            }
-            Self::Flatten { axis } => {
-                let mut x = dense(take(&mut args, 0, op)?)?;
-                let axis = (*axis).min(x.shape.len());
-                let outer = x.shape[..axis].iter().product();
-                let inner = x.shape[axis..].iter().product();
-                x.shape = vec![outer, inner];
-                Value::Dense(x)
-            }
-            Self::Reshape => {
-                let target: Vec<i64> = match node {
-                    Node::Reshape(n) => match &n.config.shape {
-                        onnx_ir::node::reshape::ReshapeInput::Static(shape) => shape.clone(),
-                        onnx_ir::node::reshape::ReshapeInput::Runtime(r) => args
-                            .get(r.input_index)
-                            .and_then(Option::as_ref)
-                            .ok_or_else(|| EngineError::Invalid("Reshape: no shape input".into()))?
-                            .ints()?
-                            .to_vec(),
-                    },
-                    _ => return general(args),
-                };
-                let x = take(&mut args, 0, op)?;
-                if matches!(x, Value::Int { .. }) {
-                    args[0] = Some(x);
-                    return general(args);
-                }
-                let mut x = dense(x)?;
-                let shape = resolve_reshape(&x.shape, &target)?;
-                if shape.is_empty() || shape.iter().product::<usize>() != x.data.len() {
-                    return general(vec![
-                        Some(Value::Dense(x)),
-                        args.get_mut(1).and_then(Option::take),
-                    ]);
-                }
-                x.shape = shape;
-                Value::Dense(x)
-            }
-            Self::Concat { axis } => {
-                if args
-                    .iter()
-                    .flatten()
-                    .any(|v| matches!(v, Value::Int { .. }))
-                {
-                    return general(args);
-                }
-                let parts: Vec<Dense> = args
-                    .into_iter()
-                    .flatten()
-                    .map(dense)
-                    .collect::<Result<_, _>>()?;
-                Value::Dense(concat(parts, *axis)?)
-            }
-            Self::Add { relu } => {
-                let a = take(&mut args, 0, op)?;
-                let b = take(&mut args, 1, op)?;
-                if a.dims() != b.dims()
-                    || matches!(a, Value::Int { .. })
-                    || matches!(b, Value::Int { .. })
-                {
-                    let mut out = general(vec![Some(a), Some(b)])?;
-                    if *relu && let Some(first) = out.first_mut() {
-                        let mut d = dense(first.clone())?;
-                        kernels::relu(&mut d.data);
-                        *first = Value::Dense(d);
-                    }
-                    return Ok(out);
-                }
-                let mut a = dense(a)?;
-                let b = dense(b)?;
-                for (x, y) in a.data.iter_mut().zip(&b.data) {
-                    *x += y;
-                }
-                if *relu {
-                    kernels::relu(&mut a.data);
-                }
-                Value::Dense(a)
-            }
-            Self::GlobalAveragePool => {
-                let x = take(&mut args, 0, op)?;
-                if x.dims().len() != 4 {
-                    return general(vec![Some(x)]);
-                }
-                Value::Dense(kernels::global_average_pool(&dense(x)?)?)
-            }
-            Self::BatchNorm { scale, shift, relu } => {
-                let mut x = dense(take(&mut args, 0, op)?)?;
-                if x.shape.len() < 2 || x.shape[1] != scale.len() {
-                    return Err(EngineError::Invalid(format!(
-                        "BatchNormalization: input {:?} for {} channels",
-                        x.shape,
-                        scale.len()
-                    )));
-                }
-                let plane: usize = x.shape[2..].iter().product();
-                let channels = scale.len();
-                if plane > 0 {
-                    for (i, chunk) in x.data.chunks_exact_mut(plane).enumerate() {
-                        let c = i % channels;
-                        for v in chunk.iter_mut() {
-                            *v = *v * scale[c] + shift[c];
-                        }
-                        if *relu {
-                            kernels::relu(chunk);
-                        }
-                    }
-                }
-                Value::Dense(x)
-            }
-            Self::Conv { conv, padding } => {
-                let x = dense(take(&mut args, 0, op)?)?;
-                let pads = padding.resolve(&x, conv.kernel, conv.stride, conv.dilation);
-                Value::Dense(conv.run(&x, pads)?)
-            }
-            Self::Pool { pool, padding } => {
-                let x = dense(take(&mut args, 0, op)?)?;
-                let pads = padding.resolve(&x, pool.kernel, pool.stride, pool.dilation);
-                Value::Dense(pool.run(&x, pads)?)
-            }
-            Self::Gemm(g) => Value::Dense(g.run(dense(take(&mut args, 0, op)?)?)?),
-        };
-        Ok(vec![out])
-    }
-}
-
-impl Gemm {
-    fn run(&self, a: Dense) -> Result<Dense, EngineError> {
-        let (m, k, a_strides, mut shape) = if self.matmul {
-            let rank = a.shape.len();
-            if rank == 0 {
-                return Err(EngineError::Invalid("MatMul of a scalar".into()));
-            }
-            // A vector A is one row, and its dimension leaves the result (NumPy rules).
-            let k = a.shape[rank - 1];
-            let m: usize = a.shape[..rank - 1].iter().product();
-            (m, k, (k, 1), a.shape[..rank - 1].to_vec())
-        } else {
-            let [rows, cols] = <[usize; 2]>::try_from(a.shape.as_slice()).map_err(|_| {
-                EngineError::Invalid(format!("Gemm: A must be rank 2, got {:?}", a.shape))
-            })?;
-            if self.trans_a {
-                (cols, rows, (1, cols), vec![cols])
-            } else {
-                (rows, cols, (cols, 1), vec![rows])
-            }
-        };
-        if k != self.k {
-            return Err(EngineError::Invalid(format!(
-                "{}: A {:?} has inner dimension {k}, B has {}",
-                if self.matmul { "MatMul" } else { "Gemm" },
-                a.shape,
-                self.k
-            )));
-        }
-        let mut out = vec![0f32; m * self.n];
-        if let Some(bias) = &self.bias {
-            for row in out.chunks_exact_mut(self.n) {
-                row.copy_from_slice(bias);
-            }
-        }
-        kernels::matmul(
-            m,
-            self.n,
-            k,
-            &mut out,
-            (&a.data, a_strides.0, a_strides.1),
-            (&self.b, self.b_strides.0, self.b_strides.1),
-            self.bias.is_some(),
-            self.scale,
-        );
-        if self.relu {
-            kernels::relu(&mut out);
-        }
-        shape.push(self.n);
-        Dense::new(out, shape)
-    }
-}
-
-fn concat(parts: Vec<Dense>, axis: usize) -> Result<Dense, EngineError> {
-    let first = parts
-        .first()
-        .ok_or_else(|| EngineError::Invalid("Concat of nothing".into()))?;
-    let rank = first.shape.len();
-    if axis >= rank {
-        return Err(EngineError::Invalid(format!(
-            "Concat axis {axis} on rank {rank}"
-        )));
-    }
-    for p in &parts {
-        if p.shape.len() != rank
-            || p.shape
-                .iter()
-                .enumerate()
-                .any(|(i, d)| i != axis && *d != first.shape[i])
-        {
-            return Err(EngineError::Invalid(format!(
-                "Concat of shapes {:?} and {:?} on axis {axis}",
-                first.shape, p.shape
-            )));
-        }
-    }
-    let outer: usize = first.shape[..axis].iter().product();
-    let mut shape = first.shape.clone();
-    shape[axis] = parts.iter().map(|p| p.shape[axis]).sum();
-    let total: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(total);
-    let chunks: Vec<usize> = parts
-        .iter()
-        .map(|p| p.shape[axis..].iter().product())
-        .collect();
-    for o in 0..outer {
-        for (p, chunk) in parts.iter().zip(&chunks) {
-            out.extend_from_slice(&p.data[o * chunk..][..*chunk]);
-        }
-    }
-    Dense::new(out, shape)
 }

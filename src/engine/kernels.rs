@@ -4,6 +4,8 @@
 //! path. Every kernel works on row-major (NCHW) data and checks the sizes it is given.
 
 use super::EngineError;
+use super::limits::{Cap, F32, product};
+pub use super::shapes::window_out;
 
 mod pool;
 pub use pool::{Pool, PoolKind, global_average_pool};
@@ -19,8 +21,7 @@ impl Dense {
     /// # Errors
     /// The data length is not the product of the shape.
     pub fn new(data: Vec<f32>, shape: Vec<usize>) -> Result<Self, EngineError> {
-        let want: usize = shape.iter().product();
-        if data.len() != want {
+        if product(&shape) != Some(data.len()) {
             return Err(EngineError::Internal(format!(
                 "{} values for shape {shape:?}",
                 data.len()
@@ -48,20 +49,27 @@ pub fn matmul(
     accumulate: bool,
     scale: f32,
 ) {
-    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| {
+    // Checked in release too, with checked arithmetic: the unsafe call below relies on it.
+    let extent = |rows: usize, cols: usize, rs: usize, cs: usize| -> Option<usize> {
         if rows == 0 || cols == 0 {
-            0
+            Some(0)
         } else {
-            (rows - 1) * rs + (cols - 1) * cs + 1
+            (rows - 1)
+                .checked_mul(rs)?
+                .checked_add((cols - 1).checked_mul(cs)?)?
+                .checked_add(1)
         }
     };
-    assert!(dst.len() >= m * n, "gemm destination too small");
     assert!(
-        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
+        m.checked_mul(n).is_some_and(|mn| dst.len() >= mn),
+        "gemm destination too small"
+    );
+    assert!(
+        extent(m, k, lhs.1, lhs.2).is_some_and(|e| lhs.0.len() >= e),
         "gemm lhs too small"
     );
     assert!(
-        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
+        extent(k, n, rhs.1, rhs.2).is_some_and(|e| rhs.0.len() >= e),
         "gemm rhs too small"
     );
     if m == 0 || n == 0 {
@@ -185,45 +193,25 @@ pub struct Conv2d {
     pub relu: bool,
 }
 
-/// Output size of a window op along one axis; `None` when the window does not fit.
-#[must_use]
-pub fn window_out(
-    input: usize,
-    pads: (usize, usize),
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    ceil: bool,
-) -> Option<usize> {
-    let padded = input + pads.0 + pads.1;
-    let span = dilation * (kernel.checked_sub(1)?) + 1;
-    if stride == 0 || padded < span {
-        return None;
-    }
-    let steps = padded - span;
-    let mut out = if ceil {
-        steps.div_ceil(stride) + 1
-    } else {
-        steps / stride + 1
-    };
-    // A ceil-mode window must start inside the input or its left padding.
-    if ceil && (out - 1) * stride >= input + pads.0 {
-        out -= 1;
-    }
-    Some(out)
-}
-
 impl Conv2d {
-    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    /// The output shape `[n, cout, oh, ow]` on an input of `shape` with `pads`, and the
+    /// elements of the unfolded-input scratch buffer (`cin/groups · kh · kw · oh · ow`),
+    /// both checked against `cap`.
     ///
     /// # Errors
-    /// Shapes that do not match the weights, or a window larger than the padded input.
-    pub fn run(&self, x: &Dense, pads: [(usize, usize); 2]) -> Result<Dense, EngineError> {
-        let [batch, channels, h, w] = rank4(&x.shape, "Conv")?;
-        if channels != self.in_channels {
+    /// Shapes that do not match the weights, a window larger than the padded input, or
+    /// sizes above the cap.
+    pub fn sizes(
+        &self,
+        shape: &[usize],
+        pads: [(usize, usize); 2],
+        cap: Cap,
+    ) -> Result<([usize; 4], usize), EngineError> {
+        let [batch, channels, h, w] = rank4(shape, "Conv")?;
+        if channels != self.in_channels || self.groups == 0 || channels % self.groups != 0 {
             return Err(EngineError::Invalid(format!(
-                "Conv: input has {channels} channels, the weights expect {}",
-                self.in_channels
+                "Conv: input has {channels} channels, the weights expect {} in {} groups",
+                self.in_channels, self.groups
             )));
         }
         let bad = || EngineError::Invalid(format!("Conv: kernel larger than input {h}×{w}"));
@@ -245,6 +233,33 @@ impl Conv2d {
             false,
         )
         .ok_or_else(bad)?;
+        let out = [batch, self.out_channels, oh, ow];
+        cap.check(&out, F32)?;
+        let col = cap.check(
+            &[
+                channels / self.groups,
+                self.kernel[0],
+                self.kernel[1],
+                oh,
+                ow,
+            ],
+            F32,
+        )?;
+        Ok((out, col))
+    }
+
+    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    ///
+    /// # Errors
+    /// See [`Conv2d::sizes`].
+    pub fn run(
+        &self,
+        x: &Dense,
+        pads: [(usize, usize); 2],
+        cap: Cap,
+    ) -> Result<Dense, EngineError> {
+        let ([batch, _, oh, ow], _) = self.sizes(&x.shape, pads, cap)?;
+        let [_, channels, h, w] = rank4(&x.shape, "Conv")?;
         let groups = self.groups;
         let cin_g = channels / groups;
         let cout_g = self.out_channels / groups;
@@ -544,7 +559,7 @@ mod tests {
                 relu,
             };
             let x = Dense::new(ramp(2 * cin * 7 * 6, 3), vec![2, cin, 7, 6]).unwrap();
-            let got = conv.run(&x, pads).unwrap();
+            let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
             let want = reference_conv(&conv, &x, pads);
             assert_eq!(got.shape, want.shape);
             for (a, b) in got.data.iter().zip(&want.data) {

@@ -7,18 +7,39 @@
 //! queue) the serving layer calls.
 //!
 //! Architecture invariants:
-//! - Loading never panics on bad input: the ONNX front end runs under `catch_unwind`, and
-//!   every refusal is an [`EngineError`] naming what is wrong.
-//! - Weights are uploaded once at load and shared by every run (tensor clones are
-//!   reference counts).
+//! - Loading is total: [`Model::load_with`] runs every step (parse, plan, constant
+//!   folding, the CPU plan) under one panic guard ([`limits::guarded`]), and so does each
+//!   operator at load and at run time, so a bad model or input is an [`EngineError`],
+//!   never a panic; errors from an operator name its node ([`EngineError::Node`]).
+//! - Every size computed from model data or input shapes is checked arithmetic, and every
+//!   tensor is capped at [`LoadLimits::max_tensor_bytes`] (its volume, zero dimensions
+//!   counted as one, so no product of its dimensions overflows): inputs at `run`,
+//!   initializers at load, and each operator's output (and scratch buffers) *before* it
+//!   is allocated where it can outgrow its inputs (broadcasts, products, windows,
+//!   Concat, ConstantOfShape), then every step's outputs once more after it ran.
+//! - Attributes no input can make valid (zero strides, dilations or kernel sizes, zero
+//!   groups) are refused at load. Constant folding stops past
+//!   [`LoadLimits::fold_budget`], or when what it computed passes one capped tensor plus
+//!   eight times the file.
+//! - The only `unsafe` GEMM call ([`kernels::matmul`]) is preceded by overflow-checked
+//!   bounds assertions that hold in release builds too.
+//! - Weights are uploaded once at load (once per initializer, however many nodes read
+//!   it) and shared by every run (tensor clones are reference counts);
+//!   [`Model::weight_bytes`] counts what stays resident.
 //! - A step takes (not clones) an intermediate when no later step reads it, so memory is
 //!   freed as soon as its last reader ran.
+//!
+//! Not bounded yet: the total memory of intermediates alive at once in a run (each is
+//! capped, not their sum), and compute time (a model may legitimately ask for a huge
+//! amount of arithmetic on small tensors).
 
 pub mod cli;
 pub mod device;
 pub mod elementwise;
 pub mod fast;
+pub mod front;
 pub mod kernels;
+pub mod limits;
 pub mod model;
 pub mod npy;
 pub mod ops;
@@ -27,6 +48,7 @@ pub mod runner;
 pub mod shapes;
 pub mod value;
 
+pub use limits::LoadLimits;
 pub use model::{Inspection, Model, TensorSpec, inspect};
 
 /// Why a model cannot load or run.
@@ -51,6 +73,9 @@ pub enum EngineError {
         op: String,
         source: Box<EngineError>,
     },
+    /// A size or time the model asks for passes a [`LoadLimits`] bound (or memory's).
+    #[error("{0}")]
+    Limit(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -60,6 +85,9 @@ pub enum EngineError {
 pub fn cpu() -> burn::tensor::Device {
     burn::tensor::Device::flex()
 }
+
+#[cfg(test)]
+mod safety_tests;
 
 #[cfg(test)]
 mod fixture_tests {

@@ -1,41 +1,26 @@
 //! Loading an ONNX model into an execution plan, and running it.
 //!
-//! Load: parse with onnx-ir (guarded against panics), read the raw `ModelProto` for the
-//! model's own input/output names and element types, refuse unsupported operators (by
-//! name) and dtypes, assign every value a slot, preload initializers and constants once,
-//! and record after which step each intermediate can be freed.
+//! Load, all of it under one panic guard ([`super::limits::guarded`]): parse with onnx-ir
+//! and read the raw `ModelProto` for the model's own input/output names and element types
+//! ([`super::front`]), refuse unsupported operators (by name), dtypes and attributes no
+//! input can make valid, assign every value a slot, preload initializers once, fold
+//! all-constant nodes within the limits, plan the CPU kernels, and record after which step
+//! each intermediate can be freed.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Device, TensorData};
-use onnx_ir::{Message, ModelProto, Node, OnnxGraphBuilder, ValueSource};
+use onnx_ir::{Node, ValueSource};
 
 use super::EngineError;
 use super::elementwise;
 use super::fast::{self, Kernel};
+pub use super::front::{Inspection, TensorSpec, inspect};
+use super::front::{describe, parse};
+use super::limits::{Cap, I64, LoadLimits, at_node, guarded, validate, value_bytes};
 use super::ops;
 use super::value::{Float, Value};
-
-/// An input or output of a model, under the model's own name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
-    pub name: String,
-    /// ONNX element type name: `FLOAT`, `INT64`, ...
-    pub dtype: String,
-    /// `None` for a dynamic dimension (batch, say).
-    pub shape: Vec<Option<usize>>,
-}
-
-/// What `cairn model inspect` prints.
-#[derive(Debug, Clone)]
-pub struct Inspection {
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-    /// Operator → count, sorted by name.
-    pub ops: Vec<(String, usize)>,
-    pub unsupported: Vec<String>,
-    pub opset: Option<i64>,
-}
 
 pub(super) struct Step {
     pub(super) node: usize,
@@ -60,6 +45,9 @@ pub struct Model {
     device: Device,
     /// A CPU plan: float inputs stay in host memory for cairn's own kernels.
     host: bool,
+    limits: LoadLimits,
+    /// The size of the model file (its parsed graph keeps those bytes).
+    file_bytes: u64,
 }
 
 impl std::fmt::Debug for Model {
@@ -69,47 +57,6 @@ impl std::fmt::Debug for Model {
             .field("outputs", &self.outputs)
             .field("steps", &self.steps.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl TensorSpec {
-    /// The tensor element type, if the engine holds it (see [`super::elementwise`]).
-    #[must_use]
-    pub fn element_type(&self) -> Option<DType> {
-        let dtype = match self.dtype.as_str() {
-            "FLOAT" => DType::F32,
-            "FLOAT16" => DType::F16,
-            "INT64" => DType::I64,
-            "INT32" => DType::I32,
-            "INT16" => DType::I16,
-            "INT8" => DType::I8,
-            "UINT32" => DType::U32,
-            "UINT16" => DType::U16,
-            "UINT8" => DType::U8,
-            "BOOL" => DType::Bool(burn::tensor::BoolStore::Native),
-            _ => return None,
-        };
-        Some(dtype)
-    }
-}
-
-fn onnx_type_name(elem_type: i32) -> &'static str {
-    match elem_type {
-        1 => "FLOAT",
-        2 => "UINT8",
-        3 => "INT8",
-        4 => "UINT16",
-        5 => "INT16",
-        6 => "INT32",
-        7 => "INT64",
-        8 => "STRING",
-        9 => "BOOL",
-        10 => "FLOAT16",
-        11 => "DOUBLE",
-        12 => "UINT32",
-        13 => "UINT64",
-        16 => "BFLOAT16",
-        _ => "UNSUPPORTED",
     }
 }
 
@@ -155,152 +102,99 @@ pub fn value_from_data(data: TensorData, device: &Device) -> Result<Value, Engin
     }
 }
 
-struct Raw {
-    inputs: Vec<(String, i32, Vec<Option<usize>>)>,
-    outputs: Vec<(String, i32, Vec<Option<usize>>)>,
-    opset: Option<i64>,
-    /// Casts to element types the engine does not hold (onnx-ir reads some of them, the
-    /// 8- and 4-bit floats and integers, silently as f32).
-    bad_casts: Vec<String>,
+/// Where a constant operand's value comes from, so a weight read by several nodes is
+/// uploaded once.
+#[derive(PartialEq, Eq, Hash)]
+enum ConstantKey {
+    Static(onnx_ir::DataId),
+    Named(String),
 }
 
-fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
-    let tensor = info.type_.tensor_type();
-    let shape = tensor
-        .shape
-        .dim
-        .iter()
-        .map(|d| {
-            if d.has_dim_value() {
-                usize::try_from(d.dim_value()).ok().filter(|v| *v > 0)
-            } else {
-                None
-            }
-        })
-        .collect();
-    (info.name.clone(), tensor.elem_type, shape)
+/// Constant folding's running totals, against the limits.
+struct Folding {
+    spent: Duration,
+    bytes: u64,
+    /// What folding may produce in all: one tensor at the cap, plus a multiple of the file
+    /// (every integer and boolean widens to 8 bytes an element).
+    allowance: u64,
 }
 
-fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
-    let model =
-        ModelProto::parse_from_bytes(bytes).map_err(|e| EngineError::Parse(e.to_string()))?;
-    let graph = &model.graph;
-    let initializers: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs = graph
-        .input
-        .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
-        .map(value_info)
-        .collect();
-    let outputs = graph.output.iter().map(value_info).collect();
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version);
-    let bad_casts = graph
-        .node
-        .iter()
-        .filter(|n| n.op_type == "Cast" || n.op_type == "CastLike")
-        .filter_map(|n| {
-            let to = n.attribute.iter().find(|a| a.name == "to")?;
-            let to = i32::try_from(to.i).unwrap_or(0);
-            let name = onnx_type_name(to);
-            let spec = TensorSpec {
-                name: String::new(),
-                dtype: name.to_owned(),
-                shape: Vec::new(),
-            };
-            spec.element_type()
-                .is_none()
-                .then(|| format!("Cast to {name} (element type {to})"))
-        })
-        .collect();
-    Ok(Raw {
-        inputs,
-        outputs,
-        opset,
-        bad_casts,
-    })
-}
-
-fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineError> {
-    if bytes.is_empty() {
-        return Err(EngineError::Parse("the file is empty".into()));
-    }
-    let raw = read_raw(bytes)?;
-    let graph = catch_unwind(AssertUnwindSafe(|| {
-        OnnxGraphBuilder::new().parse_bytes(bytes)
-    }))
-    .map_err(|_| EngineError::Parse("the ONNX front end failed on this model".into()))?
-    .map_err(|e| EngineError::Parse(e.to_string()))?;
-    if graph.inputs.len() != raw.inputs.len() || graph.outputs.len() != raw.outputs.len() {
-        return Err(EngineError::Parse(format!(
-            "the graph has {} inputs and {} outputs, the model declares {} and {}",
-            graph.inputs.len(),
-            graph.outputs.len(),
-            raw.inputs.len(),
-            raw.outputs.len()
-        )));
-    }
-    Ok((graph, raw))
-}
-
-/// Describes a model without preparing it to run.
-///
-/// # Errors
-/// The bytes are not an ONNX model the front end can read.
-pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
-    let (graph, raw) = parse(bytes)?;
-    Ok(describe(&graph, &raw))
-}
-
-fn describe(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Inspection {
-    let mut ops = std::collections::BTreeMap::<String, usize>::new();
-    let mut unsupported = std::collections::BTreeSet::new();
-    for node in &graph.nodes {
-        let name = ops::op_name(node);
-        if !ops::is_supported(node) {
-            unsupported.insert(name.clone());
+impl Folding {
+    /// Computes one all-constant node at load, within the time budget and the allowance.
+    fn run(
+        &mut self,
+        node: &Node,
+        op: &str,
+        args: Vec<Option<Value>>,
+        device: &Device,
+        cap: Cap,
+        limits: &LoadLimits,
+    ) -> Result<Vec<Value>, EngineError> {
+        let named = |e| at_node(node, op, e);
+        if self.spent > limits.fold_budget {
+            return Err(named(EngineError::Limit(format!(
+                "constant folding took more than its budget of {:?} (engine.fold_budget)",
+                limits.fold_budget
+            ))));
         }
-        *ops.entry(name).or_default() += 1;
-    }
-    let spec = |(name, ty, shape): &(String, i32, Vec<Option<usize>>)| TensorSpec {
-        name: name.clone(),
-        dtype: onnx_type_name(*ty).to_owned(),
-        shape: shape.clone(),
-    };
-    let inputs: Vec<TensorSpec> = raw.inputs.iter().map(spec).collect();
-    let outputs: Vec<TensorSpec> = raw.outputs.iter().map(spec).collect();
-    for s in inputs.iter().chain(&outputs) {
-        if s.element_type().is_none() {
-            unsupported.insert(format!("{} tensors ({})", s.dtype, s.name));
+        let started = Instant::now();
+        let values = guarded(|| ops::run(node, op, args, device, cap)).map_err(named)?;
+        self.spent += started.elapsed();
+        for value in &values {
+            cap.value(value).map_err(named)?;
+            self.bytes = self.bytes.saturating_add(value_bytes(value));
         }
-    }
-    unsupported.extend(raw.bad_casts.iter().cloned());
-    Inspection {
-        inputs,
-        outputs,
-        ops: ops.into_iter().collect(),
-        unsupported: unsupported.into_iter().collect(),
-        opset: raw.opset,
+        if self.bytes > self.allowance {
+            return Err(named(EngineError::Limit(format!(
+                "constants computed at load would take more than {} bytes",
+                self.allowance
+            ))));
+        }
+        Ok(values)
     }
 }
 
 impl Model {
-    /// Parses, validates and plans a model for `device`.
+    /// Parses, validates and plans a model for `device`, under [`LoadLimits::default`].
     ///
     /// # Errors
-    /// Malformed bytes, unsupported operators (all listed by name) or dtypes, or a graph
-    /// that reads a value nothing produces.
+    /// See [`Model::load_with`].
     pub fn load(bytes: &[u8], device: &Device) -> Result<Self, EngineError> {
+        Self::load_with(bytes, device, &LoadLimits::default())
+    }
+
+    /// Parses, validates and plans a model for `device`. Total: every step (parse, plan,
+    /// constant folding, the CPU plan) runs under one panic guard, every size the model
+    /// asks for is checked against `limits` before it is allocated, and errors name the
+    /// node. The limits are kept and apply to every run.
+    ///
+    /// # Errors
+    /// Malformed bytes, unsupported operators (all listed by name) or dtypes, a graph that
+    /// reads a value nothing produces, attributes no input can make valid, a constant
+    /// computation that fails or passes a limit.
+    pub fn load_with(
+        bytes: &[u8],
+        device: &Device,
+        limits: &LoadLimits,
+    ) -> Result<Self, EngineError> {
+        guarded(|| Self::plan(bytes, device, limits))
+    }
+
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over the graph: slots, constants, folding, steps"
+    )]
+    fn plan(bytes: &[u8], device: &Device, limits: &LoadLimits) -> Result<Self, EngineError> {
+        let cap = Cap::of(limits);
         let (graph, raw) = parse(bytes)?;
         let inspection = describe(&graph, &raw);
         if !inspection.unsupported.is_empty() {
             return Err(EngineError::UnsupportedOps(inspection.unsupported));
         }
-        let mut slots: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for node in &graph.nodes {
+            validate(node).map_err(|e| at_node(node, &ops::op_name(node), e))?;
+        }
+        let mut slots: HashMap<String, usize> = HashMap::new();
         let mut slot_count = 0;
         let new_slot = |count: &mut usize| {
             *count += 1;
@@ -314,23 +208,44 @@ impl Model {
         }
         let mut constants = Vec::new();
         // Slot → index in `constants`.
-        let mut constant_at: std::collections::HashMap<usize, usize> =
-            std::collections::HashMap::new();
+        let mut constant_at: HashMap<usize, usize> = HashMap::new();
+        let mut uploaded: HashMap<ConstantKey, usize> = HashMap::new();
+        let mut folding = Folding {
+            spent: Duration::ZERO,
+            bytes: 0,
+            allowance: limits.max_tensor_bytes.saturating_add(
+                u64::try_from(bytes.len())
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(8),
+            ),
+        };
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (index, node) in graph.nodes.iter().enumerate() {
+            let op = ops::op_name(node);
+            let named = |e| at_node(node, &op, e);
             let mut step_inputs = Vec::with_capacity(node.inputs().len());
             for arg in node.inputs() {
                 // Static weights come without a name: take their value first.
-                if matches!(
-                    arg.value_source,
-                    ValueSource::Static(_) | ValueSource::Constant
-                ) && let Some(data) = arg.value()
-                {
-                    let slot = new_slot(&mut slot_count);
-                    constant_at.insert(slot, constants.len());
-                    constants.push((slot, value_from_data(data, device)?));
-                    step_inputs.push(Some(slot));
-                    continue;
+                let key = match arg.value_source {
+                    ValueSource::Static(id) => Some(ConstantKey::Static(id)),
+                    ValueSource::Constant => Some(ConstantKey::Named(arg.name.clone())),
+                    _ => None,
+                };
+                if let Some(key) = key {
+                    if let Some(slot) = uploaded.get(&key) {
+                        step_inputs.push(Some(*slot));
+                        continue;
+                    }
+                    if let Some(data) = arg.value() {
+                        cap.data(&data).map_err(named)?;
+                        let value = value_from_data(data, device).map_err(named)?;
+                        let slot = new_slot(&mut slot_count);
+                        constant_at.insert(slot, constants.len());
+                        constants.push((slot, value));
+                        uploaded.insert(key, slot);
+                        step_inputs.push(Some(slot));
+                        continue;
+                    }
                 }
                 if arg.is_optional() || arg.name.is_empty() {
                     step_inputs.push(None);
@@ -362,18 +277,13 @@ impl Model {
                 .flatten()
                 .all(|slot| constant_at.contains_key(slot));
             if folded {
-                let op = ops::op_name(node);
                 let args = step_inputs
                     .iter()
                     .map(|slot| {
                         slot.and_then(|s| constant_at.get(&s).map(|i| constants[*i].1.clone()))
                     })
                     .collect();
-                let values = ops::run(node, &op, args, device).map_err(|e| EngineError::Node {
-                    node: node.name().to_owned(),
-                    op,
-                    source: Box::new(e),
-                })?;
+                let values = folding.run(node, &op, args, device, cap, limits)?;
                 for (slot, value) in outputs.iter().copied().zip(values) {
                     constant_at.insert(slot, constants.len());
                     constants.push((slot, value));
@@ -382,7 +292,7 @@ impl Model {
             }
             steps.push(Step {
                 node: index,
-                op: ops::op_name(node),
+                op,
                 last_use: vec![false; step_inputs.len()],
                 inputs: step_inputs,
                 outputs,
@@ -399,9 +309,9 @@ impl Model {
         let host = *device == super::cpu();
         if host {
             let pinned = outputs.iter().map(|(s, _)| *s).collect();
-            fast::plan(&graph.nodes, &mut steps, &constants, &pinned);
+            fast::plan(&graph.nodes, &mut steps, &constants, &pinned)?;
             // Weights the host kernels absorbed are held by them alone.
-            let read: std::collections::HashSet<usize> = steps
+            let read: HashSet<usize> = steps
                 .iter()
                 .flat_map(|s| s.inputs.iter().flatten().copied())
                 .chain(outputs.iter().map(|(s, _)| *s))
@@ -418,7 +328,39 @@ impl Model {
             inputs,
             outputs,
             device: device.clone(),
+            limits: limits.clone(),
+            file_bytes: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
         })
+    }
+
+    /// The limits the model was loaded under, which its runs keep.
+    #[must_use]
+    pub fn limits(&self) -> &LoadLimits {
+        &self.limits
+    }
+
+    /// Resident bytes of the loaded weights: the constants the plan holds (initializers
+    /// and folded values, at the engine's element sizes), the packed copies the CPU
+    /// kernels hold, and the model file's bytes, which the parsed graph keeps (onnx-ir's
+    /// tensor store references them) for as long as the model lives.
+    #[must_use]
+    pub fn weight_bytes(&self) -> u64 {
+        let constants = self
+            .constants
+            .iter()
+            .map(|(_, v)| value_bytes(v))
+            .fold(0u64, u64::saturating_add);
+        let held = self
+            .steps
+            .iter()
+            .map(|s| match &s.kernel {
+                Kernel::Host(op) => op.held_bytes(),
+                Kernel::Burn => 0,
+            })
+            .fold(0u64, u64::saturating_add);
+        constants
+            .saturating_add(held)
+            .saturating_add(self.file_bytes)
     }
 
     /// Runs the model once on synthetic inputs (dynamic dimensions set to 1), so the first
@@ -427,18 +369,23 @@ impl Model {
     /// # Errors
     /// The model cannot run on inputs of its declared shapes.
     pub fn warmup(&self) -> Result<(), EngineError> {
-        let inputs = self
-            .inputs
-            .iter()
-            .map(|(_, spec)| {
-                let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
-                let n: usize = shape.iter().product();
-                let zeros = TensorData::new(vec![0f32; n], shape);
-                let dtype = spec.element_type().unwrap_or(DType::F32);
-                Ok((spec.name.clone(), elementwise::to_declared(zeros, dtype)?))
-            })
-            .collect::<Result<_, EngineError>>()?;
-        self.run(inputs).map(|_| ())
+        let cap = Cap::of(&self.limits);
+        guarded(|| {
+            let inputs = self
+                .inputs
+                .iter()
+                .map(|(_, spec)| {
+                    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                    let n = cap
+                        .check(&shape, I64)
+                        .map_err(|e| EngineError::Input(format!("input {}: {e}", spec.name)))?;
+                    let zeros = TensorData::new(vec![0f32; n], shape);
+                    let dtype = spec.element_type().unwrap_or(DType::F32);
+                    Ok((spec.name.clone(), elementwise::to_declared(zeros, dtype)?))
+                })
+                .collect::<Result<_, EngineError>>()?;
+            self.run(inputs).map(|_| ())
+        })
     }
 
     #[must_use]
@@ -451,24 +398,36 @@ impl Model {
         self.outputs.iter().map(|(_, s)| s).collect()
     }
 
-    /// Runs the model on named f32 inputs; returns every output by name.
+    /// Runs the model on named inputs; returns every output by name. Total, as loading is:
+    /// inputs above the model's `max_tensor_bytes` are refused, and so is every operator
+    /// output above it, by the node that would make it.
     ///
     /// # Errors
-    /// Missing, unknown or ill-shaped inputs, or a failure inside an operator.
+    /// Missing, unknown, ill-shaped or oversized inputs, or a failure inside an operator.
     pub fn run(
         &self,
         inputs: Vec<(String, TensorData)>,
     ) -> Result<Vec<(String, TensorData)>, EngineError> {
+        guarded(|| self.run_unguarded(inputs))
+    }
+
+    fn run_unguarded(
+        &self,
+        inputs: Vec<(String, TensorData)>,
+    ) -> Result<Vec<(String, TensorData)>, EngineError> {
+        let cap = Cap::of(&self.limits);
         let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
         for (slot, value) in &self.constants {
             slots[*slot] = Some(value.clone());
         }
-        let mut given: std::collections::HashMap<String, TensorData> = inputs.into_iter().collect();
+        let mut given: HashMap<String, TensorData> = inputs.into_iter().collect();
         for (slot, spec) in &self.inputs {
             let data = given
                 .remove(&spec.name)
                 .ok_or_else(|| EngineError::Input(format!("input {} is missing", spec.name)))?;
             check_input(spec, &data)?;
+            cap.data(&data)
+                .map_err(|e| EngineError::Input(format!("input {}: {e}", spec.name)))?;
             slots[*slot] = Some(if self.host && data.dtype() == DType::F32 {
                 fast::dense_from_data(data)?
             } else {
@@ -480,9 +439,7 @@ impl Model {
                 "the model has no input named {extra}"
             )));
         }
-        catch_unwind(AssertUnwindSafe(|| self.execute(&mut slots))).map_err(|_| {
-            EngineError::Internal("an operator failed inside the tensor library".into())
-        })??;
+        self.execute(&mut slots, cap)?;
         self.outputs
             .iter()
             .map(|(slot, spec)| {
@@ -500,7 +457,7 @@ impl Model {
             .collect()
     }
 
-    fn execute(&self, slots: &mut [Option<Value>]) -> Result<(), EngineError> {
+    fn execute(&self, slots: &mut [Option<Value>], cap: Cap) -> Result<(), EngineError> {
         for step in &self.steps {
             let node = &self.nodes[step.node];
             let args: Vec<Option<Value>> = step
@@ -517,17 +474,16 @@ impl Model {
                     })
                 })
                 .collect();
-            let results = match &step.kernel {
+            let named = |e| at_node(node, &step.op, e);
+            let results = guarded(|| match &step.kernel {
                 Kernel::Burn => fast::to_burn(args, &self.device)
-                    .and_then(|args| ops::run(node, &step.op, args, &self.device)),
-                Kernel::Host(host) => host.run(node, &step.op, args, &self.device),
-            }
-            .map_err(|e| EngineError::Node {
-                node: node.name().to_owned(),
-                op: step.op.clone(),
-                source: Box::new(e),
-            })?;
+                    .and_then(|args| ops::run(node, &step.op, args, &self.device, cap)),
+                Kernel::Host(host) => host.run(node, &step.op, args, &self.device, cap),
+            })
+            .map_err(named)?;
             for (slot, value) in step.outputs.iter().zip(results) {
+                // Operators check what they allocate; this catches any that does not.
+                cap.value(&value).map_err(named)?;
                 slots[*slot] = Some(value);
             }
         }
@@ -617,11 +573,5 @@ mod tests {
         ] {
             assert!(Model::load(bytes, &device).is_err());
         }
-    }
-
-    #[test]
-    fn type_names() {
-        assert_eq!(onnx_type_name(1), "FLOAT");
-        assert_eq!(onnx_type_name(99), "UNSUPPORTED");
     }
 }

@@ -2,15 +2,16 @@
 //! interpreter runs; a model with any other operator is refused at load, by name.
 
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor};
 use onnx_ir::Node;
 
 use super::EngineError;
-use super::elementwise::{self, Arithmetic, Compare, Logic};
-use super::shapes::{pad_dims, pads_2d, resolve_reshape, unsqueezed};
+use super::elementwise::{self, Arithmetic, Compare, Logic, broadcast_shape};
+use super::limits::{Cap, F32, I64};
+use super::shapes::{pad_dims, resolve_reshape, unsqueezed};
 use super::value::{Float, Value, each_rank, to_array, with_rank};
+
+mod nn;
 
 /// The ONNX operator names the interpreter runs.
 pub const SUPPORTED: &[&str] = &[
@@ -150,23 +151,33 @@ fn apply<const D: usize>(a: Tensor<D>, b: Tensor<D>, op: Binary) -> Tensor<D> {
     }
 }
 
+/// Checks the broadcast of `values` against the cap, at `elem` bytes an element.
+fn check_broadcast(values: &[&Value], elem: usize, cap: Cap) -> Result<(), EngineError> {
+    let dims: Vec<Vec<usize>> = values.iter().map(|v| v.dims()).collect();
+    let shapes: Vec<&[usize]> = dims.iter().map(Vec::as_slice).collect();
+    cap.check(&broadcast_shape(&shapes)?, elem).map(|_| ())
+}
+
 fn lift_to<const D: usize>(value: Float) -> Result<Tensor<D>, EngineError> {
     let lifted = value.lift(D)?;
     let dims = lifted.dims();
     Ok(lifted.flat().reshape(to_array::<D>(&dims)))
 }
 
-fn binary(a: Float, b: Float, op: Binary) -> Result<Float, EngineError> {
+fn binary(a: Float, b: Float, op: Binary, cap: Cap) -> Result<Float, EngineError> {
     let rank = a.rank().max(b.rank());
     let (da, db) = (a.dims(), b.dims());
     let (la, lb) = (pad_dims(&da, rank), pad_dims(&db, rank));
+    let mut out = Vec::with_capacity(rank);
     for (x, y) in la.iter().zip(&lb) {
         if x != y && *x != 1 && *y != 1 {
             return Err(EngineError::Invalid(format!(
                 "shapes {da:?} and {db:?} do not broadcast"
             )));
         }
+        out.push(if *x == 1 { *y } else { *x });
     }
+    cap.check(&out, F32)?;
     Ok(with_rank!(rank, D => apply::<D>(lift_to::<D>(a)?, lift_to::<D>(b)?, op)))
 }
 
@@ -205,11 +216,14 @@ fn optional_float(inputs: &mut [Option<Value>], i: usize) -> Result<Option<Float
 )]
 /// `op` is the node's [`op_name`], computed once when the model is planned (it costs a
 /// formatting pass, which has no place on the inference path).
+/// Every output is checked against `cap` before it is allocated (where it can outgrow the
+/// inputs).
 pub fn run(
     node: &Node,
     op: &str,
     mut inputs: Vec<Option<Value>>,
     device: &Device,
+    cap: Cap,
 ) -> Result<Vec<Value>, EngineError> {
     let unary = |inputs: &mut Vec<Option<Value>>,
                  f: fn(Float) -> Float|
@@ -252,11 +266,12 @@ pub fn run(
                 };
                 let a = any_input(&mut inputs, 0, op)?;
                 let b = any_input(&mut inputs, 1, op)?;
+                check_broadcast(&[&a, &b], I64, cap)?;
                 return Ok(vec![elementwise::int_arithmetic(a, b, arithmetic)?]);
             }
             let a = float_input(&mut inputs, 0, op)?;
             let b = float_input(&mut inputs, 1, op)?;
-            vec![Value::Float(binary(a, b, kind)?)]
+            vec![Value::Float(binary(a, b, kind, cap)?)]
         }
         Node::Equal(_)
         | Node::Greater(_)
@@ -272,6 +287,7 @@ pub fn run(
             };
             let a = any_input(&mut inputs, 0, op)?;
             let b = any_input(&mut inputs, 1, op)?;
+            check_broadcast(&[&a, &b], I64, cap)?;
             vec![elementwise::compare(a, b, kind)?]
         }
         Node::And(_) | Node::Or(_) | Node::Xor(_) => {
@@ -282,6 +298,7 @@ pub fn run(
             };
             let a = any_input(&mut inputs, 0, op)?;
             let b = any_input(&mut inputs, 1, op)?;
+            check_broadcast(&[&a, &b], I64, cap)?;
             vec![elementwise::logic(a, b, kind)?]
         }
         Node::Not(_) => vec![elementwise::not(any_input(&mut inputs, 0, op)?)?],
@@ -289,6 +306,7 @@ pub fn run(
             let cond = any_input(&mut inputs, 0, op)?;
             let a = any_input(&mut inputs, 1, op)?;
             let b = any_input(&mut inputs, 2, op)?;
+            check_broadcast(&[&cond, &a, &b], I64, cap)?;
             vec![elementwise::select(cond, a, b, device)?]
         }
         Node::Cast(n) => vec![elementwise::cast(
@@ -408,123 +426,37 @@ pub fn run(
             )]
         }
         Node::Concat(n) => {
-            let axis = n.config.axis;
             let parts: Vec<Float> = inputs
                 .into_iter()
                 .flatten()
                 .map(Value::float)
                 .collect::<Result<_, _>>()?;
-            let rank = parts.first().map_or(1, Float::rank);
-            if axis >= rank || parts.iter().any(|p| p.rank() != rank) {
-                return Err(EngineError::Invalid(format!(
-                    "Concat of ranks differing or axis {axis} >= rank {rank}"
-                )));
-            }
-            vec![Value::Float(with_rank!(rank, D => {
-                let tensors = parts.into_iter().map(lift_to::<D>).collect::<Result<Vec<_>, _>>()?;
-                Tensor::cat(tensors, axis)
-            }))]
+            vec![Value::Float(nn::concat(parts, n.config.axis, cap)?)]
         }
         Node::MatMul(_) => {
             let a = float_input(&mut inputs, 0, op)?;
             let b = float_input(&mut inputs, 1, op)?;
-            vec![Value::Float(matmul(a, b)?)]
+            vec![Value::Float(nn::matmul(a, b, cap)?)]
         }
         Node::Gemm(n) => {
-            let config = &n.config;
-            let a = float_input(&mut inputs, 0, op)?.rank2()?;
-            let b = float_input(&mut inputs, 1, op)?.rank2()?;
-            let a = if config.trans_a != 0 {
-                a.transpose()
-            } else {
-                a
-            };
-            let b = if config.trans_b != 0 {
-                b.transpose()
-            } else {
-                b
-            };
-            let mut y = a.matmul(b);
-            if (config.alpha - 1.0).abs() > f32::EPSILON {
-                y = y.mul_scalar(config.alpha);
-            }
-            if let Some(c) = optional_float(&mut inputs, 2)? {
-                let c = lift_to::<2>(c)?;
-                let c = if (config.beta - 1.0).abs() > f32::EPSILON {
-                    c.mul_scalar(config.beta)
-                } else {
-                    c
-                };
-                y = y.add(c);
-            }
-            vec![Value::Float(Float::R2(y))]
+            let a = float_input(&mut inputs, 0, op)?;
+            let b = float_input(&mut inputs, 1, op)?;
+            let c = optional_float(&mut inputs, 2)?;
+            vec![Value::Float(nn::gemm(&n.config, a, b, c, cap)?)]
         }
         Node::Conv2d(n) => {
-            let c = &n.config;
-            let x = float_input(&mut inputs, 0, op)?.rank4()?;
-            let w = float_input(&mut inputs, 1, op)?.rank4()?;
-            let bias = optional_float(&mut inputs, 2)?
-                .map(Float::rank1)
-                .transpose()?;
-            let [_, _, h, wd] = x.dims();
-            let padding = pads_2d(
-                &c.padding,
-                &c.auto_pad,
-                [h, wd],
-                c.kernel_size,
-                c.stride,
-                c.dilation,
-            );
-            let options =
-                ConvOptions::new_with_padding(c.stride, padding, c.dilation, c.groups.max(1));
-            vec![Value::Float(Float::R4(conv2d(x, w, bias, options)))]
+            let x = float_input(&mut inputs, 0, op)?;
+            let w = float_input(&mut inputs, 1, op)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            vec![Value::Float(nn::conv(&n.config, x, w, bias, cap)?)]
         }
         Node::MaxPool2d(n) => {
-            let c = &n.config;
-            let x = float_input(&mut inputs, 0, op)?.rank4()?;
-            let [_, _, h, w] = x.dims();
-            let padding = pads_2d(
-                &c.padding,
-                &c.auto_pad,
-                [h, w],
-                c.kernel_size,
-                c.strides,
-                c.dilation,
-            );
-            let options = MaxPoolOptions {
-                kernel_size: c.kernel_size,
-                stride: c.strides,
-                padding,
-                dilation: c.dilation,
-                ceil_mode: c.ceil_mode,
-            };
-            vec![Value::Float(Float::R4(max_pool2d(x, options)))]
+            let x = float_input(&mut inputs, 0, op)?;
+            vec![Value::Float(nn::max_pool(&n.config, x, cap)?)]
         }
         Node::AveragePool2d(n) => {
-            let c = &n.config;
-            if c.dilation != [1, 1] {
-                return Err(EngineError::Unsupported(
-                    "AveragePool with dilations".into(),
-                ));
-            }
-            let x = float_input(&mut inputs, 0, op)?.rank4()?;
-            let [_, _, h, w] = x.dims();
-            let padding = pads_2d(
-                &c.padding,
-                &c.auto_pad,
-                [h, w],
-                c.kernel_size,
-                c.strides,
-                c.dilation,
-            );
-            let options = AvgPoolOptions {
-                kernel_size: c.kernel_size,
-                stride: c.strides,
-                padding,
-                count_include_pad: c.count_include_pad,
-                ceil_mode: c.ceil_mode,
-            };
-            vec![Value::Float(Float::R4(avg_pool2d(x, options)))]
+            let x = float_input(&mut inputs, 0, op)?;
+            vec![Value::Float(nn::avg_pool(&n.config, x, cap)?)]
         }
         Node::GlobalAveragePool(_) => {
             let x = float_input(&mut inputs, 0, op)?;
@@ -567,10 +499,10 @@ pub fn run(
             #[expect(clippy::cast_possible_truncation, reason = "epsilon of an f32 model")]
             let eps = epsilon as f32;
             let inv = each_rank!(var, t => t.add_scalar(eps).sqrt().recip());
-            let centered = binary(x, mean, Binary::Sub)?;
-            let normed = binary(centered, inv, Binary::Mul)?;
-            let scaled = binary(normed, scale, Binary::Mul)?;
-            vec![Value::Float(binary(scaled, bias, Binary::Add)?)]
+            let centered = binary(x, mean, Binary::Sub, cap)?;
+            let normed = binary(centered, inv, Binary::Mul, cap)?;
+            let scaled = binary(normed, scale, Binary::Mul, cap)?;
+            vec![Value::Float(binary(scaled, bias, Binary::Add, cap)?)]
         }
         Node::Sum(_) => {
             let mut parts = inputs.into_iter().flatten().map(Value::float);
@@ -578,7 +510,7 @@ pub fn run(
                 .next()
                 .ok_or_else(|| EngineError::Invalid("Sum of nothing".into()))??;
             for part in parts {
-                total = binary(total, part?, Binary::Add)?;
+                total = binary(total, part?, Binary::Add, cap)?;
             }
             vec![Value::Float(total)]
         }
@@ -627,7 +559,6 @@ pub fn run(
                     })
                 })
                 .collect::<Result<_, _>>()?;
-            let count: usize = shape.iter().product();
             let fill = n.config.value.clone();
             let is_int = fill.as_ref().is_some_and(|v| {
                 !matches!(
@@ -635,6 +566,8 @@ pub fn run(
                     burn::tensor::DType::F32 | burn::tensor::DType::F64 | burn::tensor::DType::F16
                 )
             });
+            // Refused before allocating: a few bytes of model can ask for any size.
+            let count = cap.check(&shape, if is_int { I64 } else { F32 })?;
             if is_int {
                 let v: Vec<i64> = fill
                     .map(|f| f.convert::<i64>().try_to_vec::<i64>())
@@ -659,70 +592,10 @@ pub fn run(
             }
         }
         Node::Lrn(n) => {
-            let c = &n.config;
-            let x = float_input(&mut inputs, 0, op)?.rank4()?;
-            let size = usize::try_from(c.size)
-                .ok()
-                .filter(|s| *s > 0)
-                .ok_or_else(|| EngineError::Invalid(format!("LRN size {}", c.size)))?;
-            let [batch, channels, h, w] = x.dims();
-            // The window sum over channels as an average pool over a [C, H*W] plane.
-            let squared = x
-                .clone()
-                .powf_scalar(2.0)
-                .reshape([batch, 1, channels, h * w]);
-            let before = (size - 1) / 2;
-            let options = AvgPoolOptions {
-                kernel_size: [size, 1],
-                stride: [1, 1],
-                padding: [(before, size - 1 - before), (0, 0)],
-                count_include_pad: true,
-                ceil_mode: false,
-            };
-            let mean = avg_pool2d(squared, options).reshape([batch, channels, h, w]);
-            let denominator = mean
-                .mul_scalar(c.alpha)
-                .add_scalar(c.bias)
-                .powf_scalar(c.beta);
-            vec![Value::Float(Float::R4(x.div(denominator)))]
+            let x = float_input(&mut inputs, 0, op)?;
+            vec![Value::Float(nn::lrn(&n.config, x, cap)?)]
         }
         _ => return Err(EngineError::Unsupported(op.to_owned())),
     };
     Ok(out)
-}
-
-/// NumPy matmul: rank-1 operands are promoted and the added dimension removed after.
-fn matmul(a: Float, b: Float) -> Result<Float, EngineError> {
-    let (a_vec, b_vec) = (a.rank() == 1, b.rank() == 1);
-    let a = if a_vec { a.lift(2)? } else { a };
-    let b = if b_vec {
-        let k = b.dims()[0];
-        b.reshape(&[k, 1])?
-    } else {
-        b
-    };
-    let rank = a.rank().max(b.rank());
-    let (ad, bd) = (a.dims(), b.dims());
-    if ad[ad.len() - 1] != bd[bd.len() - 2] {
-        return Err(EngineError::Invalid(format!(
-            "MatMul of {ad:?} and {bd:?}: inner dimensions differ"
-        )));
-    }
-    let out = with_rank!(rank, D => lift_to::<D>(a)?.matmul(lift_to::<D>(b)?));
-    let mut dims = out.dims();
-    if b_vec {
-        dims.pop();
-    }
-    if a_vec {
-        let at = if b_vec {
-            dims.len() - 1
-        } else {
-            dims.len() - 2
-        };
-        dims.remove(at);
-    }
-    if dims.is_empty() {
-        dims.push(1);
-    }
-    out.reshape(&dims)
 }

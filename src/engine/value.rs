@@ -138,11 +138,11 @@ impl Float {
     /// # Errors
     /// Element counts differ, or the rank is unsupported.
     pub fn reshape(self, shape: &[usize]) -> Result<Self, EngineError> {
-        let have: usize = self.dims().iter().product();
-        let want: usize = shape.iter().product();
-        if have != want {
+        let have = super::limits::product(&self.dims());
+        let want = super::limits::product(shape);
+        if have != want || want.is_none() {
             return Err(EngineError::Invalid(format!(
-                "cannot reshape {:?} ({have} values) to {shape:?} ({want} values)",
+                "cannot reshape {:?} to {shape:?}: the element counts differ",
                 self.dims()
             )));
         }

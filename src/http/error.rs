@@ -106,6 +106,7 @@ impl From<StoreError> for ApiError {
         let (status, code) = match &e {
             StoreError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            StoreError::InUse(_) => (StatusCode::CONFLICT, "in_use"),
             StoreError::NewerSchema { .. } | StoreError::Corrupt(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "store_unavailable")
             }

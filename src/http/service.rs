@@ -10,7 +10,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -101,23 +100,50 @@ impl Ctx {
     /// Reads the whole body, at most `limits.max_body_bytes`.
     ///
     /// # Errors
-    /// 413 past the limit; 400 when the client stops sending mid-body.
+    /// 413 past the limit; 400 when the client stops sending mid-body; 408 when it stalls.
     pub async fn body(&mut self) -> Result<Bytes, ApiError> {
         let limit = self.app.config.limits.max_body_bytes.0;
-        let Some(body) = self.body.take() else {
-            return Err(ApiError::internal("the request body was already read"));
-        };
-        let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-        match limited.collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(ApiError::payload_too_large(limit))
+        let mut reader = self.body_reader()?;
+        let mut first: Option<Bytes> = None;
+        let mut rest: Vec<u8> = Vec::new();
+        while let Some(chunk) = reader.next().await? {
+            if reader.received() > limit {
+                return Err(ApiError::payload_too_large(limit));
             }
-            Err(e) => Err(ApiError::bad_request(
-                "body_incomplete",
-                format!("the request body could not be read to its end: {e}"),
-            )),
+            match &first {
+                None => first = Some(chunk),
+                Some(head) => {
+                    if rest.is_empty() {
+                        rest.extend_from_slice(head);
+                    }
+                    rest.extend_from_slice(&chunk);
+                }
+            }
         }
+        Ok(if rest.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            Bytes::from(rest)
+        })
+    }
+
+    /// The body as a stream of chunks, with the read timeout and minimum rate applied.
+    ///
+    /// # Errors
+    /// The body was already taken.
+    pub fn body_reader(&mut self) -> Result<BodyReader, ApiError> {
+        let body = self
+            .body
+            .take()
+            .ok_or_else(|| ApiError::internal("the request body was already read"))?;
+        let limits = &self.app.config.limits;
+        Ok(BodyReader {
+            body,
+            started: Instant::now(),
+            received: 0,
+            timeout: limits.body_read_timeout,
+            min_rate: limits.min_body_rate.0,
+        })
     }
 
     /// Reads and parses a JSON body.
@@ -149,6 +175,76 @@ impl Ctx {
             };
             ApiError::bad_request(code, format!("request body: {e}"))
         })
+    }
+}
+
+/// A request body read chunk by chunk: a chunk must arrive within `limits.body_read_timeout`,
+/// and past that much time the average rate must stay above `limits.min_body_rate`, so a
+/// client cannot hold a connection and its buffers by trickling (or stalling) a body.
+pub struct BodyReader {
+    body: Incoming,
+    started: Instant,
+    received: u64,
+    timeout: std::time::Duration,
+    min_rate: u64,
+}
+
+impl BodyReader {
+    /// The next chunk of data, or `None` at the end of the body.
+    ///
+    /// # Errors
+    /// 408 when the body stalls or is too slow; 400 when the client stops mid-body.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
+        use http_body_util::BodyExt as _;
+        loop {
+            let frame = match tokio::time::timeout(self.timeout, self.body.frame()).await {
+                Err(_) => {
+                    return Err(ApiError::new(
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!(
+                            "the request body stalled for {} s (limits.body_read_timeout)",
+                            self.timeout.as_secs()
+                        ),
+                    ));
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => {
+                    return Err(ApiError::bad_request(
+                        "body_incomplete",
+                        format!("the request body could not be read to its end: {e}"),
+                    ));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            self.received += data.len() as u64;
+            let elapsed = self.started.elapsed();
+            if elapsed > self.timeout && self.min_rate > 0 {
+                let rate = self.received as f64 / elapsed.as_secs_f64();
+                #[expect(clippy::cast_precision_loss, reason = "a rate comparison")]
+                let too_slow = rate < self.min_rate as f64;
+                if too_slow {
+                    return Err(ApiError::new(
+                        http::StatusCode::REQUEST_TIMEOUT,
+                        "body_too_slow",
+                        format!(
+                            "the request body arrives at {rate:.0} bytes/s, below limits.min_body_rate ({} bytes/s)",
+                            self.min_rate
+                        ),
+                    ));
+                }
+            }
+            return Ok(Some(data));
+        }
+    }
+
+    /// Bytes received so far.
+    #[must_use]
+    pub fn received(&self) -> u64 {
+        self.received
     }
 }
 
@@ -199,12 +295,6 @@ pub async fn handle(
     let metrics = &app.metrics.http;
     metrics.in_flight.inc();
     let mut response = async {
-        // A declared body over the limit is refused before anything else, unread.
-        if let Some(length) = content_length(&request)
-            && length > app.config.limits.max_body_bytes.0
-        {
-            return ApiError::payload_too_large(app.config.limits.max_body_bytes.0).into_response();
-        }
         let matched = match found {
             Ok(matched) => matched,
             Err(Miss::NotFound) => return ApiError::not_found().into_response(),
@@ -212,6 +302,25 @@ pub async fn handle(
                 return ApiError::method_not_allowed(&allow).into_response();
             }
         };
+        // A declared body over the route's limit is refused before anything else, unread.
+        if let Some(length) = content_length(&request) {
+            if matched.route.id == RouteId::UploadVersion {
+                let limit = app.config.limits.max_model_bytes.0;
+                if length > limit {
+                    return ApiError::new(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        format!(
+                            "the model file is larger than limits.max_model_bytes ({limit} bytes)"
+                        ),
+                    )
+                    .into_response();
+                }
+            } else if length > app.config.limits.max_body_bytes.0 {
+                return ApiError::payload_too_large(app.config.limits.max_body_bytes.0)
+                    .into_response();
+            }
+        }
         let (head, body) = request.into_parts();
         let principal = match admit(app, &head, matched.route, peer).await {
             Ok(principal) => principal,

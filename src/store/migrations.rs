@@ -6,13 +6,14 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::schema::{
-    API_KEYS, AUDIT, DeviceRecord, KEY_USAGE, META, SESSIONS, USERNAMES, USERS, encode, meta_key,
+    API_KEYS, AUDIT, DEPLOYMENTS, DeviceRecord, KEY_USAGE, META, MODEL_VERSIONS, MODELS, SESSIONS,
+    USERNAMES, USERS, encode, meta_key,
 };
 
 type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
-pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3];
+pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// Schema 2 turns the bare creation time into the device identity record.
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -54,5 +55,13 @@ fn v2_to_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
     if meta.get(meta_key::NEXT_USER_ID)?.is_none() {
         meta.insert(meta_key::NEXT_USER_ID, 1u64.to_le_bytes().as_slice())?;
     }
+    Ok(())
+}
+
+/// Schema 4 adds the model registry and deployments.
+fn v3_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(MODELS)?;
+    txn.open_table(MODEL_VERSIONS)?;
+    txn.open_table(DEPLOYMENTS)?;
     Ok(())
 }

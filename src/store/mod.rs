@@ -7,6 +7,7 @@
 
 mod auth;
 mod migrations;
+mod registry;
 pub mod schema;
 
 pub use auth::{AuditQuery, StoredKey, StoredUser};
@@ -39,6 +40,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A change refused because something still uses the record (the message says what).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<redb::Error> for StoreError {
@@ -305,6 +309,22 @@ pub mod fixtures {
         txn.commit().expect("commit");
     }
 
+    /// Writes a store exactly as schema 3 of cairn did (identity and access, no models).
+    ///
+    /// # Panics
+    /// On any I/O error (test helper).
+    pub fn write_schema_v3(path: &Path, created_at_unix: u64) {
+        write_schema_v2(path, created_at_unix);
+        let db = Database::open(path).expect("open v2 store");
+        let txn = db.begin_write().expect("begin");
+        super::migrations::MIGRATIONS[1](&txn).expect("v2 to v3");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(meta_key::SCHEMA_VERSION, 3u32.to_le_bytes().as_slice())
+            .expect("v");
+        txn.commit().expect("commit");
+    }
+
     /// Writes a store that claims a schema version from the future.
     ///
     /// # Panics
@@ -358,6 +378,19 @@ mod tests {
         assert_eq!(store.device().unwrap().created_at_unix, 42);
         assert_eq!(store.server_secret().unwrap().len(), 32);
         assert!(store.list_users().unwrap().is_empty());
+    }
+
+    #[test]
+    fn schema_3_migrates_to_registry_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        fixtures::write_schema_v3(&path, 7);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.device().unwrap().created_at_unix, 7);
+        assert!(store.list_models().unwrap().is_empty());
+        assert!(store.list_deployments().unwrap().is_empty());
+        assert!(!store.demo_model_done().unwrap());
     }
 
     #[test]

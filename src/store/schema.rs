@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 /// - 1: `meta` only (`schema_version`, `created_at` as u64 little-endian unix seconds).
 /// - 2: the device identity record (`meta["device"]`) replaces `created_at`.
 /// - 3: users, sessions, API keys, key usage, the audit log; `meta["server_secret"]`.
-pub const SCHEMA_VERSION: u32 = 3;
+/// - 4: the model registry (models, versions) and deployments.
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Small singleton values, by name.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -36,6 +37,8 @@ pub mod meta_key {
     pub const NEXT_USER_ID: &str = "next_user_id";
     /// Present once `CAIRN_ADMIN_PASSWORD` has created the first admin.
     pub const ENV_ADMIN_DONE: &str = "env_admin_done";
+    /// Present once the demo model was installed (deleting it does not bring it back).
+    pub const DEMO_MODEL_DONE: &str = "demo_model_done";
 }
 
 /// Users by id.
@@ -50,6 +53,75 @@ pub const API_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("api_keys
 pub const KEY_USAGE: TableDefinition<u64, &[u8]> = TableDefinition::new("key_usage");
 /// The append-only audit log, by sequence number.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// Models by name.
+pub const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
+/// Model versions by (model name, version number).
+pub const MODEL_VERSIONS: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("model_versions");
+/// The deployment of a model, by model name (at most one per model).
+pub const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelRecord {
+    V1 {
+        description: String,
+        tags: Vec<String>,
+        created_at: u64,
+        updated_at: u64,
+        /// The number the next uploaded version gets (never reused).
+        next_version: u32,
+    },
+}
+
+/// An input or output of a model version: ONNX element type name, dims (-1 dynamic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpecRecord {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionRecord {
+    V1 {
+        /// SHA-256 of the blob: its name under `blobs/sha256/`.
+        sha256: [u8; 32],
+        size: u64,
+        /// `None`: ready; `Some(reason)`: invalid, never deployable.
+        invalid: Option<String>,
+        created_at: u64,
+        created_by: String,
+        inputs: Vec<TensorSpecRecord>,
+        outputs: Vec<TensorSpecRecord>,
+        ops: Vec<(String, u32)>,
+        /// 0 unsigned, 1 verified, 2 signed by a key that is not trusted.
+        signature: u8,
+        signed_by: Option<String>,
+        weight_bytes: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySettingsRecord {
+    pub version: u32,
+    /// 0 auto, 1 gpu, 2 cpu.
+    pub device: u8,
+    pub instances: u32,
+    pub max_batch_size: u32,
+    pub max_batch_delay_us: u32,
+    pub queue_capacity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentRecord {
+    V1 {
+        current: DeploySettingsRecord,
+        /// What `rollback` returns to.
+        previous: Option<DeploySettingsRecord>,
+        deployed_at: u64,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UserRecord {

@@ -61,6 +61,129 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelVersionLabels {
+    pub model: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InferOutcomeLabels {
+    pub model: String,
+    pub version: String,
+    /// `success`, `invalid` (400), `busy` (429), `error`.
+    pub outcome: &'static str,
+}
+
+/// Metric handles of serving: per model and version.
+#[derive(Debug, Clone)]
+pub struct ServingMetrics {
+    pub requests: Family<InferOutcomeLabels, Counter>,
+    pub queue_seconds: Family<ModelVersionLabels, Histogram>,
+    pub compute_seconds: Family<ModelVersionLabels, Histogram>,
+    pub batch_rows: Family<ModelVersionLabels, Histogram>,
+    pub in_flight: Family<ModelLabels, Gauge>,
+    pub deployed_version: Family<ModelLabels, Gauge>,
+    pub weight_bytes: Family<ModelLabels, Gauge>,
+    pub deploy_failures: Family<ModelLabels, Counter>,
+}
+
+impl Default for ServingMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            queue_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_01, 3.0, 14))
+            }),
+            compute_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_01, 3.0, 14))
+            }),
+            batch_rows: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1.0, 2.0, 12))
+            }),
+            in_flight: Family::default(),
+            deployed_version: Family::default(),
+            weight_bytes: Family::default(),
+            deploy_failures: Family::default(),
+        }
+    }
+}
+
+impl ServingMetrics {
+    /// A deploy or restore of `model` failed.
+    pub fn failure(&self, model: &str) {
+        self.deploy_failures
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The live version and its weights, or none (0).
+    pub fn set_live(&self, model: &str, live: Option<(u32, u64)>) {
+        let labels = ModelLabels {
+            model: model.to_owned(),
+        };
+        let (version, bytes) = live.unwrap_or((0, 0));
+        self.deployed_version
+            .get_or_create(&labels)
+            .set(i64::from(version));
+        self.weight_bytes
+            .get_or_create(&labels)
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    fn register(&self, cairn: &mut Registry) {
+        cairn.register(
+            "inference_requests",
+            "Inference requests, by model, version and outcome",
+            self.requests.clone(),
+        );
+        cairn.register_with_unit(
+            "inference_queue",
+            "Time requests waited in the model's queue",
+            Unit::Seconds,
+            self.queue_seconds.clone(),
+        );
+        cairn.register_with_unit(
+            "inference_compute",
+            "Time the engine ran the batch a request was in",
+            Unit::Seconds,
+            self.compute_seconds.clone(),
+        );
+        cairn.register(
+            "inference_batch_rows",
+            "Rows of the batches requests ran in (dynamic batching)",
+            self.batch_rows.clone(),
+        );
+        cairn.register(
+            "inference_in_flight",
+            "Inference requests being served now, by model",
+            self.in_flight.clone(),
+        );
+        cairn.register(
+            "deployed_version",
+            "The version of each model that serves (0: none)",
+            self.deployed_version.clone(),
+        );
+        cairn.register(
+            "deployment_weight_bytes",
+            "Resident weight bytes of each model's deployment",
+            self.weight_bytes.clone(),
+        );
+        cairn.register(
+            "deployment_failures",
+            "Deploys and restores that failed to load, by model",
+            self.deploy_failures.clone(),
+        );
+    }
+}
+
 /// Metric handles of identity and access.
 #[derive(Debug, Clone, Default)]
 pub struct AuthMetrics {
@@ -109,6 +232,7 @@ pub struct Metrics {
     registry: Registry,
     pub http: HttpMetrics,
     pub auth: AuthMetrics,
+    pub serving: ServingMetrics,
 }
 
 impl Metrics {
@@ -202,6 +326,8 @@ impl Metrics {
             "Requests refused with 401 or 403, by reason",
             auth.denied.clone(),
         );
+        let serving = ServingMetrics::default();
+        serving.register(cairn);
         registry.register_collector(Box::new(ProcessCollector {
             store,
             start_time_unix,
@@ -210,6 +336,7 @@ impl Metrics {
             registry,
             http,
             auth,
+            serving,
         }
     }
 

@@ -62,6 +62,8 @@ fn concrete_path(route: &Route) -> String {
         .replace("{*path}", "console/index.html")
         .replace("/users/{id}", "/users/999999")
         .replace("/keys/{id}", "/keys/ffffffffffffffff")
+        .replace("{name}", "no-such-model")
+        .replace("{version}", "1")
 }
 
 /// A scope other than `scope`, for the key that lacks the right one.

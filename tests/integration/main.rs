@@ -14,6 +14,8 @@ mod http_edges;
 mod lifecycle;
 #[cfg(feature = "engine")]
 mod model_cli;
+mod models;
+mod serving;
 mod store_lock;
 mod systemd_unit;
 mod tls;

@@ -2,6 +2,7 @@
 
 use super::{Dense, fmax, rank4, window_out};
 use crate::engine::EngineError;
+use crate::engine::limits::{Cap, F32};
 
 /// Max or average pooling parameters.
 #[derive(Debug, Clone)]
@@ -23,12 +24,18 @@ pub enum PoolKind {
 }
 
 impl Pool {
-    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    /// The output shape `[n, c, oh, ow]` on an input of `shape` with `pads`, checked
+    /// against `cap`.
     ///
     /// # Errors
-    /// A window larger than the padded input.
-    pub fn run(&self, x: &Dense, pads: [(usize, usize); 2]) -> Result<Dense, EngineError> {
-        let [batch, channels, h, w] = rank4(&x.shape, "pool")?;
+    /// A window larger than the padded input, or an output above the cap.
+    pub fn out_shape(
+        &self,
+        shape: &[usize],
+        pads: [(usize, usize); 2],
+        cap: Cap,
+    ) -> Result<[usize; 4], EngineError> {
+        let [batch, channels, h, w] = rank4(shape, "pool")?;
         let bad = || EngineError::Invalid(format!("pool: window larger than input {h}×{w}"));
         let oh = window_out(
             h,
@@ -48,6 +55,23 @@ impl Pool {
             self.ceil,
         )
         .ok_or_else(bad)?;
+        let out = [batch, channels, oh, ow];
+        cap.check(&out, F32)?;
+        Ok(out)
+    }
+
+    /// Runs on `x` `[n, c, h, w]` with pads `[(top, bottom), (left, right)]`.
+    ///
+    /// # Errors
+    /// See [`Pool::out_shape`].
+    pub fn run(
+        &self,
+        x: &Dense,
+        pads: [(usize, usize); 2],
+        cap: Cap,
+    ) -> Result<Dense, EngineError> {
+        let [batch, channels, oh, ow] = self.out_shape(&x.shape, pads, cap)?;
+        let [_, _, h, w] = rank4(&x.shape, "pool")?;
         let mut out = vec![0f32; batch * channels * oh * ow];
         let inside = pads == [(0, 0), (0, 0)]
             && self.dilation == [1, 1]
@@ -140,22 +164,31 @@ impl Pool {
         size: usize,
         axis: usize,
     ) -> (usize, usize, usize) {
-        let (k, s, d) = (self.kernel[axis], self.stride[axis], self.dilation[axis]);
-        let start = o * s; // in padded coordinates
-        let mut first = None;
-        let mut count = 0;
-        let mut padded = 0;
-        for t in 0..k {
-            let p = start + t * d;
-            if p < size + pads.0 + pads.1 {
-                padded += 1;
+        let (k, s, d) = (
+            self.kernel[axis],
+            self.stride[axis],
+            self.dilation[axis].max(1),
+        );
+        // Taps are at `start + t·d` for t < k, in padded coordinates; counted in closed
+        // form (a window can be as large as a crafted pad makes it).
+        let start = o.saturating_mul(s);
+        let taps_below = |end: usize| {
+            if start >= end {
+                0
+            } else {
+                (end - start).div_ceil(d).min(k)
             }
-            if let Some(i) = p.checked_sub(pads.0).filter(|i| *i < size) {
-                first.get_or_insert(i);
-                count += 1;
-            }
-        }
-        (first.unwrap_or(0), count, padded)
+        };
+        let padded = taps_below(size.saturating_add(pads.0).saturating_add(pads.1));
+        let low = taps_below(pads.0);
+        let high = taps_below(pads.0.saturating_add(size));
+        let count = high.saturating_sub(low);
+        let first = if count == 0 {
+            0
+        } else {
+            start + low * d - pads.0
+        };
+        (first, count, padded)
     }
 
     fn reduce(
@@ -228,7 +261,7 @@ mod tests {
             ceil: false,
             kind: PoolKind::Max,
         };
-        let y = max.run(&x, [(0, 0), (0, 0)]).unwrap();
+        let y = max.run(&x, [(0, 0), (0, 0)], Cap::unlimited()).unwrap();
         assert_eq!(y.data, vec![5.0, 7.0, 13.0, 15.0]);
         // 3×3 stride 2 with ceil: the last window hangs over the edge.
         let ceil = Pool {
@@ -237,7 +270,7 @@ mod tests {
             ceil: true,
             ..max.clone()
         };
-        let y = ceil.run(&x, [(0, 0), (0, 0)]).unwrap();
+        let y = ceil.run(&x, [(0, 0), (0, 0)], Cap::unlimited()).unwrap();
         assert_eq!(y.shape, vec![1, 1, 2, 2]);
         assert_eq!(y.data, vec![10.0, 11.0, 14.0, 15.0]);
         let avg = Pool {
@@ -248,7 +281,7 @@ mod tests {
             stride: [1, 1],
             ..max.clone()
         };
-        let y = avg.run(&x, [(1, 1), (1, 1)]).unwrap();
+        let y = avg.run(&x, [(1, 1), (1, 1)], Cap::unlimited()).unwrap();
         assert_eq!(y.shape, vec![1, 1, 4, 4]);
         assert!((y.data[0] - (0.0 + 1.0 + 4.0 + 5.0) / 9.0).abs() < 1e-6);
         let exclude = Pool {
@@ -257,7 +290,7 @@ mod tests {
             },
             ..avg
         };
-        let y = exclude.run(&x, [(1, 1), (1, 1)]).unwrap();
+        let y = exclude.run(&x, [(1, 1), (1, 1)], Cap::unlimited()).unwrap();
         assert!((y.data[0] - 2.5).abs() < 1e-6);
     }
 }

@@ -5,10 +5,12 @@ mod audit;
 mod auth;
 mod health;
 mod keys;
+mod models;
 mod openapi;
 mod static_files;
 mod system;
 mod users;
+mod v2;
 
 use super::Response;
 use super::error::ApiError;
@@ -48,5 +50,27 @@ pub async fn dispatch(id: RouteId, ctx: Ctx) -> Result<Response, ApiError> {
         RouteId::GetKey => keys::get(&ctx),
         RouteId::RevokeKey => keys::revoke(ctx).await,
         RouteId::Audit => audit::list(ctx).await,
+        RouteId::ListModels => models::list(ctx).await,
+        RouteId::CreateModel => models::create(ctx).await,
+        RouteId::GetModel => models::get(ctx).await,
+        RouteId::UpdateModel => models::update(ctx).await,
+        RouteId::DeleteModel => models::delete(ctx).await,
+        RouteId::UploadVersion => models::upload(ctx).await,
+        RouteId::GetVersion => models::get_version(ctx).await,
+        RouteId::DeleteVersion => models::delete_version(ctx).await,
+        RouteId::Deploy => models::deploy(ctx).await,
+        RouteId::Undeploy => models::undeploy(ctx).await,
+        RouteId::Rollback => models::rollback(ctx).await,
+        RouteId::V2ModelMetadata => v2::metadata(ctx, false).await,
+        RouteId::V2VersionMetadata => v2::metadata(ctx, true).await,
+        RouteId::V2ModelReady => v2::ready(ctx, false).await,
+        RouteId::V2VersionReady => v2::ready(ctx, true).await,
+        RouteId::V2Infer => v2::infer(ctx, false).await,
+        RouteId::V2VersionInfer => v2::infer(ctx, true).await,
+        RouteId::V2ModelStats => v2::stats(ctx).await,
+        RouteId::V2AllStats => Ok(v2::all_stats(&ctx)),
+        RouteId::V2RepositoryIndex => v2::repository_index(ctx).await,
+        RouteId::V2RepositoryLoad => v2::repository_load(ctx).await,
+        RouteId::V2RepositoryUnload => v2::repository_unload(ctx).await,
     }
 }

@@ -1,0 +1,222 @@
+//! The ONNX front end: parsing (guarded against panics), the model's own input and
+//! output names and element types from the raw `ModelProto`, and what `cairn model
+//! inspect` reports.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use burn::tensor::DType;
+use onnx_ir::{Message, ModelProto, OnnxGraphBuilder};
+
+use super::EngineError;
+use super::limits::guarded;
+use super::ops;
+
+/// An input or output of a model, under the model's own name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    /// ONNX element type name: `FLOAT`, `INT64`, ...
+    pub dtype: String,
+    /// `None` for a dynamic dimension (batch, say).
+    pub shape: Vec<Option<usize>>,
+}
+
+/// What `cairn model inspect` prints.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Operator → count, sorted by name.
+    pub ops: Vec<(String, usize)>,
+    pub unsupported: Vec<String>,
+    pub opset: Option<i64>,
+}
+
+impl TensorSpec {
+    /// The tensor element type, if the engine holds it (see [`super::elementwise`]).
+    #[must_use]
+    pub fn element_type(&self) -> Option<DType> {
+        let dtype = match self.dtype.as_str() {
+            "FLOAT" => DType::F32,
+            "FLOAT16" => DType::F16,
+            "INT64" => DType::I64,
+            "INT32" => DType::I32,
+            "INT16" => DType::I16,
+            "INT8" => DType::I8,
+            "UINT32" => DType::U32,
+            "UINT16" => DType::U16,
+            "UINT8" => DType::U8,
+            "BOOL" => DType::Bool(burn::tensor::BoolStore::Native),
+            _ => return None,
+        };
+        Some(dtype)
+    }
+}
+
+fn onnx_type_name(elem_type: i32) -> &'static str {
+    match elem_type {
+        1 => "FLOAT",
+        2 => "UINT8",
+        3 => "INT8",
+        4 => "UINT16",
+        5 => "INT16",
+        6 => "INT32",
+        7 => "INT64",
+        8 => "STRING",
+        9 => "BOOL",
+        10 => "FLOAT16",
+        11 => "DOUBLE",
+        12 => "UINT32",
+        13 => "UINT64",
+        16 => "BFLOAT16",
+        _ => "UNSUPPORTED",
+    }
+}
+
+pub(super) struct Raw {
+    inputs: Vec<(String, i32, Vec<Option<usize>>)>,
+    outputs: Vec<(String, i32, Vec<Option<usize>>)>,
+    opset: Option<i64>,
+    /// Casts to element types the engine does not hold (onnx-ir reads some of them, the
+    /// 8- and 4-bit floats and integers, silently as f32).
+    bad_casts: Vec<String>,
+}
+
+fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
+    let tensor = info.type_.tensor_type();
+    let shape = tensor
+        .shape
+        .dim
+        .iter()
+        .map(|d| {
+            if d.has_dim_value() {
+                usize::try_from(d.dim_value()).ok().filter(|v| *v > 0)
+            } else {
+                None
+            }
+        })
+        .collect();
+    (info.name.clone(), tensor.elem_type, shape)
+}
+
+fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
+    let model =
+        ModelProto::parse_from_bytes(bytes).map_err(|e| EngineError::Parse(e.to_string()))?;
+    let graph = &model.graph;
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(value_info)
+        .collect();
+    let outputs = graph.output.iter().map(value_info).collect();
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version);
+    let bad_casts = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Cast" || n.op_type == "CastLike")
+        .filter_map(|n| {
+            let to = n.attribute.iter().find(|a| a.name == "to")?;
+            let to = i32::try_from(to.i).unwrap_or(0);
+            let name = onnx_type_name(to);
+            let spec = TensorSpec {
+                name: String::new(),
+                dtype: name.to_owned(),
+                shape: Vec::new(),
+            };
+            spec.element_type()
+                .is_none()
+                .then(|| format!("Cast to {name} (element type {to})"))
+        })
+        .collect();
+    Ok(Raw {
+        inputs,
+        outputs,
+        opset,
+        bad_casts,
+    })
+}
+
+pub(super) fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineError> {
+    if bytes.is_empty() {
+        return Err(EngineError::Parse("the file is empty".into()));
+    }
+    let (graph, raw) = catch_unwind(AssertUnwindSafe(|| {
+        let raw = read_raw(bytes)?;
+        let graph = OnnxGraphBuilder::new()
+            .parse_bytes(bytes)
+            .map_err(|e| EngineError::Parse(e.to_string()))?;
+        Ok::<_, EngineError>((graph, raw))
+    }))
+    .map_err(|_| EngineError::Parse("the ONNX front end failed on this model".into()))??;
+    if graph.inputs.len() != raw.inputs.len() || graph.outputs.len() != raw.outputs.len() {
+        return Err(EngineError::Parse(format!(
+            "the graph has {} inputs and {} outputs, the model declares {} and {}",
+            graph.inputs.len(),
+            graph.outputs.len(),
+            raw.inputs.len(),
+            raw.outputs.len()
+        )));
+    }
+    Ok((graph, raw))
+}
+
+/// Describes a model without preparing it to run.
+///
+/// # Errors
+/// The bytes are not an ONNX model the front end can read.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
+    guarded(|| {
+        let (graph, raw) = parse(bytes)?;
+        Ok(describe(&graph, &raw))
+    })
+}
+
+pub(super) fn describe(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Inspection {
+    let mut ops = std::collections::BTreeMap::<String, usize>::new();
+    let mut unsupported = std::collections::BTreeSet::new();
+    for node in &graph.nodes {
+        let name = ops::op_name(node);
+        if !ops::is_supported(node) {
+            unsupported.insert(name.clone());
+        }
+        *ops.entry(name).or_default() += 1;
+    }
+    let spec = |(name, ty, shape): &(String, i32, Vec<Option<usize>>)| TensorSpec {
+        name: name.clone(),
+        dtype: onnx_type_name(*ty).to_owned(),
+        shape: shape.clone(),
+    };
+    let inputs: Vec<TensorSpec> = raw.inputs.iter().map(spec).collect();
+    let outputs: Vec<TensorSpec> = raw.outputs.iter().map(spec).collect();
+    for s in inputs.iter().chain(&outputs) {
+        if s.element_type().is_none() {
+            unsupported.insert(format!("{} tensors ({})", s.dtype, s.name));
+        }
+    }
+    unsupported.extend(raw.bad_casts.iter().cloned());
+    Inspection {
+        inputs,
+        outputs,
+        ops: ops.into_iter().collect(),
+        unsupported: unsupported.into_iter().collect(),
+        opset: raw.opset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::onnx_type_name;
+
+    #[test]
+    fn type_names() {
+        assert_eq!(onnx_type_name(1), "FLOAT");
+        assert_eq!(onnx_type_name(99), "UNSUPPORTED");
+    }
+}

@@ -1,0 +1,517 @@
+//! Crafted models that used to take the process down (issue 9, part 1), each built here
+//! as a `ModelProto`. Every one must be refused with an error the engine raised on
+//! purpose: not a panic, not an abort, and not a panic caught by the guard
+//! ([`EngineError::Internal`]), so the checks hold in release builds, where arithmetic
+//! wraps instead of panicking.
+
+use std::time::Duration;
+
+use burn::tensor::TensorData;
+use onnx_ir::{
+    AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+};
+
+use super::{EngineError, LoadLimits, Model, cpu};
+
+/// A tensor input/output declaration: `None` dimensions are dynamic.
+fn info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+    let mut v = ValueInfoProto::new();
+    v.name = name.into();
+    let tensor = v.type_.mut_or_insert_default().mut_tensor_type();
+    tensor.elem_type = elem_type;
+    let shape = tensor.shape.mut_or_insert_default();
+    for d in dims {
+        shape.dim.push(Default::default());
+        let dim = shape.dim.last_mut().expect("just pushed");
+        match d {
+            Some(v) => dim.set_dim_value(*v),
+            None => dim.set_dim_param("batch".into()),
+        }
+    }
+    v
+}
+
+fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = 1;
+    t.dims = dims.to_vec();
+    t.float_data = values.to_vec();
+    t
+}
+
+fn ramp(name: &str, dims: &[i64]) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    #[expect(clippy::cast_precision_loss, reason = "small test tensors")]
+    let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 / 7.0).collect();
+    floats(name, dims, &values)
+}
+
+fn int64s(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.into();
+    t.data_type = 7;
+    t.dims = dims.to_vec();
+    t.int64_data = values.to_vec();
+    t
+}
+
+fn ints(name: &str, values: &[i64]) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INTS.into();
+    a.ints = values.to_vec();
+    a
+}
+
+fn int(name: &str, value: i64) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::INT.into();
+    a.i = value;
+    a
+}
+
+fn string(name: &str, value: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = value.as_bytes().to_vec().into();
+    a
+}
+
+fn tensor(name: &str, value: TensorProto) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::TENSOR.into();
+    a.t = Some(value).into();
+    a
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.into();
+    n.name = name.into();
+    n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
+    n.output = outputs.iter().map(|s| (*s).to_owned()).collect();
+    n
+}
+
+fn with(mut n: NodeProto, attributes: Vec<AttributeProto>) -> NodeProto {
+    n.attribute = attributes;
+    n
+}
+
+struct Graph {
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    initializers: Vec<TensorProto>,
+}
+
+fn model(g: Graph) -> Vec<u8> {
+    let mut m = ModelProto::new();
+    m.ir_version = 8;
+    m.opset_import.push(Default::default());
+    m.opset_import[0].version = 13;
+    let graph = m.graph.mut_or_insert_default();
+    graph.name = "crafted".into();
+    graph.node = g.nodes;
+    graph.input = g.inputs;
+    graph.output = g.outputs;
+    graph.initializer = g.initializers;
+    m.write_to_bytes().expect("a model serializes")
+}
+
+/// One node over constant operands (folded at load), with output `y`.
+fn folded(n: NodeProto, initializers: Vec<TensorProto>) -> Vec<u8> {
+    model(Graph {
+        nodes: vec![n],
+        inputs: vec![],
+        outputs: vec![info("y", 1, &[])],
+        initializers,
+    })
+}
+
+/// The crafted models, by name (also the fuzz seeds, see `write_fuzz_seeds`).
+fn crafted() -> Vec<(&'static str, Vec<u8>)> {
+    let conv = |name: &str, attributes: Vec<AttributeProto>, w: &[i64]| {
+        model(Graph {
+            nodes: vec![with(node("Conv", name, &["x", "w"], &["y"]), attributes)],
+            inputs: vec![info("x", 1, &[None, Some(3), Some(8), Some(8)])],
+            outputs: vec![info("y", 1, &[])],
+            initializers: vec![ramp("w", w)],
+        })
+    };
+    let pool = |op: &str, name: &str, attributes: Vec<AttributeProto>| {
+        model(Graph {
+            nodes: vec![with(node(op, name, &["x"], &["y"]), attributes)],
+            inputs: vec![info("x", 1, &[None, Some(3), Some(8), Some(8)])],
+            outputs: vec![info("y", 1, &[])],
+            initializers: vec![],
+        })
+    };
+    vec![
+        (
+            "folded_gemm_mismatch",
+            folded(
+                node("Gemm", "crafted_gemm", &["a", "b"], &["y"]),
+                vec![ramp("a", &[2, 3]), ramp("b", &[4, 5])],
+            ),
+        ),
+        (
+            "folded_conv_mismatch",
+            folded(
+                with(
+                    node("Conv", "crafted_conv", &["a", "w"], &["y"]),
+                    vec![ints("kernel_shape", &[3, 3])],
+                ),
+                vec![ramp("a", &[1, 3, 8, 8]), ramp("w", &[4, 2, 3, 3])],
+            ),
+        ),
+        (
+            "folded_concat_mismatch",
+            folded(
+                with(
+                    node("Concat", "crafted_concat", &["a", "b"], &["y"]),
+                    vec![int("axis", 0)],
+                ),
+                vec![ramp("a", &[2, 3]), ramp("b", &[3, 4])],
+            ),
+        ),
+        (
+            "zero_channel_conv_batchnorm",
+            model(Graph {
+                nodes: vec![
+                    node("Conv", "crafted_conv", &["x", "w"], &["c"]),
+                    node(
+                        "BatchNormalization",
+                        "crafted_bn",
+                        &["c", "gamma", "beta", "mean", "var"],
+                        &["y"],
+                    ),
+                ],
+                inputs: vec![info("x", 1, &[None, Some(3), Some(8), Some(8)])],
+                outputs: vec![info("y", 1, &[])],
+                initializers: vec![
+                    floats("w", &[0, 3, 3, 3], &[]),
+                    floats("gamma", &[0], &[]),
+                    floats("beta", &[0], &[]),
+                    floats("mean", &[0], &[]),
+                    floats("var", &[0], &[]),
+                ],
+            }),
+        ),
+        (
+            "conv_same_stride_zero",
+            conv(
+                "crafted_conv",
+                vec![string("auto_pad", "SAME_UPPER"), ints("strides", &[0, 0])],
+                &[4, 3, 3, 3],
+            ),
+        ),
+        (
+            "maxpool_same_stride_zero",
+            pool(
+                "MaxPool",
+                "crafted_pool",
+                vec![
+                    ints("kernel_shape", &[2, 2]),
+                    string("auto_pad", "SAME_LOWER"),
+                    ints("strides", &[0, 1]),
+                ],
+            ),
+        ),
+        (
+            "maxpool_stride_zero",
+            pool(
+                "MaxPool",
+                "crafted_pool",
+                vec![ints("kernel_shape", &[2, 2]), ints("strides", &[0, 1])],
+            ),
+        ),
+        (
+            "averagepool_stride_zero",
+            pool(
+                "AveragePool",
+                "crafted_pool",
+                vec![ints("kernel_shape", &[3, 3]), ints("strides", &[2, 0])],
+            ),
+        ),
+        (
+            "conv_dilation_zero",
+            conv(
+                "crafted_conv",
+                vec![ints("dilations", &[0, 1])],
+                &[4, 3, 3, 3],
+            ),
+        ),
+        (
+            "constant_of_shape_256gib",
+            model(Graph {
+                nodes: vec![with(
+                    node("ConstantOfShape", "crafted_fill", &["shape"], &["y"]),
+                    vec![tensor("value", floats("", &[1], &[1.0]))],
+                )],
+                inputs: vec![],
+                outputs: vec![info("y", 1, &[])],
+                initializers: vec![int64s("shape", &[3], &[65536, 65536, 16])],
+            }),
+        ),
+        ("reshape_2_62", reshape_then_matmul(true)),
+        ("reshape_2_62_runtime_shape", reshape_then_matmul(false)),
+        (
+            "broadcast_add_16gib",
+            model(Graph {
+                nodes: vec![node("Add", "crafted_add", &["a", "b"], &["y"])],
+                inputs: vec![
+                    info("a", 1, &[Some(65536), Some(1)]),
+                    info("b", 1, &[Some(1), Some(65536)]),
+                ],
+                outputs: vec![info("y", 1, &[])],
+                initializers: vec![],
+            }),
+        ),
+    ]
+}
+
+/// `Reshape(x, [2^62, 4]) · B`: the element count of the target wraps to 0 in
+/// unchecked arithmetic, which a `(0, 4)` input matches.
+fn reshape_then_matmul(constant_shape: bool) -> Vec<u8> {
+    let target = [1_i64 << 62, 4];
+    let mut inputs = vec![info("x", 1, &[None, Some(4)])];
+    let mut initializers = vec![ramp("b", &[4, 3])];
+    if constant_shape {
+        initializers.push(int64s("shape", &[2], &target));
+    } else {
+        inputs.push(info("shape", 7, &[Some(2)]));
+    }
+    model(Graph {
+        nodes: vec![
+            node("Reshape", "crafted_reshape", &["x", "shape"], &["r"]),
+            node("MatMul", "crafted_matmul", &["r", "b"], &["y"]),
+        ],
+        inputs,
+        outputs: vec![info("y", 1, &[])],
+        initializers,
+    })
+}
+
+fn bytes_of(name: &str) -> Vec<u8> {
+    crafted()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .expect("a crafted model")
+        .1
+}
+
+/// The innermost cause of an error.
+fn root(e: &EngineError) -> &EngineError {
+    match e {
+        EngineError::Node { source, .. } => root(source),
+        other => other,
+    }
+}
+
+/// Asserts a refusal the engine meant (not a caught panic) that names `node`, when given.
+fn refused<T: std::fmt::Debug>(result: Result<T, EngineError>, node: Option<&str>) -> String {
+    let error = result.expect_err("refused");
+    let text = error.to_string();
+    assert!(
+        !matches!(root(&error), EngineError::Internal(_)),
+        "a panic was caught instead of a check: {text}"
+    );
+    if let Some(node) = node {
+        assert!(text.contains(node), "the error names {node}: {text}");
+    }
+    text
+}
+
+fn input(shape: &[usize]) -> TensorData {
+    TensorData::new(vec![0.5f32; shape.iter().product()], shape.to_vec())
+}
+
+#[test]
+fn folded_operators_with_mismatched_constants_are_refused() {
+    for (model, node) in [
+        ("folded_gemm_mismatch", "crafted_gemm"),
+        ("folded_conv_mismatch", "crafted_conv"),
+        ("folded_concat_mismatch", "crafted_concat"),
+    ] {
+        let text = refused(Model::load(&bytes_of(model), &cpu()), None);
+        eprintln!("{model}: {text}");
+        // onnx-ir's shape inference may see it first; if not, the node is named.
+        if !text.starts_with("not a readable ONNX model") {
+            assert!(text.contains(node), "{model}: {text}");
+        }
+    }
+}
+
+#[test]
+fn zero_channel_conv_then_batchnorm_runs_or_is_refused() {
+    match Model::load(&bytes_of("zero_channel_conv_batchnorm"), &cpu()) {
+        Ok(model) => {
+            let out = model.run(vec![("x".into(), input(&[2, 3, 8, 8]))]);
+            match out {
+                Ok(out) => assert_eq!(out[0].1.shape().to_vec(), vec![2, 0, 6, 6]),
+                Err(e) => {
+                    refused::<()>(Err(e), None);
+                }
+            }
+        }
+        Err(e) => {
+            refused::<()>(Err(e), None);
+        }
+    }
+}
+
+#[test]
+fn zero_strides_and_dilations_are_refused_at_load() {
+    for (model, node) in [
+        ("conv_same_stride_zero", "crafted_conv"),
+        ("maxpool_same_stride_zero", "crafted_pool"),
+        ("maxpool_stride_zero", "crafted_pool"),
+        ("averagepool_stride_zero", "crafted_pool"),
+        ("conv_dilation_zero", "crafted_conv"),
+    ] {
+        let text = refused(Model::load(&bytes_of(model), &cpu()), Some(node));
+        assert!(
+            text.contains("at least 1") || text.contains("strides"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn constant_of_shape_is_capped_not_attempted() {
+    let text = refused(
+        Model::load(&bytes_of("constant_of_shape_256gib"), &cpu()),
+        Some("crafted_fill"),
+    );
+    assert!(text.contains("max_tensor_bytes"), "{text}");
+}
+
+#[test]
+fn reshape_whose_size_wraps_is_refused() {
+    // The target as a constant: refused at load or at run, never run.
+    let bytes = bytes_of("reshape_2_62");
+    match Model::load(&bytes, &cpu()) {
+        Ok(model) => {
+            refused(
+                model.run(vec![("x".into(), input(&[0, 4]))]),
+                Some("crafted_reshape"),
+            );
+        }
+        Err(e) => {
+            refused::<()>(Err(e), None);
+        }
+    }
+    // The target as an input.
+    let model = Model::load(&bytes_of("reshape_2_62_runtime_shape"), &cpu()).unwrap();
+    let shape = TensorData::new(vec![1_i64 << 62, 4], [2]);
+    refused(
+        model.run(vec![("x".into(), input(&[0, 4])), ("shape".into(), shape)]),
+        Some("crafted_reshape"),
+    );
+}
+
+#[test]
+fn broadcasts_past_the_cap_are_refused_at_run_time() {
+    let model = Model::load(&bytes_of("broadcast_add_16gib"), &cpu()).unwrap();
+    let text = refused(
+        model.run(vec![
+            ("a".into(), input(&[65536, 1])),
+            ("b".into(), input(&[1, 65536])),
+        ]),
+        Some("crafted_add"),
+    );
+    assert!(text.contains("max_tensor_bytes"), "{text}");
+}
+
+#[test]
+fn limits_apply_to_inputs_and_folding() {
+    let bytes = bytes_of("broadcast_add_16gib");
+    let small = LoadLimits {
+        max_tensor_bytes: 1024,
+        ..LoadLimits::default()
+    };
+    let model = Model::load_with(&bytes, &cpu(), &small).unwrap();
+    assert_eq!(model.limits(), &small);
+    let text = refused(
+        model.run(vec![
+            ("a".into(), input(&[65536, 1])),
+            ("b".into(), input(&[1, 65536])),
+        ]),
+        None,
+    );
+    assert!(text.contains("input a"), "{text}");
+    // Two folded nodes: the second starts past a zero budget.
+    let chain = model_bytes_two_folds();
+    let none = LoadLimits {
+        fold_budget: Duration::ZERO,
+        ..LoadLimits::default()
+    };
+    let text = refused(Model::load_with(&chain, &cpu(), &none), Some("second"));
+    assert!(text.contains("fold_budget"), "{text}");
+    assert!(Model::load(&chain, &cpu()).is_ok());
+}
+
+fn model_bytes_two_folds() -> Vec<u8> {
+    model(Graph {
+        nodes: vec![
+            with(
+                node("ConstantOfShape", "first", &["shape"], &["c"]),
+                vec![tensor("value", floats("", &[1], &[1.0]))],
+            ),
+            node("Add", "second", &["c", "c"], &["y"]),
+        ],
+        inputs: vec![],
+        outputs: vec![info("y", 1, &[])],
+        initializers: vec![int64s("shape", &[2], &[64, 64])],
+    })
+}
+
+#[test]
+fn weight_bytes_count_the_weights() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/cnn.onnx");
+    let bytes = std::fs::read(path).unwrap();
+    let proto = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let weights: u64 = proto
+        .graph
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().product::<i64>().unsigned_abs() * 4)
+        .sum();
+    let model = Model::load(&bytes, &cpu()).unwrap();
+    let file = bytes.len() as u64;
+    let counted = model.weight_bytes();
+    assert!(weights > 0);
+    // Every weight once (packed or as a constant), plus the file the graph keeps; batch
+    // norms folded into convolutions take no more room than the weights they were.
+    assert!(
+        counted >= file + weights / 2,
+        "{counted} for {weights} + {file}"
+    );
+    assert!(
+        counted <= file + 2 * weights + 4096,
+        "{counted} for {weights} + {file}"
+    );
+}
+
+/// `CAIRN_WRITE_FUZZ_SEEDS=1 cargo test --features gpu --lib engine::safety_tests`
+/// writes the crafted models to `fuzz/seeds/model_load/` (committed; pass that directory
+/// to `cargo fuzz run` after the corpus directory).
+#[test]
+fn write_fuzz_seeds() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_load");
+    let models = crafted();
+    assert!(models.len() >= 10);
+    if std::env::var("CAIRN_WRITE_FUZZ_SEEDS").as_deref() != Ok("1") {
+        return;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in models {
+        std::fs::write(dir.join(format!("{name}.onnx")), bytes).unwrap();
+    }
+}

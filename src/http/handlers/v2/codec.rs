@@ -1,0 +1,547 @@
+//! The KServe V2 / Open Inference Protocol wire format: JSON requests and responses, and
+//! Triton's binary tensor data extension (a JSON header of `Inference-Header-Content-Length`
+//! bytes followed by raw little-endian tensors).
+//!
+//! Tensor data is parsed straight into typed buffers: the JSON header keeps each `data`
+//! as an unparsed slice (`RawValue`), which is then read once, flattening nested arrays,
+//! into a `Vec` of the tensor's element type. No `serde_json::Value` per element.
+
+use std::fmt;
+
+use burn::tensor::{BoolStore, DType, TensorData, f16};
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::engine::TensorSpec;
+use crate::registry::v2_datatype;
+
+/// Parameters of a request, an input or an output; unknown ones are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct Parameters {
+    #[serde(default)]
+    pub binary_data_size: Option<u64>,
+    #[serde(default)]
+    pub binary_data: Option<bool>,
+    #[serde(default)]
+    pub binary_data_output: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InputHeader<'a> {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputRequest {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestHeader<'a> {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+    #[serde(borrow)]
+    pub inputs: Vec<InputHeader<'a>>,
+    #[serde(default)]
+    pub outputs: Option<Vec<OutputRequest>>,
+}
+
+/// A request's mistake, answered with 400.
+#[derive(Debug)]
+pub struct BadRequest(pub String);
+
+impl fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad<T>(message: impl Into<String>) -> Result<T, BadRequest> {
+    Err(BadRequest(message.into()))
+}
+
+/// The burn element type of a V2 datatype the engine runs.
+#[must_use]
+pub fn dtype_of(datatype: &str) -> Option<DType> {
+    Some(match datatype {
+        "FP32" => DType::F32,
+        "FP16" => DType::F16,
+        "INT64" => DType::I64,
+        "INT32" => DType::I32,
+        "INT16" => DType::I16,
+        "INT8" => DType::I8,
+        "UINT32" => DType::U32,
+        "UINT16" => DType::U16,
+        "UINT8" => DType::U8,
+        "BOOL" => DType::Bool(BoolStore::Native),
+        _ => return None,
+    })
+}
+
+/// The V2 datatype of a tensor the engine returned.
+#[must_use]
+pub fn datatype_of(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "FP32",
+        DType::F16 => "FP16",
+        DType::F64 => "FP64",
+        DType::I64 => "INT64",
+        DType::I32 => "INT32",
+        DType::I16 => "INT16",
+        DType::I8 => "INT8",
+        DType::U64 => "UINT64",
+        DType::U32 => "UINT32",
+        DType::U16 => "UINT16",
+        DType::U8 => "UINT8",
+        DType::Bool(_) => "BOOL",
+        _ => "UNSUPPORTED",
+    }
+}
+
+/// An element type that JSON numbers (or booleans) convert into, with range checks.
+trait Element: Sized {
+    const NAME: &'static str;
+    fn from_f64(v: f64) -> Option<Self>;
+    fn from_i64(v: i64) -> Option<Self>;
+    fn from_u64(v: u64) -> Option<Self>;
+    fn from_bool(_: bool) -> Option<Self> {
+        None
+    }
+}
+
+macro_rules! float_element {
+    ($t:ty, $name:literal, $conv:expr) => {
+        impl Element for $t {
+            const NAME: &'static str = $name;
+            fn from_f64(v: f64) -> Option<Self> {
+                Some($conv(v))
+            }
+            #[expect(clippy::cast_precision_loss, reason = "JSON integers as floats")]
+            fn from_i64(v: i64) -> Option<Self> {
+                Some($conv(v as f64))
+            }
+            #[expect(clippy::cast_precision_loss, reason = "JSON integers as floats")]
+            fn from_u64(v: u64) -> Option<Self> {
+                Some($conv(v as f64))
+            }
+        }
+    };
+}
+
+#[expect(clippy::cast_possible_truncation, reason = "FP32 tensors hold f32")]
+fn to_f32(v: f64) -> f32 {
+    v as f32
+}
+float_element!(f32, "FP32", to_f32);
+float_element!(f16, "FP16", f16::from_f64);
+
+macro_rules! int_element {
+    ($t:ty, $name:literal) => {
+        impl Element for $t {
+            const NAME: &'static str = $name;
+            fn from_f64(_: f64) -> Option<Self> {
+                None
+            }
+            fn from_i64(v: i64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+            fn from_u64(v: u64) -> Option<Self> {
+                <$t>::try_from(v).ok()
+            }
+        }
+    };
+}
+int_element!(i64, "INT64");
+int_element!(i32, "INT32");
+int_element!(i16, "INT16");
+int_element!(i8, "INT8");
+int_element!(u32, "UINT32");
+int_element!(u16, "UINT16");
+int_element!(u8, "UINT8");
+
+impl Element for bool {
+    const NAME: &'static str = "BOOL";
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_bool(v: bool) -> Option<Self> {
+        Some(v)
+    }
+}
+
+/// Reads nested JSON arrays of scalars into one flat `Vec`, in row-major order.
+struct Flat<'v, T> {
+    out: &'v mut Vec<T>,
+    depth: usize,
+    limit: usize,
+}
+
+impl<'de, T: Element> DeserializeSeed<'de> for Flat<'_, T> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<T: Element> Flat<'_, T> {
+    fn push<E: de::Error>(&mut self, v: Option<T>, what: &dyn fmt::Display) -> Result<(), E> {
+        if self.out.len() >= self.limit {
+            return Err(E::custom(format!(
+                "more values than the shape holds ({})",
+                self.limit
+            )));
+        }
+        match v {
+            Some(v) => {
+                self.out.push(v);
+                Ok(())
+            }
+            None => Err(E::custom(format!(
+                "{what} is not a valid {} value",
+                T::NAME
+            ))),
+        }
+    }
+}
+
+impl<'de, T: Element> Visitor<'de> for Flat<'_, T> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} values, in arrays", T::NAME)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth > 32 {
+            return Err(de::Error::custom("arrays nested deeper than 32"));
+        }
+        let (out, depth, limit) = (self.out, self.depth, self.limit);
+        while seq
+            .next_element_seed(Flat {
+                out: &mut *out,
+                depth: depth + 1,
+                limit,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
+        self.push(T::from_f64(v), &v)
+    }
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.push(T::from_i64(v), &v)
+    }
+    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
+        self.push(T::from_u64(v), &v)
+    }
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.push(T::from_bool(v), &v)
+    }
+}
+
+fn parse_flat<T: Element + burn::tensor::Element>(
+    raw: &RawValue,
+    count: usize,
+    shape: Vec<usize>,
+) -> Result<TensorData, String> {
+    let mut out = Vec::with_capacity(count);
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    Flat::<T> {
+        out: &mut out,
+        depth: 0,
+        limit: count,
+    }
+    .deserialize(&mut de)
+    .map_err(|e| e.to_string())?;
+    if out.len() != count {
+        return Err(format!(
+            "has {} values, its shape {shape:?} needs {count}",
+            out.len()
+        ));
+    }
+    Ok(TensorData::new(out, shape))
+}
+
+/// Checks one input against the model's spec and decodes its data (from JSON, or from
+/// `binary` when the input carries `binary_data_size`).
+///
+/// # Errors
+/// Unknown name, wrong datatype, rank, dims or element count, malformed values.
+pub fn decode_input(
+    input: &InputHeader<'_>,
+    spec: &TensorSpec,
+    binary: &mut &[u8],
+    max_elements: usize,
+) -> Result<TensorData, BadRequest> {
+    let name = &input.name;
+    let want = v2_datatype(&spec.dtype);
+    if input.datatype != want {
+        return bad(format!(
+            "input {name}: datatype {} given, the model takes {want}",
+            input.datatype
+        ));
+    }
+    let dtype = dtype_of(&input.datatype)
+        .ok_or_else(|| BadRequest(format!("input {name}: datatype {want} is not supported")))?;
+    if input.shape.len() != spec.shape.len() {
+        return bad(format!(
+            "input {name}: shape {:?} has rank {}, the model takes rank {} ({})",
+            input.shape,
+            input.shape.len(),
+            spec.shape.len(),
+            shape_text(&spec.shape)
+        ));
+    }
+    let mut shape = Vec::with_capacity(input.shape.len());
+    let mut count: usize = 1;
+    for (i, (&given, want)) in input.shape.iter().zip(&spec.shape).enumerate() {
+        let Ok(dim) = usize::try_from(given) else {
+            return bad(format!(
+                "input {name}: dimension {i} is {given}; dimensions are positive"
+            ));
+        };
+        if let Some(want) = want
+            && *want != dim
+        {
+            return bad(format!(
+                "input {name}: dimension {i} is {dim}, the model takes {want} ({})",
+                shape_text(&spec.shape)
+            ));
+        }
+        count = count
+            .checked_mul(dim)
+            .filter(|c| *c <= max_elements)
+            .ok_or_else(|| {
+                BadRequest(format!(
+                    "input {name}: shape {:?} is larger than this device accepts",
+                    input.shape
+                ))
+            })?;
+        shape.push(dim);
+    }
+    let binary_size = input.parameters.as_ref().and_then(|p| p.binary_data_size);
+    match (binary_size, input.data) {
+        (Some(_), Some(_)) => bad(format!(
+            "input {name}: give either data or binary_data_size, not both"
+        )),
+        (Some(size), None) => {
+            let expected = count * dtype.size();
+            if u64::try_from(expected).ok() != Some(size) {
+                return bad(format!(
+                    "input {name}: binary_data_size is {size}, shape {:?} of {want} needs {expected} bytes",
+                    input.shape
+                ));
+            }
+            if binary.len() < expected {
+                return bad(format!(
+                    "input {name}: the body holds {} bytes of binary data, {expected} are needed",
+                    binary.len()
+                ));
+            }
+            let (mine, rest) = binary.split_at(expected);
+            *binary = rest;
+            let mut bytes = mine.to_vec();
+            if matches!(dtype, DType::Bool(_)) {
+                for b in &mut bytes {
+                    *b = u8::from(*b != 0);
+                }
+            }
+            TensorData::try_from_bytes_vec(bytes, shape, dtype)
+                .map_err(|e| BadRequest(format!("input {name}: {e:?}")))
+        }
+        (None, None) => bad(format!(
+            "input {name}: no data (give `data` or binary_data_size)"
+        )),
+        (None, Some(raw)) => {
+            let parsed = match dtype {
+                DType::F32 => parse_flat::<f32>(raw, count, shape),
+                DType::F16 => parse_flat::<f16>(raw, count, shape),
+                DType::I64 => parse_flat::<i64>(raw, count, shape),
+                DType::I32 => parse_flat::<i32>(raw, count, shape),
+                DType::I16 => parse_flat::<i16>(raw, count, shape),
+                DType::I8 => parse_flat::<i8>(raw, count, shape),
+                DType::U32 => parse_flat::<u32>(raw, count, shape),
+                DType::U16 => parse_flat::<u16>(raw, count, shape),
+                DType::U8 => parse_flat::<u8>(raw, count, shape),
+                DType::Bool(_) => parse_flat::<bool>(raw, count, shape),
+                _ => Err(format!("datatype {want} is not supported")),
+            };
+            parsed.map_err(|e| BadRequest(format!("input {name}: data {e}")))
+        }
+    }
+}
+
+fn shape_text(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or_else(|| "-1".to_owned(), |v| v.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// An output's data: JSON values, or a size whose bytes follow the JSON header.
+#[derive(Serialize)]
+pub struct OutputTensor<'a> {
+    pub name: &'a str,
+    pub datatype: &'static str,
+    pub shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<OutputParameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<JsonData<'a>>,
+}
+
+#[derive(Serialize)]
+pub struct OutputParameters {
+    pub binary_data_size: usize,
+}
+
+/// A tensor's values for JSON, serialized as a flat array straight from its buffer.
+pub struct JsonData<'a>(pub &'a TensorData);
+
+impl Serialize for JsonData<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let data = self.0;
+        let err = |e: burn::tensor::DataError| S::Error::custom(format!("{e:?}"));
+        match data.dtype() {
+            DType::F32 => data.as_slice::<f32>().map_err(err)?.serialize(s),
+            DType::F16 => s.collect_seq(
+                data.as_slice::<f16>()
+                    .map_err(err)?
+                    .iter()
+                    .map(|v| v.to_f32()),
+            ),
+            DType::I64 => data.as_slice::<i64>().map_err(err)?.serialize(s),
+            DType::I32 => data.as_slice::<i32>().map_err(err)?.serialize(s),
+            DType::I16 => data.as_slice::<i16>().map_err(err)?.serialize(s),
+            DType::I8 => data.as_slice::<i8>().map_err(err)?.serialize(s),
+            DType::U32 => data.as_slice::<u32>().map_err(err)?.serialize(s),
+            DType::U16 => data.as_slice::<u16>().map_err(err)?.serialize(s),
+            DType::U8 => data.as_slice::<u8>().map_err(err)?.serialize(s),
+            DType::Bool(_) => s.collect_seq(data.as_bytes().iter().map(|b| *b != 0)),
+            other => Err(S::Error::custom(format!("{other:?} outputs"))),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ResponseHeader<'a> {
+    pub model_name: &'a str,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    pub outputs: Vec<OutputTensor<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(dtype: &str, shape: Vec<Option<usize>>) -> TensorSpec {
+        TensorSpec {
+            name: "x".into(),
+            dtype: dtype.into(),
+            shape,
+        }
+    }
+
+    fn header(json: &str) -> RequestHeader<'_> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn nested_and_flat_data_decode_alike() {
+        let s = spec("FLOAT", vec![None, Some(2)]);
+        for body in [
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#,
+            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#,
+        ] {
+            let h = header(body);
+            let t = decode_input(&h.inputs[0], &s, &mut &[][..], 1 << 20).unwrap();
+            assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.5, 3.0, 4.0]);
+            assert_eq!(t.shape().to_vec(), vec![2, 2]);
+        }
+    }
+
+    #[test]
+    fn mistakes_name_the_input_and_the_expectation() {
+        let s = spec("FLOAT", vec![None, Some(2)]);
+        let cases = [
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "dimension 1 is 3, the model takes 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"INT64","data":[1,2]}]}"#,
+                "the model takes FP32",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1]}]}"#,
+                "needs 2",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2,3]}]}"#,
+                "more values",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,"a"]}]}"#,
+                "input x",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1,2]}]}"#,
+                "rank",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "positive",
+            ),
+            (
+                r#"{"inputs":[{"name":"x","shape":[4611686018427387904,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "larger",
+            ),
+        ];
+        for (body, want) in cases {
+            let h = header(body);
+            let err = decode_input(&h.inputs[0], &s, &mut &[][..], 1 << 20).unwrap_err();
+            assert!(err.0.contains(want), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn integers_are_range_checked_and_binary_is_sliced() {
+        let s = spec("INT8", vec![Some(2)]);
+        let h = header(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT8","data":[1,300]}]}"#);
+        assert!(decode_input(&h.inputs[0], &s, &mut &[][..], 100).is_err());
+        let s = spec("FLOAT", vec![Some(2)]);
+        let h = header(
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#,
+        );
+        let bytes: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let mut rest = &bytes[..];
+        let t = decode_input(&h.inputs[0], &s, &mut rest, 100).unwrap();
+        assert_eq!(t.as_slice::<f32>().unwrap(), &[1.5, -2.0]);
+        assert!(rest.is_empty());
+        let mut short = &bytes[..4];
+        assert!(decode_input(&h.inputs[0], &s, &mut short, 100).is_err());
+    }
+}

@@ -1,0 +1,470 @@
+//! KServe V2 / Open Inference Protocol routes: model metadata, readiness, inference (JSON
+//! and binary tensors), statistics (Triton's extension) and the repository extension.
+
+mod codec;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use self::codec::{
+    BadRequest, JsonData, OutputParameters, OutputTensor, RequestHeader, ResponseHeader,
+};
+use super::models::version_param;
+use crate::engine::EngineError;
+use crate::http::service::Ctx;
+use crate::http::{ApiError, Response, response};
+use crate::registry::{TensorView, VersionView};
+use crate::serving::{DeploySettings, Deployment, ServeError};
+use crate::telemetry::metrics::{InferOutcomeLabels, ModelLabels, ModelVersionLabels};
+
+const HEADER_LENGTH: &str = "inference-header-content-length";
+
+fn model_name(ctx: &Ctx) -> String {
+    ctx.param("name").unwrap_or_default().to_owned()
+}
+
+fn not_found(model: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+        format!("no model named {model}"),
+    )
+}
+
+/// The live deployment of the route's model (and version, when the route names one).
+async fn deployment(ctx: &Ctx, version: Option<u32>) -> Result<Arc<Deployment>, ApiError> {
+    let model = model_name(ctx);
+    let live = ctx.app.serving.get(&model);
+    match live {
+        Some(d) if version.is_none_or(|v| v == d.settings.version) => Ok(d),
+        _ => {
+            // Why not: unknown model or version (404) or known but not serving (503).
+            let view = ctx
+                .app
+                .registry
+                .model(&model)
+                .await
+                .map_err(|_| not_found(&model))?;
+            if let Some(v) = version
+                && !view.versions.iter().any(|x| x.version == v)
+            {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "model_not_found",
+                    format!("model {model} has no version {v}"),
+                ));
+            }
+            Err(ServeError::NotReady(match version {
+                Some(v) => format!("version {v} of model {model} is not deployed"),
+                None => format!("model {model} is not deployed"),
+            })
+            .into())
+        }
+    }
+}
+
+fn tensor_views(specs: &[crate::engine::TensorSpec]) -> Vec<TensorView> {
+    specs
+        .iter()
+        .map(|s| TensorView {
+            name: s.name.clone(),
+            datatype: crate::registry::v2_datatype(&s.dtype).to_owned(),
+            shape: s
+                .shape
+                .iter()
+                .map(|d| d.map_or(-1, |v| i64::try_from(v).unwrap_or(-1)))
+                .collect(),
+        })
+        .collect()
+}
+
+pub async fn metadata(ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
+    let model = model_name(&ctx);
+    let view = ctx
+        .app
+        .registry
+        .model(&model)
+        .await
+        .map_err(|_| not_found(&model))?;
+    let ready: Vec<&VersionView> = view
+        .versions
+        .iter()
+        .filter(|v| v.state == "ready")
+        .collect();
+    let versions: Vec<String> = ready.iter().map(|v| v.version.to_string()).collect();
+    let live = ctx.app.serving.get(&model);
+    let chosen = if versioned {
+        let wanted = version_param(&ctx)?;
+        view.versions
+            .iter()
+            .find(|v| v.version == wanted)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "model_not_found",
+                    format!("model {model} has no version {wanted}"),
+                )
+            })?
+    } else {
+        let current = live.as_ref().map(|d| d.settings.version);
+        current
+            .and_then(|c| view.versions.iter().find(|v| v.version == c))
+            .or_else(|| ready.last().copied())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "model_not_found",
+                    format!("model {model} has no ready version"),
+                )
+            })?
+    };
+    let (inputs, outputs) = match live
+        .as_ref()
+        .filter(|d| d.settings.version == chosen.version)
+    {
+        Some(d) => (tensor_views(&d.inputs), tensor_views(&d.outputs)),
+        None => (chosen.inputs.clone(), chosen.outputs.clone()),
+    };
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({
+            "name": model,
+            "versions": versions,
+            "platform": "onnx_onnxv1",
+            "inputs": inputs,
+            "outputs": outputs,
+        }),
+    ))
+}
+
+pub async fn ready(ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
+    let version = if versioned {
+        Some(version_param(&ctx)?)
+    } else {
+        None
+    };
+    deployment(&ctx, version).await?;
+    Ok(response::json(StatusCode::OK, &json!({ "ready": true })))
+}
+
+fn header_length(ctx: &Ctx) -> Result<Option<usize>, ApiError> {
+    ctx.head
+        .headers
+        .get(HEADER_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        "Inference-Header-Content-Length must be a byte count",
+                    )
+                })
+        })
+        .transpose()
+}
+
+pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
+    let version = if versioned {
+        Some(version_param(&ctx)?)
+    } else {
+        None
+    };
+    let deployment = deployment(&ctx, version).await?;
+    let metrics = ctx.app.serving.metrics().clone();
+    let model_label = ModelLabels {
+        model: deployment.model_name.clone(),
+    };
+    let in_flight = metrics.in_flight.get_or_create(&model_label).clone();
+    in_flight.inc();
+    let result = run(&mut ctx, &deployment).await;
+    in_flight.dec();
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) if e.status == StatusCode::BAD_REQUEST => "invalid",
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => "busy",
+        Err(_) => "error",
+    };
+    metrics
+        .requests
+        .get_or_create(&InferOutcomeLabels {
+            model: deployment.model_name.clone(),
+            version: deployment.settings.version.to_string(),
+            outcome,
+        })
+        .inc();
+    result
+}
+
+async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiError> {
+    let header_len = header_length(ctx)?;
+    let body: Bytes = ctx.body().await?;
+    let (json_part, mut binary): (&[u8], &[u8]) = match header_len {
+        Some(n) if n <= body.len() => body.split_at(n),
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "Inference-Header-Content-Length is {n}, the body has {} bytes",
+                    body.len()
+                ),
+            ));
+        }
+        None => (&body[..], &[][..]),
+    };
+    let request: RequestHeader<'_> = serde_json::from_slice(json_part).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
+        };
+        ApiError::bad_request(code, format!("inference request: {e}"))
+    })?;
+    let max_elements =
+        usize::try_from(ctx.app.config.engine.max_tensor_bytes.0).unwrap_or(usize::MAX);
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in &request.inputs {
+        let Some(spec) = deployment.inputs.iter().find(|s| s.name == input.name) else {
+            let names: Vec<&str> = deployment.inputs.iter().map(|s| s.name.as_str()).collect();
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!(
+                    "input {}: the model has no such input; its inputs are {}",
+                    input.name,
+                    names.join(", ")
+                ),
+            ));
+        };
+        if inputs.iter().any(|(n, _)| *n == input.name) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("input {} is given twice", input.name),
+            ));
+        }
+        let data = codec::decode_input(input, spec, &mut binary, max_elements)
+            .map_err(|BadRequest(m)| ApiError::bad_request("invalid_request", m))?;
+        inputs.push((input.name.clone(), data));
+    }
+    for spec in &deployment.inputs {
+        if !inputs.iter().any(|(n, _)| *n == spec.name) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("input {} is missing", spec.name),
+            ));
+        }
+    }
+    // The model's inputs must all agree on the batch, as one request.
+    let requested: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {
+        outs.iter()
+            .map(|o| {
+                let binary = o
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.binary_data)
+                    .unwrap_or(false);
+                (o.name.clone(), binary)
+            })
+            .collect()
+    });
+    if let Some(requested) = &requested {
+        for (name, _) in requested {
+            if !deployment.outputs.iter().any(|s| s.name == *name) {
+                let names: Vec<&str> = deployment.outputs.iter().map(|s| s.name.as_str()).collect();
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "output {name}: the model has no such output; its outputs are {}",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    let all_binary = request
+        .parameters
+        .as_ref()
+        .and_then(|p| p.binary_data_output)
+        .unwrap_or(false);
+    let started = Instant::now();
+    let answer = deployment.infer(inputs).await?;
+    let labels = ModelVersionLabels {
+        model: deployment.model_name.clone(),
+        version: deployment.settings.version.to_string(),
+    };
+    let metrics = ctx.app.serving.metrics();
+    metrics
+        .queue_seconds
+        .get_or_create(&labels)
+        .observe(answer.queue.as_secs_f64());
+    metrics
+        .compute_seconds
+        .get_or_create(&labels)
+        .observe(answer.compute.as_secs_f64());
+    #[expect(clippy::cast_precision_loss, reason = "batch sizes are small")]
+    metrics
+        .batch_rows
+        .get_or_create(&labels)
+        .observe(answer.batch_rows as f64);
+    let outputs = answer.outputs.map_err(|e| match e {
+        EngineError::Input(m) => ApiError::bad_request("invalid_request", m),
+        other => {
+            tracing::warn!(error = %other, elapsed_us = started.elapsed().as_micros(), "inference failed");
+            ApiError::from(ServeError::Engine(other.to_string()))
+        }
+    })?;
+    let wanted: Vec<(&(String, burn::tensor::TensorData), bool)> = match &requested {
+        Some(requested) => requested
+            .iter()
+            .filter_map(|(name, binary)| {
+                outputs
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|o| (o, *binary || all_binary))
+            })
+            .collect(),
+        None => outputs.iter().map(|o| (o, all_binary)).collect(),
+    };
+    let mut tail: Vec<&[u8]> = Vec::new();
+    let tensors = wanted
+        .iter()
+        .map(|((name, data), binary)| {
+            let shape = data.shape().to_vec();
+            let datatype = codec::datatype_of(data.dtype());
+            if *binary {
+                tail.push(data.as_bytes());
+                OutputTensor {
+                    name,
+                    datatype,
+                    shape,
+                    parameters: Some(OutputParameters {
+                        binary_data_size: data.as_bytes().len(),
+                    }),
+                    data: None,
+                }
+            } else {
+                OutputTensor {
+                    name,
+                    datatype,
+                    shape,
+                    parameters: None,
+                    data: Some(JsonData(data)),
+                }
+            }
+        })
+        .collect();
+    let header = ResponseHeader {
+        model_name: &deployment.model_name,
+        model_version: deployment.settings.version.to_string(),
+        id: request.id.as_deref(),
+        outputs: tensors,
+    };
+    let mut out = serde_json::to_vec(&header)
+        .map_err(|e| ApiError::internal(format!("the answer does not serialize: {e}")))?;
+    if tail.is_empty() {
+        return Ok(response::json_bytes(StatusCode::OK, out));
+    }
+    let json_len = out.len();
+    for part in tail {
+        out.extend_from_slice(part);
+    }
+    let mut resp = response::bytes(StatusCode::OK, "application/octet-stream", out);
+    resp.headers_mut()
+        .insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(resp)
+}
+
+fn model_stats(d: &Deployment) -> serde_json::Value {
+    let s = d.stats();
+    let c = &d.counters;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let pair = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    json!({
+        "name": d.model_name,
+        "version": d.settings.version.to_string(),
+        "last_inference": s.last_inference_ms,
+        "inference_count": get(&c.inferences),
+        "execution_count": s.executions,
+        "inference_stats": {
+            "success": pair(s.success, get(&c.success_ns)),
+            "fail": pair(s.failure, get(&c.failure_ns)),
+            "queue": pair(s.success + s.failure, get(&c.queue_ns)),
+            "compute_input": pair(s.success + s.failure, 0),
+            "compute_infer": pair(s.success + s.failure, get(&c.compute_ns)),
+            "compute_output": pair(s.success + s.failure, 0),
+            "cache_hit": pair(0, 0),
+            "cache_miss": pair(0, 0),
+        },
+        "batch_stats": [],
+    })
+}
+
+pub async fn stats(ctx: Ctx) -> Result<Response, ApiError> {
+    let deployment = deployment(&ctx, None).await?;
+    Ok(response::json(
+        StatusCode::OK,
+        &json!({ "model_stats": [model_stats(&deployment)] }),
+    ))
+}
+
+pub fn all_stats(ctx: &Ctx) -> Response {
+    let stats: Vec<serde_json::Value> = ctx
+        .app
+        .serving
+        .all()
+        .iter()
+        .map(|d| model_stats(d))
+        .collect();
+    response::json(StatusCode::OK, &json!({ "model_stats": stats }))
+}
+
+pub async fn repository_index(ctx: Ctx) -> Result<Response, ApiError> {
+    let models = ctx.app.registry.list().await?;
+    let index: Vec<serde_json::Value> = models
+        .iter()
+        .map(|m| match ctx.app.serving.get(&m.name) {
+            Some(d) => json!({ "name": m.name, "version": d.settings.version.to_string(), "state": "READY", "reason": "" }),
+            None => json!({ "name": m.name, "state": "UNAVAILABLE", "reason": "not deployed" }),
+        })
+        .collect();
+    Ok(response::json(StatusCode::OK, &index))
+}
+
+pub async fn repository_load(ctx: Ctx) -> Result<Response, ApiError> {
+    let model = model_name(&ctx);
+    if ctx.app.serving.get(&model).is_none() {
+        let view = ctx.app.registry.model(&model).await?;
+        let newest = view
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.state == "ready")
+            .ok_or_else(|| {
+                ApiError::from(ServeError::Conflict(format!(
+                    "model {model} has no ready version to load"
+                )))
+            })?;
+        ctx.app
+            .serving
+            .deploy(&model, DeploySettings::new(newest.version))
+            .await?;
+    }
+    Ok(response::json(StatusCode::OK, &json!({})))
+}
+
+pub async fn repository_unload(ctx: Ctx) -> Result<Response, ApiError> {
+    let model = model_name(&ctx);
+    ctx.app.registry.model(&model).await?;
+    match ctx.app.serving.undeploy(&model).await {
+        Ok(()) | Err(ServeError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut resp = response::json(StatusCode::OK, &json!({}));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
