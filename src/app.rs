@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 use crate::auth::{Auth, AuthConfig, Bootstrap, RateLimitConfig};
@@ -15,6 +16,7 @@ use crate::http::router::Router;
 use crate::http::server::{self, Listeners};
 use crate::http::tls::Tls;
 use crate::registry::{Registry, RegistryConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::serving::{DeploySettings, Serving};
 use crate::store::{DeviceIdentity, STORE_FILE, Store};
 use crate::system::health::{self, Readiness};
@@ -30,6 +32,7 @@ pub struct App {
     pub auth: Arc<Auth>,
     pub registry: Arc<Registry>,
     pub serving: Arc<Serving>,
+    pub scheduler: Arc<Scheduler>,
     pub device: DeviceIdentity,
     pub router: Router,
     /// `None` when the HTTPS listener is off.
@@ -41,18 +44,34 @@ pub struct App {
     pub draining: AtomicBool,
     /// The last readiness report, reused for a second so probes cannot hammer fsync.
     readiness_cache: Mutex<Option<(Instant, Arc<Readiness>)>>,
+    /// Held while a probe runs: concurrent callers wait for its report instead of running
+    /// their own (single flight), so a burst of `/readyz` runs one probe per second.
+    readiness_flight: tokio::sync::Mutex<()>,
+    /// `cairn_readiness_probes_total`.
+    readiness_probes: Counter,
 }
 
 const READINESS_TTL: Duration = Duration::from_secs(1);
 
 impl App {
-    /// Runs (or reuses) the readiness checks off the tokio workers.
-    pub async fn readiness(self: &Arc<Self>) -> Arc<Readiness> {
-        if let Some((at, report)) = self.readiness_cache.lock().expect("poisoned").as_ref()
-            && at.elapsed() < READINESS_TTL
-        {
-            return Arc::clone(report);
+    fn cached_readiness(&self) -> Option<Arc<Readiness>> {
+        match self.readiness_cache.lock().expect("poisoned").as_ref() {
+            Some((at, report)) if at.elapsed() < READINESS_TTL => Some(Arc::clone(report)),
+            _ => None,
         }
+    }
+
+    /// Runs (or reuses) the readiness checks off the tokio workers: at most one probe at a
+    /// time, and callers that waited for it take its report.
+    pub async fn readiness(self: &Arc<Self>) -> Arc<Readiness> {
+        if let Some(report) = self.cached_readiness() {
+            return report;
+        }
+        let _flight = self.readiness_flight.lock().await;
+        if let Some(report) = self.cached_readiness() {
+            return report;
+        }
+        self.readiness_probes.inc();
         let app = Arc::clone(self);
         let report = tokio::task::spawn_blocking(move || {
             health::check(
@@ -176,6 +195,12 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         None => None,
     };
     let mut metrics = Metrics::new(Arc::clone(&store), start_time_unix);
+    let readiness_probes = Counter::default();
+    metrics.registry_mut().register(
+        "readiness_probes",
+        "Readiness probes run (a durable store write and statvfs); concurrent checks share one",
+        readiness_probes.clone(),
+    );
     let engine_device = select_engine_device(&mut metrics).await;
     let auth_config = auth_config(&config);
     metrics
@@ -199,6 +224,7 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         config.engine.max_model_memory.0,
         metrics.serving.clone(),
     ));
+    let scheduler = start_scheduler(&config, &store, &registry, &metrics).await?;
     let listeners = Listeners::bind(&config).await?;
     let (http_addr, https_addr) = (listeners.http_addr(), listeners.https_addr());
     let app = Arc::new(App {
@@ -208,6 +234,7 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         auth,
         registry,
         serving,
+        scheduler,
         device,
         router: Router::new(),
         tls,
@@ -215,6 +242,8 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         engine_device,
         draining: AtomicBool::new(false),
         readiness_cache: Mutex::new(None),
+        readiness_flight: tokio::sync::Mutex::new(()),
+        readiness_probes,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     spawn_upkeep(Arc::clone(&app), shutdown_rx.clone());
@@ -271,7 +300,14 @@ impl Running {
             deadline_ms = deadline.as_millis(),
             "shutting down: draining in-flight requests"
         );
+        self.app.scheduler.close_waits();
         let drained = self.listeners.drain(deadline).await;
+        // Running tasks get a little time to finish; those that do not run again at the
+        // next start.
+        self.app
+            .scheduler
+            .shutdown(deadline.min(Duration::from_secs(5)))
+            .await;
         if drained {
             tracing::info!("all connections closed");
         } else {
@@ -314,6 +350,7 @@ fn auth_config(config: &Config) -> AuthConfig {
             max_age: section.audit_retention,
             max_entries: section.audit_max_entries,
         },
+        ipv6_prefix: section.ipv6_prefix,
     }
 }
 
@@ -329,6 +366,26 @@ fn spawn_upkeep(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             }
         }
     });
+}
+
+async fn start_scheduler(
+    config: &Config,
+    store: &Arc<Store>,
+    registry: &Arc<Registry>,
+    metrics: &Metrics,
+) -> anyhow::Result<Arc<Scheduler>> {
+    let services = crate::scheduler::Services {
+        store: Arc::clone(store),
+        registry: Some(Arc::clone(registry)),
+        data_dir: config.data_dir.clone(),
+    };
+    Scheduler::start(
+        SchedulerConfig::from_section(&config.scheduler)?,
+        services,
+        metrics.scheduler.clone(),
+    )
+    .await
+    .context("cannot start the task scheduler")
 }
 
 async fn open_registry(config: &Config, store: &Arc<Store>) -> anyhow::Result<Arc<Registry>> {

@@ -10,6 +10,7 @@
 //!   that knows HTTP and JSON.
 //! - [`registry`]: models, versions, content-addressed blobs, validation, signatures.
 //! - [`serving`]: deployments (load, warm, switch, roll back) and batched inference.
+//! - [`scheduler`]: built-in task kinds, queued, prioritised and persisted in the store.
 //! - [`engine`]: the ONNX interpreter on burn, with cairn's own CPU kernels.
 //! - [`console`]: the embedded web console files.
 //! - [`telemetry`]: logs and Prometheus metrics.
@@ -32,6 +33,7 @@ pub mod console;
 pub mod engine;
 pub mod http;
 pub mod registry;
+pub mod scheduler;
 pub mod serving;
 pub mod store;
 pub mod system;

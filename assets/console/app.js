@@ -1,11 +1,13 @@
 // The console talks to the same REST API as every other client: a session cookie
 // (HttpOnly) plus the CSRF token from login, sent back on every change.
-// Pages: #overview (device, readiness, keys, users, audit) and #models[/name] (models.js).
+// Pages: #overview (device, readiness, keys, users, audit), #models[/name] (models.js) and
+// #tasks (tasks.js).
 
 import { $, api, button, cell, clearRefreshError, el, formData, has, row, setCsrf, showError, state, when } from "./common.js";
 import { initModels, refreshModels, resetModels } from "./models.js";
+import { initTasks, refreshTasks } from "./tasks.js";
 
-const PAGES = ["overview", "models"];
+const PAGES = ["overview", "models", "tasks"];
 
 function show(view) {
   for (const id of ["setup-view", "login-view", "app-view"]) $(id).hidden = id !== view;
@@ -18,6 +20,7 @@ function route() {
   if (page === "models" && has("models:read")) {
     return { page, model: rest.length && rest[0] ? decodeURIComponent(rest.join("/")) : null };
   }
+  if (page === "tasks" && has("tasks:read")) return { page, model: null };
   return { page: "overview", model: null };
 }
 
@@ -75,12 +78,14 @@ async function refreshOnce() {
   $("version").textContent = `v${info.version} (${info.commit})`;
   const { page, model } = route();
   $("models-tab").hidden = !has("models:read");
+  $("tasks-tab").hidden = !has("tasks:read");
   for (const p of PAGES) {
     $(`${p}-page`).hidden = p !== page;
     const tab = $(`${p}-tab`);
     if (p === page) tab.setAttribute("aria-current", "page"); else tab.removeAttribute("aria-current");
   }
   if (page === "models") await refreshModels(model);
+  else if (page === "tasks") await refreshTasks();
   else await refreshOverview(info);
 }
 
@@ -169,6 +174,7 @@ $("user-form").addEventListener("submit", async (event) => {
 });
 
 initModels({ refresh });
+initTasks({ refresh, visible: () => !$("app-view").hidden && route().page === "tasks" });
 // Whatever the user does next replaces the last error.
 document.addEventListener("submit", () => showError(null), true);
 const refreshError = (e) => showError(e, "refresh");

@@ -42,6 +42,79 @@ pub struct Retention {
     pub max_entries: u64,
 }
 
+/// Longest stored actor, address and free text, in bytes (longer ones end in `…`).
+pub const MAX_ACTOR: usize = 64;
+const MAX_ADDR: usize = 64;
+const MAX_TEXT: usize = 512;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked with `…`.
+#[must_use]
+pub fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
+/// Folds repeated events of one key (an actor, an address) into one row per window: the
+/// first event of a window is written, the others are counted and reported on the next
+/// row written for that key. Bounded by count like the login throttle.
+#[derive(Debug)]
+pub struct AuditLimiter {
+    window: Duration,
+    keys: std::sync::Mutex<super::throttle::BoundedMap<String, LimiterWindow>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LimiterWindow {
+    started: Option<Instant>,
+    folded: u64,
+}
+
+impl AuditLimiter {
+    #[must_use]
+    pub fn new(window: Duration, capacity: usize) -> Self {
+        Self {
+            window,
+            keys: std::sync::Mutex::new(super::throttle::BoundedMap::new(capacity)),
+        }
+    }
+
+    /// `Some(n)` when a row may be written now (`n` events of this key were folded since
+    /// the last row); `None` when this event is folded into a later row.
+    pub fn admit(&self, key: &str) -> Option<u64> {
+        let now = Instant::now();
+        let window = self.window;
+        self.keys.lock().expect("poisoned").update(
+            key.to_owned(),
+            || LimiterWindow {
+                started: None,
+                folded: 0,
+            },
+            |entry| match entry.started {
+                Some(started) if now.duration_since(started) < window => {
+                    entry.folded += 1;
+                    None
+                }
+                _ => {
+                    let folded = entry.folded;
+                    *entry = LimiterWindow {
+                        started: Some(now),
+                        folded: 0,
+                    };
+                    Some(folded)
+                }
+            },
+        )
+    }
+}
+
 enum Message {
     Event(AuditRecord),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -81,15 +154,16 @@ impl AuditLog {
         Self { tx }
     }
 
-    /// Records an event (never blocks).
+    /// Records an event (never blocks). Long fields are cut (an anonymous caller chooses
+    /// the actor of a failed login).
     pub fn record(&self, event: Event) {
         let record = AuditRecord::V1 {
             at_ms: now_ms(),
             kind: event.kind.to_owned(),
-            actor: event.actor,
-            addr: event.addr,
-            target: event.target,
-            detail: event.detail,
+            actor: clip(event.actor, MAX_ACTOR),
+            addr: clip(event.addr, MAX_ADDR),
+            target: clip(event.target, MAX_TEXT),
+            detail: clip(event.detail, MAX_TEXT),
             ok: event.ok,
         };
         if self.tx.send(Message::Event(record)).is_err() {
@@ -151,5 +225,25 @@ fn writer(store: &Store, rx: &Receiver<Message>, retention: Retention) {
     }
     if !pending.is_empty() {
         let _ = store.append_audit(&pending);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipping_and_folding() {
+        assert_eq!(clip("short".into(), 10), "short");
+        let long = clip("é".repeat(100), 64);
+        assert!(long.len() <= 64 && long.ends_with('…'), "{long}");
+        let limiter = AuditLimiter::new(Duration::from_secs(60), 10);
+        assert_eq!(limiter.admit("key"), Some(0));
+        assert_eq!(limiter.admit("key"), None);
+        assert_eq!(limiter.admit("key"), None);
+        assert_eq!(limiter.admit("other"), Some(0));
+        let quick = AuditLimiter::new(Duration::ZERO, 10);
+        assert_eq!(quick.admit("key"), Some(0));
+        assert_eq!(quick.admit("key"), Some(0));
     }
 }

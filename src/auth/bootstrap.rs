@@ -1,6 +1,7 @@
 //! The first admin, three ways: `cairn admin create-user` (offline, or through the local
 //! socket of a running server), `CAIRN_ADMIN_PASSWORD[_FILE]` on first start, or a
-//! one-time setup token (logged once, written 0600 to `DATA_DIR/setup-token`, 30 minutes).
+//! one-time setup token (written 0600 to `DATA_DIR/setup-token`, valid 30 minutes; the
+//! log says where the file is, never the token).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::audit::{self, Event};
 use super::service::{Auth, NewUser, UserView};
-use super::{AuthError, Role, keys, sessions};
+use super::{AuthError, Role, keys, passwords, sessions};
 
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
 pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
@@ -20,6 +21,9 @@ pub const SETUP_TOKEN_TTL: Duration = Duration::from_secs(30 * 60);
 pub struct SetupToken {
     hash: [u8; 32],
     expires: Instant,
+    /// A setup with this token is creating the first admin: others are refused until it
+    /// fails (then the token is free again) or succeeds (then the token is gone).
+    claimed: bool,
 }
 
 /// How the first admin may be created at start.
@@ -103,12 +107,15 @@ impl Auth {
         *self.setup.lock().expect("poisoned") = Some(SetupToken {
             hash: sessions::token_hash(&token),
             expires: Instant::now() + SETUP_TOKEN_TTL,
+            claimed: false,
         });
+        // The token itself stays out of the log: whoever reads the journal (the `adm` or
+        // `systemd-journal` group) must not be able to claim the device.
         tracing::warn!(
-            setup_token = %token,
             file = %token_path.display(),
-            "no admin yet: POST /api/v1/setup with this one-time token (valid 30 minutes) \
-             or run `cairn admin create-user`"
+            "no admin yet: POST /api/v1/setup with the one-time token from {} (readable by \
+             cairn's user only, valid 30 minutes) or run `cairn admin create-user`",
+            token_path.display()
         );
         Ok(())
     }
@@ -121,16 +128,22 @@ impl Auth {
         Ok(!self.has_admin()?)
     }
 
-    /// Creates the first admin with the setup token.
+    /// Creates the first admin with the setup token. The token is claimed before the
+    /// password is hashed, so of concurrent setups exactly one creates an admin. Wrong
+    /// tokens count as failed logins of the client address (throttled alike), and each
+    /// address gets at most one audit row a minute for them.
     ///
     /// # Errors
-    /// `SetupUnavailable` once an admin exists; `SetupToken` for a wrong or expired token.
+    /// `SetupUnavailable` once an admin exists; `Invalid` for a bad username or password;
+    /// `SetupToken` for a wrong or expired token; `Conflict` while another setup with the
+    /// token is under way; `Throttled` after repeated wrong tokens.
     pub async fn setup(
         self: &Arc<Self>,
         data_dir: &Path,
         token: &str,
         username: String,
         password: String,
+        peer: Option<std::net::IpAddr>,
         addr: &str,
     ) -> Result<UserView, AuthError> {
         if self.has_admin()? {
@@ -138,30 +151,76 @@ impl Auth {
                 "setup is complete: an admin exists",
             ));
         }
-        let live = self.setup.lock().expect("poisoned").clone();
-        let valid = live.is_some_and(|t| {
-            t.expires > Instant::now() && keys::mac_matches(&t.hash, &sessions::token_hash(token))
-        });
-        if !valid {
-            self.audit.record(Event {
-                kind: audit::kind::SETUP,
-                actor: username,
-                addr: addr.to_owned(),
-                target: String::new(),
-                detail: "wrong or expired token".into(),
-                ok: false,
-            });
-            return Err(AuthError::SetupToken);
+        let client = peer.map(|ip| self.client_key(ip));
+        if let Some(wait) = self.throttle.address_wait(client) {
+            return Err(self.login_throttled(wait));
         }
-        let user = self
+        passwords::check_username(&username).map_err(AuthError::Invalid)?;
+        passwords::check_password(&password).map_err(AuthError::Invalid)?;
+        let claimed = {
+            let mut live = self.setup.lock().expect("poisoned");
+            match live.as_mut() {
+                Some(t)
+                    if t.expires > Instant::now()
+                        && keys::mac_matches(&t.hash, &sessions::token_hash(token)) =>
+                {
+                    if t.claimed {
+                        Err(AuthError::Conflict(
+                            "another setup with this token is creating the first admin".into(),
+                        ))
+                    } else {
+                        t.claimed = true;
+                        Ok(())
+                    }
+                }
+                _ => Err(AuthError::SetupToken),
+            }
+        };
+        if let Err(error) = claimed {
+            if matches!(error, AuthError::SetupToken) {
+                self.throttle.failed(None, client);
+                let key = client.map(|c| c.to_string()).unwrap_or_default();
+                if let Some(folded) = self.setup_audit.admit(&key) {
+                    self.audit.record(Event {
+                        kind: audit::kind::SETUP,
+                        actor: username,
+                        addr: addr.to_owned(),
+                        target: String::new(),
+                        detail: if folded > 0 {
+                            format!(
+                                "wrong or expired token (and {folded} more from this address in the minute before)"
+                            )
+                        } else {
+                            "wrong or expired token".into()
+                        },
+                        ok: false,
+                    });
+                }
+            }
+            return Err(error);
+        }
+        let created = self
             .create_user(NewUser {
                 username,
                 password,
                 role: Role::Admin,
                 display_name: None,
             })
-            .await?;
-        *self.setup.lock().expect("poisoned") = None;
+            .await;
+        let mut live = self.setup.lock().expect("poisoned");
+        let user = match created {
+            Ok(user) => {
+                *live = None;
+                user
+            }
+            Err(error) => {
+                if let Some(t) = live.as_mut() {
+                    t.claimed = false;
+                }
+                return Err(error);
+            }
+        };
+        drop(live);
         let _ = std::fs::remove_file(data_dir.join(SETUP_TOKEN_FILE));
         self.audit_setup(&user, addr);
         Ok(user)
@@ -218,6 +277,7 @@ pub fn open_offline(
             max_age: Duration::from_secs(86400 * 3650),
             max_entries: u64::MAX,
         },
+        ipv6_prefix: 64,
     };
     let auth = Auth::new(
         store,

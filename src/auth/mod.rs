@@ -26,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 pub use bootstrap::{Bootstrap, SETUP_TOKEN_FILE, SetupToken, local_admin, open_offline};
 pub use rate::{RateLimitConfig, RateLimited};
-pub use service::{Auth, AuthConfig, KeyView, LoginOutcome, NewKey, NewUser, UserPatch, UserView};
+pub use service::{
+    AuditEntry, Auth, AuthConfig, KeyView, LoginOutcome, NewKey, NewUser, UserPatch, UserView,
+};
 
 /// What a user may do, coarsely. Scopes refine it for keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]

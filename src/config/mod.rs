@@ -42,6 +42,138 @@ pub struct Config {
     pub auth: AuthSection,
     pub engine: EngineSection,
     pub registry: RegistrySection,
+    pub scheduler: SchedulerSection,
+}
+
+/// The task scheduler.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// Tasks that run at once, all kinds together.
+    pub workers: u32,
+    /// Per-kind limits on tasks running at once: `kind=N`.
+    pub kind_concurrency: Vec<String>,
+    /// Tasks waiting (queued, scheduled, waiting on dependencies, paused), all kinds
+    /// together; a submission past it gets 429.
+    pub max_queued: u32,
+    /// Per-kind limits on waiting tasks: `kind=N`.
+    pub kind_max_queued: Vec<String>,
+    /// Attempts of a task whose errors are retryable, unless the task says otherwise.
+    pub max_attempts: u32,
+    /// The back-off before retry n is a random time up to `min(retry_cap, retry_base * 2^(n-1))`.
+    #[serde(with = "values::duration")]
+    pub retry_base: Duration,
+    #[serde(with = "values::duration")]
+    pub retry_cap: Duration,
+    /// Past this, a running attempt is asked to stop (cooperative cancellation).
+    #[serde(with = "values::duration")]
+    pub soft_time_limit: Duration,
+    /// Past this, a running attempt is abandoned and the task fails.
+    #[serde(with = "values::duration")]
+    pub hard_time_limit: Duration,
+    /// A canceled running task that has not stopped after this long is abandoned.
+    #[serde(with = "values::duration")]
+    pub cancel_grace: Duration,
+    /// A waiting task gains one priority level per this much time in the queue.
+    #[serde(with = "values::duration")]
+    pub aging_step: Duration,
+    /// Finished tasks older than this are purged.
+    #[serde(with = "values::duration")]
+    pub retention: Duration,
+    /// At most this many finished tasks are kept (the oldest go first).
+    pub retention_max_tasks: u64,
+    /// When the built-in `tasks.purge` runs: a cron expression (seconds first, or the
+    /// classic five fields), or `off`.
+    pub purge_schedule: String,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            kind_concurrency: vec![
+                "store.backup=1".into(),
+                "store.compact=1".into(),
+                "model.validate=1".into(),
+                "model.benchmark=1".into(),
+                "system.selftest=1".into(),
+            ],
+            max_queued: 10_000,
+            kind_max_queued: Vec::new(),
+            max_attempts: 3,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
+            soft_time_limit: Duration::from_secs(600),
+            hard_time_limit: Duration::from_secs(900),
+            cancel_grace: Duration::from_secs(10),
+            aging_step: Duration::from_secs(30),
+            retention: Duration::from_secs(7 * 86400),
+            retention_max_tasks: 10_000,
+            purge_schedule: "0 17 * * * *".into(),
+        }
+    }
+}
+
+impl SchedulerSection {
+    /// `kind=N` rows as (kind, N).
+    ///
+    /// # Errors
+    /// A row that is not `kind=N` with a known kind and a whole number.
+    pub fn parse_kind_limits(rows: &[String], key: &str) -> anyhow::Result<Vec<(String, u32)>> {
+        rows.iter()
+            .map(|row| {
+                let (kind, n) = row
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("config key `{key}`: `{row}` is not kind=N"))?;
+                let kind = kind.trim();
+                if crate::scheduler::kinds::kind_index(kind).is_none() {
+                    bail!(
+                        "config key `{key}`: unknown task kind `{kind}`; expected one of {}",
+                        crate::scheduler::kinds::KIND_NAMES.join(", ")
+                    );
+                }
+                let n: u32 = n.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("config key `{key}`: `{row}`: N is not a whole number")
+                })?;
+                Ok((kind.to_owned(), n))
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.workers == 0 {
+            bail!("config key `scheduler.workers`: must be at least 1");
+        }
+        for (key, rows) in [
+            ("scheduler.kind_concurrency", &self.kind_concurrency),
+            ("scheduler.kind_max_queued", &self.kind_max_queued),
+        ] {
+            Self::parse_kind_limits(rows, key)?;
+        }
+        if self.max_attempts == 0 {
+            bail!("config key `scheduler.max_attempts`: must be at least 1");
+        }
+        if self.retry_base.is_zero() || self.retry_cap < self.retry_base {
+            bail!(
+                "config keys `scheduler.retry_base` and `scheduler.retry_cap`: base must be above zero and at most cap"
+            );
+        }
+        if self.soft_time_limit.is_zero() || self.hard_time_limit <= self.soft_time_limit {
+            bail!(
+                "config keys `scheduler.soft_time_limit` and `scheduler.hard_time_limit`: the hard limit must be longer than the soft one"
+            );
+        }
+        if self.aging_step.is_zero() || self.cancel_grace.is_zero() {
+            bail!(
+                "config keys `scheduler.aging_step` and `scheduler.cancel_grace`: must be above zero"
+            );
+        }
+        if self.purge_schedule != "off" {
+            crate::scheduler::cron::parse(&self.purge_schedule)
+                .map_err(|e| anyhow::anyhow!("config key `scheduler.purge_schedule`: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Inference limits.
@@ -107,6 +239,9 @@ pub struct AuthSection {
     #[serde(with = "values::duration")]
     pub audit_retention: Duration,
     pub audit_max_entries: u64,
+    /// IPv6 clients are keyed on this many leading bits of their address for rate limits,
+    /// login throttling and connection counts (one /64 is one client); 1 to 128.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for AuthSection {
@@ -120,6 +255,7 @@ impl Default for AuthSection {
             address_burst: 100,
             audit_retention: Duration::from_secs(90 * 86400),
             audit_max_entries: 100_000,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -162,6 +298,9 @@ pub struct LimitsConfig {
     pub idle_timeout: Duration,
     /// Connections served at once; further clients wait in the listen backlog.
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client: its `auth.ipv6_prefix`) may hold
+    /// at once; more are closed on accept. 0: no limit.
+    pub max_connections_per_address: usize,
     /// On SIGTERM, in-flight requests get this long to finish.
     #[serde(with = "values::duration")]
     pub shutdown_deadline: Duration,
@@ -210,6 +349,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             engine: EngineSection::default(),
             registry: RegistrySection::default(),
+            scheduler: SchedulerSection::default(),
         }
     }
 }
@@ -242,6 +382,7 @@ impl Default for LimitsConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             max_connections: 4096,
+            max_connections_per_address: 256,
             shutdown_deadline: Duration::from_secs(30),
         }
     }
@@ -346,6 +487,11 @@ pub const KEYS: &[Key] = &[
         form: "a positive integer",
     },
     Key {
+        path: "limits.max_connections_per_address",
+        kind: KeyKind::Integer,
+        form: "a number of connections, 0 for no limit",
+    },
+    Key {
         path: "limits.shutdown_deadline",
         kind: KeyKind::Text,
         form: "a duration such as 30s",
@@ -411,6 +557,11 @@ pub const KEYS: &[Key] = &[
         form: "a positive integer",
     },
     Key {
+        path: "auth.ipv6_prefix",
+        kind: KeyKind::Integer,
+        form: "a prefix length from 1 to 128",
+    },
+    Key {
         path: "engine.max_model_memory",
         kind: KeyKind::Text,
         form: "a size such as 2GiB",
@@ -434,6 +585,76 @@ pub const KEYS: &[Key] = &[
         path: "registry.demo_model",
         kind: KeyKind::Bool,
         form: "true or false",
+    },
+    Key {
+        path: "scheduler.workers",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
+    Key {
+        path: "scheduler.kind_concurrency",
+        kind: KeyKind::List,
+        form: "a list of kind=N (comma-separated in the environment)",
+    },
+    Key {
+        path: "scheduler.max_queued",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
+    Key {
+        path: "scheduler.kind_max_queued",
+        kind: KeyKind::List,
+        form: "a list of kind=N (comma-separated in the environment)",
+    },
+    Key {
+        path: "scheduler.max_attempts",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
+    Key {
+        path: "scheduler.retry_base",
+        kind: KeyKind::Text,
+        form: "a duration such as 1s",
+    },
+    Key {
+        path: "scheduler.retry_cap",
+        kind: KeyKind::Text,
+        form: "a duration such as 5m",
+    },
+    Key {
+        path: "scheduler.soft_time_limit",
+        kind: KeyKind::Text,
+        form: "a duration such as 10m",
+    },
+    Key {
+        path: "scheduler.hard_time_limit",
+        kind: KeyKind::Text,
+        form: "a duration longer than the soft limit, such as 15m",
+    },
+    Key {
+        path: "scheduler.cancel_grace",
+        kind: KeyKind::Text,
+        form: "a duration such as 10s",
+    },
+    Key {
+        path: "scheduler.aging_step",
+        kind: KeyKind::Text,
+        form: "a duration such as 30s",
+    },
+    Key {
+        path: "scheduler.retention",
+        kind: KeyKind::Text,
+        form: "a duration such as 7days",
+    },
+    Key {
+        path: "scheduler.retention_max_tasks",
+        kind: KeyKind::Integer,
+        form: "a positive integer",
+    },
+    Key {
+        path: "scheduler.purge_schedule",
+        kind: KeyKind::Text,
+        form: "a cron expression such as `0 17 * * * *`, or off",
     },
 ];
 
@@ -650,6 +871,13 @@ impl Config {
         }
         if self.auth.audit_max_entries == 0 {
             bail!("config key `auth.audit_max_entries`: must be at least 1");
+        }
+        self.scheduler.validate()?;
+        if !(1..=128).contains(&self.auth.ipv6_prefix) {
+            bail!(
+                "config key `auth.ipv6_prefix`: {} is not a prefix length from 1 to 128",
+                self.auth.ipv6_prefix
+            );
         }
         // tracing-subscriber's directive parser can panic on non-ASCII text (found by
         // fuzzing); filters are ASCII anyway.

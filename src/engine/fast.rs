@@ -326,6 +326,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
 /// A step whose planning failed (a panic caught, named by its node).
 pub(super) fn plan(
     nodes: &[Node],
+    names: &[String],
     steps: &mut Vec<Step>,
     constants: &[(usize, Value)],
     outputs: &HashSet<usize>,
@@ -334,7 +335,7 @@ pub(super) fn plan(
     for step in steps.iter_mut() {
         let node = &nodes[step.node];
         let chosen = guarded(|| Ok(choose(node, step, &constant_map)))
-            .map_err(|e| at_node(node, &step.op, e))?;
+            .map_err(|e| at_node(&names[step.node], &step.op, e))?;
         if let Some(op) = chosen {
             step.last_use.truncate(step.inputs.len());
             step.kernel = Kernel::Host(op);

@@ -80,6 +80,8 @@ pub(super) struct Raw {
     /// Casts to element types the engine does not hold (onnx-ir reads some of them, the
     /// 8- and 4-bit floats and integers, silently as f32).
     bad_casts: Vec<String>,
+    /// Every node's ONNX operator and the model's own name for it, in file order.
+    nodes: Vec<(String, String)>,
 }
 
 fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
@@ -135,11 +137,17 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
                 .then(|| format!("Cast to {name} (element type {to})"))
         })
         .collect();
+    let nodes = graph
+        .node
+        .iter()
+        .map(|n| (n.op_type.clone(), n.name.clone()))
+        .collect();
     Ok(Raw {
         inputs,
         outputs,
         opset,
         bad_casts,
+        nodes,
     })
 }
 
@@ -165,6 +173,39 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineErr
         )));
     }
     Ok((graph, raw))
+}
+
+/// The name to report each parsed node by: the model's own name where the parsed node can
+/// be matched to one (onnx-ir renames every node `{type}{n}`, and may add or remove some:
+/// the n-th parsed node of an operator is the n-th of the file when both count the same
+/// number of that operator), else onnx-ir's.
+pub(super) fn node_names(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Vec<String> {
+    use std::collections::HashMap;
+    let mut in_file: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (op, name) in &raw.nodes {
+        in_file.entry(op.as_str()).or_default().push(name.as_str());
+    }
+    let ops: Vec<String> = graph.nodes.iter().map(ops::op_name).collect();
+    let mut parsed: HashMap<&str, usize> = HashMap::new();
+    for op in &ops {
+        *parsed.entry(op.as_str()).or_default() += 1;
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    graph
+        .nodes
+        .iter()
+        .zip(&ops)
+        .map(|(node, op)| {
+            let n = seen.entry(op.as_str()).or_default();
+            *n += 1;
+            in_file
+                .get(op.as_str())
+                .filter(|names| names.len() == parsed[op.as_str()])
+                .and_then(|names| names.get(*n - 1))
+                .filter(|name| !name.is_empty())
+                .map_or_else(|| node.name().to_owned(), |name| (*name).to_owned())
+        })
+        .collect()
 }
 
 /// Describes a model without preparing it to run.

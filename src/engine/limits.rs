@@ -151,14 +151,14 @@ pub fn guarded<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, Engin
     })
 }
 
-/// `error` as raised by `node`.
+/// `error` as raised by the node named `node`.
 #[must_use]
-pub fn at_node(node: &Node, op: &str, error: EngineError) -> EngineError {
+pub fn at_node(node: &str, op: &str, error: EngineError) -> EngineError {
     match error {
         // Already named (a nested step).
         e @ EngineError::Node { .. } => e,
         e => EngineError::Node {
-            node: node.name().to_owned(),
+            node: node.to_owned(),
             op: op.to_owned(),
             source: Box::new(e),
         },

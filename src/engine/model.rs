@@ -17,7 +17,7 @@ use super::EngineError;
 use super::elementwise;
 use super::fast::{self, Kernel};
 pub use super::front::{Inspection, TensorSpec, inspect};
-use super::front::{describe, parse};
+use super::front::{describe, node_names, parse};
 use super::limits::{Cap, I64, LoadLimits, at_node, guarded, validate, value_bytes};
 use super::ops;
 use super::value::{Float, Value};
@@ -37,6 +37,8 @@ pub(super) struct Step {
 /// A loaded, runnable model.
 pub struct Model {
     nodes: Vec<Node>,
+    /// The name errors give each node (the model's own where known).
+    names: Vec<String>,
     steps: Vec<Step>,
     slot_count: usize,
     constants: Vec<(usize, Value)>,
@@ -121,16 +123,18 @@ struct Folding {
 
 impl Folding {
     /// Computes one all-constant node at load, within the time budget and the allowance.
+    #[expect(clippy::too_many_arguments, reason = "one node's folding context")]
     fn run(
         &mut self,
         node: &Node,
+        name: &str,
         op: &str,
         args: Vec<Option<Value>>,
         device: &Device,
         cap: Cap,
         limits: &LoadLimits,
     ) -> Result<Vec<Value>, EngineError> {
-        let named = |e| at_node(node, op, e);
+        let named = |e| at_node(name, op, e);
         if self.spent > limits.fold_budget {
             return Err(named(EngineError::Limit(format!(
                 "constant folding took more than its budget of {:?} (engine.fold_budget)",
@@ -191,8 +195,9 @@ impl Model {
         if !inspection.unsupported.is_empty() {
             return Err(EngineError::UnsupportedOps(inspection.unsupported));
         }
-        for node in &graph.nodes {
-            validate(node).map_err(|e| at_node(node, &ops::op_name(node), e))?;
+        let names = node_names(&graph, &raw);
+        for (node, name) in graph.nodes.iter().zip(&names) {
+            validate(node).map_err(|e| at_node(name, &ops::op_name(node), e))?;
         }
         let mut slots: HashMap<String, usize> = HashMap::new();
         let mut slot_count = 0;
@@ -222,7 +227,8 @@ impl Model {
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (index, node) in graph.nodes.iter().enumerate() {
             let op = ops::op_name(node);
-            let named = |e| at_node(node, &op, e);
+            let name = &names[index];
+            let named = |e| at_node(name, &op, e);
             let mut step_inputs = Vec::with_capacity(node.inputs().len());
             for arg in node.inputs() {
                 // Static weights come without a name: take their value first.
@@ -253,8 +259,7 @@ impl Model {
                 }
                 let slot = *slots.get(&arg.name).ok_or_else(|| {
                     EngineError::BadGraph(format!(
-                        "node {} reads {}, which no node produces",
-                        node.name(),
+                        "node {name} reads {}, which no node produces",
                         arg.name
                     ))
                 })?;
@@ -283,7 +288,7 @@ impl Model {
                         slot.and_then(|s| constant_at.get(&s).map(|i| constants[*i].1.clone()))
                     })
                     .collect();
-                let values = folding.run(node, &op, args, device, cap, limits)?;
+                let values = folding.run(node, name, &op, args, device, cap, limits)?;
                 for (slot, value) in outputs.iter().copied().zip(values) {
                     constant_at.insert(slot, constants.len());
                     constants.push((slot, value));
@@ -309,7 +314,7 @@ impl Model {
         let host = *device == super::cpu();
         if host {
             let pinned = outputs.iter().map(|(s, _)| *s).collect();
-            fast::plan(&graph.nodes, &mut steps, &constants, &pinned)?;
+            fast::plan(&graph.nodes, &names, &mut steps, &constants, &pinned)?;
             // Weights the host kernels absorbed are held by them alone.
             let read: HashSet<usize> = steps
                 .iter()
@@ -322,6 +327,7 @@ impl Model {
         Ok(Self {
             host,
             nodes: graph.nodes,
+            names,
             steps,
             slot_count,
             constants,
@@ -474,7 +480,7 @@ impl Model {
                     })
                 })
                 .collect();
-            let named = |e| at_node(node, &step.op, e);
+            let named = |e| at_node(&self.names[step.node], &step.op, e);
             let results = guarded(|| match &step.kernel {
                 Kernel::Burn => fast::to_burn(args, &self.device)
                     .and_then(|args| ops::run(node, &step.op, args, &self.device, cap)),

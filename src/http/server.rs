@@ -5,10 +5,11 @@
 //! accept loops, asks every connection to finish its in-flight requests
 //! (`graceful_shutdown`), and waits for the tracker up to the deadline.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -41,8 +42,10 @@ impl Scheme {
     }
 }
 
-/// The admin socket in the data dir: whoever can open it (the data dir's owner) acts as
-/// the local admin; `cairn admin` uses it while a server runs.
+/// The admin socket in the data dir: whoever can open it acts as the local admin;
+/// `cairn admin` uses it while a server runs. It is created 0600 (under a umask, so it is
+/// never more open, not even between bind and chmod), and each peer's credentials are
+/// checked too (`SO_PEERCRED`): only cairn's own uid and root are served.
 pub const ADMIN_SOCKET: &str = "cairn.sock";
 
 /// The bound sockets, before serving starts (bound before systemd hears `READY=1`).
@@ -70,14 +73,13 @@ impl Listeners {
         // We hold the data-dir lock, so a socket file left there is a dead server's.
         let socket_path = config.data_dir.join(ADMIN_SOCKET);
         let _ = std::fs::remove_file(&socket_path);
-        let admin = match UnixListener::bind(&socket_path) {
-            Ok(listener) => {
-                std::fs::set_permissions(
-                    &socket_path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )?;
-                Some(listener)
-            }
+        // The umask is process-wide: a file another thread creates in this instant is only
+        // made more private.
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(&socket_path);
+        nix::sys::stat::umask(umask);
+        let admin = match bound {
+            Ok(listener) => Some(listener),
             Err(e) => {
                 // A path too long for sun_path, say: the CLI then works only offline.
                 tracing::warn!(path = %socket_path.display(), error = %e, "no admin socket");
@@ -126,8 +128,47 @@ struct Shared {
     app: Arc<App>,
     builder: auto::Builder<TokioExecutor>,
     connection_slots: Arc<Semaphore>,
+    /// Open connections per client (an IPv6 client is its prefix, see `auth.ipv6_prefix`).
+    per_client: Mutex<HashMap<IpAddr, usize>>,
     connections: TaskTracker,
     shutdown: watch::Receiver<bool>,
+}
+
+/// One open connection of a client; counted down when dropped.
+struct ClientSlot {
+    shared: Arc<Shared>,
+    client: IpAddr,
+}
+
+impl ClientSlot {
+    /// Counts a new connection of `peer`, or `None` when the client already holds
+    /// `limits.max_connections_per_address` (0: no limit).
+    fn take(shared: &Arc<Shared>, peer: IpAddr) -> Option<Self> {
+        let limit = shared.app.config.limits.max_connections_per_address;
+        let client = shared.app.auth.client_key(peer);
+        let mut counts = shared.per_client.lock().expect("poisoned");
+        let count = counts.entry(client).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: Arc::clone(shared),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut counts = self.shared.per_client.lock().expect("poisoned");
+        if let Some(count) = counts.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.client);
+            }
+        }
+    }
 }
 
 /// Starts an accept loop per listener.
@@ -148,6 +189,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool
         .max_concurrent_streams(256);
     let shared = Arc::new(Shared {
         connection_slots: Arc::new(Semaphore::new(limits.max_connections)),
+        per_client: Mutex::new(HashMap::new()),
         app,
         builder,
         connections: TaskTracker::new(),
@@ -176,6 +218,7 @@ pub fn serve(app: Arc<App>, listeners: Listeners, shutdown: watch::Receiver<bool
 
 async fn admin_loop(listener: UnixListener, shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
+    let own_uid = nix::unistd::geteuid().as_raw();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -188,6 +231,21 @@ async fn admin_loop(listener: UnixListener, shared: Arc<Shared>) {
             },
             () = stopped(&mut shutdown) => return,
         };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == own_uid || cred.uid() == 0 => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    pid = ?cred.pid(),
+                    "admin socket: refused a process that is neither cairn's user nor root"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket: cannot read the peer's credentials");
+                continue;
+            }
+        }
         let shared_for_task = Arc::clone(&shared);
         shared.connections.spawn(async move {
             serve_io(stream, Peer::Local, Scheme::Http, &shared_for_task).await;
@@ -220,6 +278,12 @@ async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>)
             },
             () = stopped(&mut shutdown) => return,
         };
+        // One client cannot take every slot: past its share, it is closed at once.
+        let Some(client_slot) = ClientSlot::take(&shared, peer.ip()) else {
+            tracing::debug!(%peer, "closing a connection over limits.max_connections_per_address");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let metrics = &shared.app.metrics.http;
         metrics.connections_total.get_or_create(&labels).inc();
@@ -232,6 +296,7 @@ async fn accept_loop(listener: TcpListener, scheme: Scheme, shared: Arc<Shared>)
                 Scheme::Https => handshake_then_serve(stream, peer, &shared_for_task).await,
             }
             open.dec();
+            drop(client_slot);
             drop(permit);
         });
     }
@@ -302,8 +367,12 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(connection);
     let idle_timeout = shared.app.config.limits.idle_timeout;
+    // An idle connection asked to close gets this long to finish writing; a client that
+    // stops reading its answer cannot keep the slot.
+    let close_grace = shared.app.config.limits.header_read_timeout;
     let mut shutdown = shared.shutdown.clone();
     let mut closing = false;
+    let mut idle_close_by: Option<tokio::time::Instant> = None;
     let mut next_idle_check = tokio::time::Instant::now() + idle_timeout;
     loop {
         tokio::select! {
@@ -323,12 +392,25 @@ where
                         tracing::debug!(%peer, "closing idle connection");
                         connection.as_mut().graceful_shutdown();
                         closing = true;
+                        idle_close_by = Some(tokio::time::Instant::now() + close_grace);
                     }
                     Some(idle) => next_idle_check = tokio::time::Instant::now() + (idle_timeout - idle),
                     None => next_idle_check = tokio::time::Instant::now() + idle_timeout,
                 }
             }
+            () = sleep_until_some(idle_close_by) => {
+                tracing::debug!(%peer, "dropping an idle connection that did not close in time");
+                return;
+            }
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -97,18 +97,18 @@ impl Ctx {
         })
     }
 
-    /// Reads the whole body, at most `limits.max_body_bytes`.
+    /// Reads the whole body, at most the route's limit ([`body_limit`]).
     ///
     /// # Errors
     /// 413 past the limit; 400 when the client stops sending mid-body; 408 when it stalls.
     pub async fn body(&mut self) -> Result<Bytes, ApiError> {
-        let limit = self.app.config.limits.max_body_bytes.0;
+        let limit = body_limit(&self.app, self.route.id);
         let mut reader = self.body_reader()?;
         let mut first: Option<Bytes> = None;
         let mut rest: Vec<u8> = Vec::new();
         while let Some(chunk) = reader.next().await? {
             if reader.received() > limit {
-                return Err(ApiError::payload_too_large(limit));
+                return Err(too_large(&self.app, self.route.id));
             }
             match &first {
                 None => first = Some(chunk),
@@ -248,6 +248,41 @@ impl BodyReader {
     }
 }
 
+/// The body limit of the routes that take a password (anonymous callers reach two of
+/// them): their JSON is a few hundred bytes, so a big body is refused before it is read.
+pub const CREDENTIALS_BODY_LIMIT: u64 = 16 * 1024;
+
+/// The largest body `route` accepts.
+#[must_use]
+pub fn body_limit(app: &App, route: RouteId) -> u64 {
+    let limits = &app.config.limits;
+    match route {
+        RouteId::Login | RouteId::Setup | RouteId::ChangePassword => {
+            CREDENTIALS_BODY_LIMIT.min(limits.max_body_bytes.0)
+        }
+        RouteId::UploadVersion => limits.max_model_bytes.0,
+        _ => limits.max_body_bytes.0,
+    }
+}
+
+/// The 413 of `route`, naming the limit that applies.
+fn too_large(app: &App, route: RouteId) -> ApiError {
+    let limit = body_limit(app, route);
+    match route {
+        RouteId::UploadVersion => ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the model file is larger than limits.max_model_bytes ({limit} bytes)"),
+        ),
+        RouteId::Login | RouteId::Setup | RouteId::ChangePassword => ApiError::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than the limit of {limit} bytes for this route"),
+        ),
+        _ => ApiError::payload_too_large(limit),
+    }
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -295,6 +330,22 @@ pub async fn handle(
     let metrics = &app.metrics.http;
     metrics.in_flight.inc();
     let mut response = async {
+        // A declared body over the route's limit is refused before anything else, unread
+        // (uploads have their own, larger limit; the credential routes a small one; every
+        // other path, unknown ones included, the general one). An unread body is never
+        // drained: the connection closes after the answer, so it holds no slot.
+        if let Some(length) = content_length(&request) {
+            let limits = &app.config.limits;
+            match found.as_ref() {
+                Ok(m) if length > body_limit(app, m.route.id) => {
+                    return too_large(app, m.route.id).into_response();
+                }
+                Err(_) if length > limits.max_body_bytes.0 => {
+                    return ApiError::payload_too_large(limits.max_body_bytes.0).into_response();
+                }
+                _ => {}
+            }
+        }
         let matched = match found {
             Ok(matched) => matched,
             Err(Miss::NotFound) => return ApiError::not_found().into_response(),
@@ -302,25 +353,6 @@ pub async fn handle(
                 return ApiError::method_not_allowed(&allow).into_response();
             }
         };
-        // A declared body over the route's limit is refused before anything else, unread.
-        if let Some(length) = content_length(&request) {
-            if matched.route.id == RouteId::UploadVersion {
-                let limit = app.config.limits.max_model_bytes.0;
-                if length > limit {
-                    return ApiError::new(
-                        http::StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        format!(
-                            "the model file is larger than limits.max_model_bytes ({limit} bytes)"
-                        ),
-                    )
-                    .into_response();
-                }
-            } else if length > app.config.limits.max_body_bytes.0 {
-                return ApiError::payload_too_large(app.config.limits.max_body_bytes.0)
-                    .into_response();
-            }
-        }
         let (head, body) = request.into_parts();
         let principal = match admit(app, &head, matched.route, peer).await {
             Ok(principal) => principal,
@@ -384,7 +416,21 @@ pub async fn handle(
             tracing::debug!(status, elapsed_us = elapsed.as_micros(), %peer, "request");
         }
     });
-    response.headers_mut().insert(REQUEST_ID, request_id);
+    let headers = response.headers_mut();
+    headers.insert(REQUEST_ID, request_id);
+    // Every answer, JSON included: browsers must not guess another type.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if scheme == Scheme::Https {
+        // Browsers ignore it from a certificate they do not trust (RFC 6797 §8.1), so the
+        // generated self-signed certificate can still be clicked through.
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     response
 }
 
@@ -444,15 +490,31 @@ async fn admit(
         && !principal.scopes.contains(scope)
     {
         denied("forbidden");
-        auth.record(
+        auth.record_denied(
             &principal,
-            crate::auth::audit::kind::PERMISSION_DENIED,
             &peer.to_string(),
             &format!("{} {}", head.method, route.path),
             &format!("needs {}", scope.as_str()),
-            false,
         );
         return Err(AuthError::Forbidden(scope.as_str()).into());
+    }
+    // A password is changed from a console session (it needs the current password, and
+    // is throttled like a login), never with an API key: a leaked inference key must not
+    // be a way to guess its owner's password.
+    if route.id == RouteId::ChangePassword && matches!(principal.credential, Credential::Key { .. })
+    {
+        denied("forbidden");
+        auth.record_denied(
+            &principal,
+            &peer.to_string(),
+            &format!("{} {}", head.method, route.path),
+            "needs a console session",
+        );
+        return Err(ApiError::new(
+            http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "a password is changed from a console session (log in), not with an API key",
+        ));
     }
     if let Credential::Session { csrf, .. } = &principal.credential
         && !head.method.is_safe()

@@ -390,7 +390,9 @@ impl Serving {
         }
         let (registry, sha256, name) = (Arc::clone(&self.registry), *sha256, model.to_owned());
         let loaded = tokio::task::spawn_blocking(move || {
-            let bytes = registry.read_blob(&sha256)?;
+            let bytes = registry
+                .read_blob(&sha256)
+                .map_err(|e| ServeError::LoadFailed(e.to_string()))?;
             let selected =
                 select(settings.device).map_err(|e| ServeError::LoadFailed(e.to_string()))?;
             let model = Model::load_with(&bytes, &selected.device, registry.limits())

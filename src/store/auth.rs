@@ -131,12 +131,35 @@ impl Store {
     /// # Errors
     /// `NotFound`; I/O failure.
     pub fn put_user(&self, id: u64, record: &UserRecord) -> Result<(), StoreError> {
+        self.put_user_guarded(id, record, |_, _| Ok(()))
+    }
+
+    /// Replaces a user's record if `guard` accepts the change: it sees the record as it is
+    /// inside the write transaction and every user as they would be after it, so a rule
+    /// across users (an enabled admin remains) holds against concurrent changes.
+    ///
+    /// # Errors
+    /// `NotFound`; whatever `guard` returns; I/O failure.
+    pub fn put_user_guarded(
+        &self,
+        id: u64,
+        record: &UserRecord,
+        guard: impl FnOnce(&UserRecord, &[StoredUser]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         {
             let mut users = txn.open_table(USERS)?;
-            if users.get(id)?.is_none() {
-                return Err(StoreError::NotFound(format!("user {id}")));
+            let old: UserRecord = match users.get(id)? {
+                Some(raw) => decode(raw.value(), "users")?,
+                None => return Err(StoreError::NotFound(format!("user {id}"))),
+            };
+            let mut after = all_users(&users)?;
+            for user in &mut after {
+                if user.id == id {
+                    user.record = record.clone();
+                }
             }
+            guard(&old, &after)?;
             users.insert(id, encode(record).as_slice())?;
         }
         txn.commit()?;
@@ -148,6 +171,20 @@ impl Store {
     /// # Errors
     /// `NotFound`; I/O failure.
     pub fn delete_user(&self, id: u64, now: u64) -> Result<StoredUser, StoreError> {
+        self.delete_user_guarded(id, now, |_, _| Ok(()))
+    }
+
+    /// [`Store::delete_user`] if `guard` accepts it, given the record inside the write
+    /// transaction and the users that remain.
+    ///
+    /// # Errors
+    /// `NotFound`; whatever `guard` returns; I/O failure.
+    pub fn delete_user_guarded(
+        &self,
+        id: u64,
+        now: u64,
+        guard: impl FnOnce(&UserRecord, &[StoredUser]) -> Result<(), StoreError>,
+    ) -> Result<StoredUser, StoreError> {
         let txn = self.db.begin_write()?;
         let user = {
             let mut users = txn.open_table(USERS)?;
@@ -155,6 +192,7 @@ impl Store {
                 Some(raw) => decode(raw.value(), "users")?,
                 None => return Err(StoreError::NotFound(format!("user {id}"))),
             };
+            guard(&record, &all_users(&users)?)?;
             let UserRecord::V1 { username, .. } = &record;
             txn.open_table(USERNAMES)?.remove(username.as_str())?;
             delete_sessions_where(&txn, |s| session_user(s) == id)?;
@@ -477,6 +515,20 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+fn all_users(
+    users: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Vec<StoredUser>, StoreError> {
+    let mut out = Vec::new();
+    for entry in users.iter()? {
+        let (id, raw) = entry?;
+        out.push(StoredUser {
+            id: id.value(),
+            record: decode(raw.value(), "users")?,
+        });
+    }
+    Ok(out)
 }
 
 fn session_user(record: &SessionRecord) -> u64 {

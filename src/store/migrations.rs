@@ -6,14 +6,14 @@ use redb::{ReadableTable, WriteTransaction};
 
 use super::StoreError;
 use super::schema::{
-    API_KEYS, AUDIT, DEPLOYMENTS, DeviceRecord, KEY_USAGE, META, MODEL_VERSIONS, MODELS, SESSIONS,
-    USERNAMES, USERS, encode, meta_key,
+    API_KEYS, AUDIT, DEPLOYMENTS, DeviceRecord, KEY_USAGE, META, MODEL_VERSIONS, MODELS, SCHEDULES,
+    SESSIONS, TASK_KEYS, TASKS, TASKS_BY_STATUS, USERNAMES, USERS, encode, meta_key,
 };
 
 type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
-pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4];
+pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
 
 /// Schema 2 turns the bare creation time into the device identity record.
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -63,5 +63,20 @@ fn v3_to_v4(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MODELS)?;
     txn.open_table(MODEL_VERSIONS)?;
     txn.open_table(DEPLOYMENTS)?;
+    Ok(())
+}
+
+/// Schema 5 adds the task scheduler: tasks, their indexes, schedules and the id counters.
+fn v4_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(TASKS)?;
+    txn.open_table(TASKS_BY_STATUS)?;
+    txn.open_table(TASK_KEYS)?;
+    txn.open_table(SCHEDULES)?;
+    let mut meta = txn.open_table(META)?;
+    for key in [meta_key::NEXT_TASK_ID, meta_key::NEXT_SCHEDULE_ID] {
+        if meta.get(key)?.is_none() {
+            meta.insert(key, 1u64.to_le_bytes().as_slice())?;
+        }
+    }
     Ok(())
 }

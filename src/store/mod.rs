@@ -6,16 +6,21 @@
 //! `spawn_blocking`.
 
 mod auth;
+mod backup;
 mod migrations;
+mod recovery;
 mod registry;
 pub mod schema;
+mod tasks;
 
 pub use auth::{AuditQuery, StoredKey, StoredUser};
+pub use backup::BackupStats;
+pub use tasks::{LoadedTasks, TaskFilter, TaskWrite};
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableDatabase, ReadableTable};
 
 use self::schema::{DeviceRecord, META, SCHEMA_VERSION, meta_key};
 
@@ -53,6 +58,15 @@ impl From<redb::Error> for StoreError {
             redb::Error::UpgradeRequired(v) => {
                 Self::Corrupt(format!("redb file format {v} needs a manual upgrade"))
             }
+            redb::Error::Io(io) if io.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => Self::Io(
+                "the disk is full: the store cannot write (free space on the data dir's file \
+                 system; cairn recovers by itself once there is room)"
+                    .into(),
+            ),
+            redb::Error::PreviousIo => Self::Io(
+                "the store is recovering from a failed write (disk full or I/O error); retry shortly"
+                    .into(),
+            ),
             other => Self::Io(other.to_string()),
         }
     }
@@ -82,9 +96,10 @@ pub struct DeviceIdentity {
     pub created_at_unix: u64,
 }
 
-/// The open store. Cheap to share behind an `Arc`; redb serialises writers itself.
+/// The open store. Cheap to share behind an `Arc`; redb serialises writers itself. The
+/// database reopens itself after a failed write ([`recovery`]).
 pub struct Store {
-    pub(super) db: Database,
+    pub(super) db: recovery::Db,
     path: PathBuf,
 }
 
@@ -103,7 +118,7 @@ impl Store {
     /// # Errors
     /// A store from a newer cairn, a damaged file, or I/O failure.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        let db = recovery::Db::open(path)?;
         let store = Self {
             db,
             path: path.to_path_buf(),
@@ -325,6 +340,22 @@ pub mod fixtures {
         txn.commit().expect("commit");
     }
 
+    /// Writes a store exactly as schema 4 of cairn did (models and deployments, no tasks).
+    ///
+    /// # Panics
+    /// On any I/O error (test helper).
+    pub fn write_schema_v4(path: &Path, created_at_unix: u64) {
+        write_schema_v3(path, created_at_unix);
+        let db = Database::open(path).expect("open v3 store");
+        let txn = db.begin_write().expect("begin");
+        super::migrations::MIGRATIONS[2](&txn).expect("v3 to v4");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(meta_key::SCHEMA_VERSION, 4u32.to_le_bytes().as_slice())
+            .expect("v");
+        txn.commit().expect("commit");
+    }
+
     /// Writes a store that claims a schema version from the future.
     ///
     /// # Panics
@@ -391,6 +422,20 @@ mod tests {
         assert!(store.list_models().unwrap().is_empty());
         assert!(store.list_deployments().unwrap().is_empty());
         assert!(!store.demo_model_done().unwrap());
+    }
+
+    #[test]
+    fn schema_4_migrates_to_task_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        fixtures::write_schema_v4(&path, 9);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.device().unwrap().created_at_unix, 9);
+        let loaded = store.load_tasks().unwrap();
+        assert!(loaded.active.is_empty() && loaded.finished.is_empty());
+        assert_eq!(loaded.next_task_id, 1);
+        assert!(store.schedules().unwrap().is_empty());
     }
 
     #[test]

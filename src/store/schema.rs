@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 /// - 2: the device identity record (`meta["device"]`) replaces `created_at`.
 /// - 3: users, sessions, API keys, key usage, the audit log; `meta["server_secret"]`.
 /// - 4: the model registry (models, versions) and deployments.
-pub const SCHEMA_VERSION: u32 = 4;
+/// - 5: the task scheduler (tasks, their status and idempotency indexes, schedules).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Small singleton values, by name.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -39,6 +40,10 @@ pub mod meta_key {
     pub const ENV_ADMIN_DONE: &str = "env_admin_done";
     /// Present once the demo model was installed (deleting it does not bring it back).
     pub const DEMO_MODEL_DONE: &str = "demo_model_done";
+    /// `u64` little-endian: the next task id (ids are never reused).
+    pub const NEXT_TASK_ID: &str = "next_task_id";
+    /// `u64` little-endian: the next schedule id.
+    pub const NEXT_SCHEDULE_ID: &str = "next_schedule_id";
 }
 
 /// Users by id.
@@ -61,6 +66,91 @@ pub const MODEL_VERSIONS: TableDefinition<(&str, u32), &[u8]> =
     TableDefinition::new("model_versions");
 /// The deployment of a model, by model name (at most one per model).
 pub const DEPLOYMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("deployments");
+
+/// Tasks by id (ids grow with submission time).
+pub const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// Index of every task by (status code, id) → the unix ms of its last change. Recovery
+/// reads the live statuses from it; listing by status and retention read it too.
+pub const TASKS_BY_STATUS: TableDefinition<(u8, u64), u64> =
+    TableDefinition::new("tasks_by_status");
+/// Unique index: idempotency key → task id.
+pub const TASK_KEYS: TableDefinition<&str, u64> = TableDefinition::new("task_keys");
+/// Periodic (cron) schedules by id.
+pub const SCHEDULES: TableDefinition<u64, &[u8]> = TableDefinition::new("schedules");
+
+/// One failed attempt of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptErrorRecord {
+    pub attempt: u32,
+    pub at_ms: u64,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// A task. Status codes: 0 queued, 1 scheduled, 2 waiting (on dependencies), 3 running,
+/// 4 paused, 5 succeeded, 6 failed, 7 canceled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskRecord {
+    V1 {
+        kind: String,
+        /// The validated payload, as JSON text.
+        payload: String,
+        /// 0 (lowest) to 9 (highest).
+        priority: u8,
+        status: u8,
+        creator: String,
+        created_ms: u64,
+        /// Not before this time (delayed tasks, retry back-off).
+        run_at_ms: Option<u64>,
+        /// When the task last entered the queue (aging and time in queue count from it).
+        enqueued_ms: u64,
+        started_ms: Option<u64>,
+        finished_ms: Option<u64>,
+        /// Attempts started so far.
+        attempts: u32,
+        max_attempts: u32,
+        /// `attempts` when the task was last retried by hand (the limit counts from it).
+        retry_base: u32,
+        errors: Vec<AttemptErrorRecord>,
+        progress: u8,
+        progress_message: String,
+        /// The result as JSON text.
+        result: Option<String>,
+        depends_on: Vec<u64>,
+        idempotency_key: Option<String>,
+        soft_limit_ms: u64,
+        hard_limit_ms: u64,
+        schedule: Option<u64>,
+        /// Why a task ended canceled or failed without running (dependency, operator).
+        reason: Option<String>,
+        /// Set while a cancel of the running attempt is under way.
+        cancel_requested: bool,
+    },
+}
+
+/// A periodic schedule: a cron expression that submits a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleRecord {
+    V1 {
+        name: String,
+        cron: String,
+        kind: String,
+        payload: String,
+        priority: u8,
+        /// 0 skip missed runs, 1 run once for all missed runs.
+        missed: u8,
+        enabled: bool,
+        creator: String,
+        created_ms: u64,
+        next_fire_ms: Option<u64>,
+        last_fire_ms: Option<u64>,
+        /// The task the last firing submitted (no overlap: a firing while it is unfinished
+        /// is skipped).
+        last_task: Option<u64>,
+        /// Firings skipped because the previous run was still unfinished.
+        skipped: u64,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ModelRecord {

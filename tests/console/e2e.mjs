@@ -2,7 +2,8 @@
 // first-boot setup with the token, the device page, creating and revoking an API key,
 // creating a user, logging out and in again (as a viewer, who sees models read-only),
 // then the models page as the administrator: the demo model `digits` deployed on first
-// start, uploading a second version, deploying it, "Try it", and rolling back.
+// start, uploading a second version, deploying it, "Try it", and rolling back; then the
+// tasks page: a self-test submitted and seen to finish live, a long sleep canceled.
 // A full-page screenshot of each step goes to $CAIRN_SCREENSHOTS.
 //
 //   CAIRN_BIN=target/debug/cairn node tests/console/e2e.mjs   (from the repository root)
@@ -213,12 +214,33 @@ try {
   await waitText('#versions tr[data-version="1"]', "deployed");
   await snap("09-rolled-back");
 
+  // Tasks: submit a self-test, see it finish live, then a sleep that is canceled.
+  await page.click("#tasks-tab");
+  await page.waitForSelector("#tasks-page:not([hidden])");
+  await page.selectOption("#task-form select[name=kind]", "system.selftest");
+  await page.click("#task-form button[type=submit]");
+  await waitText("#task-status", "submitted");
+  const submitted = (await page.textContent("#task-status")).match(/Task (\d+)/)[1];
+  await waitText(`#tasks tr[data-task="${submitted}"]`, "succeeded", 60000);
+  await page.click(`#tasks tr[data-task="${submitted}"] summary`);
+  await waitText(`#tasks tr[data-task="${submitted}"]`, "engine_ms");
+  await page.selectOption("#task-form select[name=kind]", "system.sleep");
+  await page.fill("#task-form input[name=payload]", '{"ms": 60000}');
+  await page.click("#task-form button[type=submit]");
+  await waitText("#task-status", "submitted");
+  const sleeper = (await page.textContent("#task-status")).match(/Task (\d+)/)[1];
+  await waitText(`#tasks tr[data-task="${sleeper}"]`, "running", 30000);
+  await page.click(`#tasks tr[data-task="${sleeper}"] button.cancel`);
+  await waitText(`#tasks tr[data-task="${sleeper}"]`, "canceled", 30000);
+  await waitText("#schedules", "tasks.purge");
+  await snap("10-tasks");
+
   const banner = await page.textContent("#error");
   if (banner) fail(`the page shows an error: ${banner}`);
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   ok = true;
   console.log("console e2e: ok (setup, device, keys, users, audit, logout, login, models: "
-    + `list, upload, deploy, try it, rollback); screenshots in ${shots}`);
+    + `list, upload, deploy, try it, rollback; tasks: submit, live finish, cancel); screenshots in ${shots}`);
 } finally {
   if (!ok && page) {
     await page.screenshot({ path: join(shots, "failed.png"), fullPage: true }).catch(() => {});

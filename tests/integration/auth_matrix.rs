@@ -45,6 +45,10 @@ fn expected(route: &Route, caller: Caller) -> Expect {
             Some(scope) if !role.scopes().contains(scope) => Expect::Forbidden,
             _ => Expect::Allowed,
         },
+        // A password is changed from a console session only, never with a key.
+        Caller::RightKey | Caller::WrongKey if route.id == RouteId::ChangePassword => {
+            Expect::Forbidden
+        }
         Caller::RightKey => Expect::Allowed,
         Caller::WrongKey => {
             if required.is_some() {

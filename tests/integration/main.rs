@@ -9,6 +9,7 @@ mod auth_matrix;
 mod config_cli;
 #[cfg(feature = "engine")]
 mod conformance;
+mod hardening;
 mod health_metrics;
 mod http_edges;
 mod lifecycle;
@@ -18,4 +19,5 @@ mod models;
 mod serving;
 mod store_lock;
 mod systemd_unit;
+mod tasks;
 mod tls;

@@ -462,3 +462,123 @@ async fn full_queues_answer_429_and_memory_is_capped() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_and_failed_loads_keep_the_old_version() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(Options::default().data_dir(data.path()));
+    let admin = server.admin_key();
+    wait_ready(&server, &admin, "digits").await;
+    // A wide batching window: eight single-row requests at once run in fewer executions.
+    deploy(
+        &server,
+        &admin,
+        "digits",
+        json!({"version": 1, "max_batch_size": 8, "max_batch_delay_us": 100_000}),
+    )
+    .await;
+    let mut requests = Vec::new();
+    for _ in 0..8 {
+        let (url, key, body) = (
+            server.url("/v2/models/digits/infer"),
+            admin.clone(),
+            example(),
+        );
+        requests.push(tokio::spawn(async move {
+            let r = client()
+                .post(url)
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                v["outputs"][0]["shape"],
+                json!([1, 10]),
+                "each gets its own row back"
+            );
+            argmax(v["outputs"][0]["data"].as_array().unwrap())
+        }));
+    }
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 5);
+    }
+    let stats: Value = client()
+        .get(server.url("/v2/models/digits/stats"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = &stats["model_stats"][0];
+    assert_eq!(s["inference_count"], 8, "{stats}");
+    assert!(s["execution_count"].as_u64().unwrap() < 8, "{stats}");
+    // A version whose file has gone fails to load: version 1 keeps serving, and says why.
+    let mut other = demo_model();
+    other.extend_from_slice(b"");
+    let (_, v2) = upload(&server, &admin, "digits", {
+        // Different bytes, same model: a trailing unknown protobuf field is ignored by
+        // parsers (field 15, varint 0).
+        other.extend_from_slice(&[0x78, 0x00]);
+        other
+    })
+    .await;
+    assert_eq!(v2["state"], "ready", "{v2}");
+    let blob = data
+        .path()
+        .join("blobs/sha256")
+        .join(v2["sha256"].as_str().unwrap());
+    std::fs::remove_file(&blob).unwrap();
+    let r = client()
+        .post(server.url("/api/v1/models/digits/deploy"))
+        .bearer_auth(&admin)
+        .json(&json!({"version": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "deploy_failed");
+    let model: Value = client()
+        .get(server.url("/api/v1/models/digits"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(model["deployment"]["version"], 1);
+    assert_eq!(model["deployment"]["state"], "serving");
+    assert!(
+        model["deployment"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read"),
+        "{model}"
+    );
+    let r = client()
+        .post(server.url("/v2/models/digits/infer"))
+        .bearer_auth(&admin)
+        .json(&example())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cairn_deployment_failures_total{model=\"digits\"} 1"),
+        "{metrics}"
+    );
+}

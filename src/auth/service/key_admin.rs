@@ -54,18 +54,24 @@ impl Auth {
             .map(|u| u.role)
             .ok_or_else(|| AuthError::NotFound(format!("user {owner_id}")))?;
         let scopes = ScopeSet::of(&new.scopes);
-        // A key never exceeds its owner's role, nor (when made for oneself) the caller's own rights.
-        let ceiling = if new.for_user.is_some() {
-            owner_role.scopes()
-        } else {
-            principal.scopes
-        };
+        // A key never exceeds its owner's role, nor the caller's own rights: a key can
+        // never mint a key with a scope it does not have, whoever the new key is for.
+        let ceiling = owner_role.scopes().intersect(principal.scopes);
         if !scopes.is_subset_of(ceiling) {
             let extra: Vec<&str> = ScopeSet(scopes.0 & !ceiling.0).names();
+            let why = if scopes.is_subset_of(owner_role.scopes()) {
+                match principal.credential {
+                    crate::auth::Credential::Key { .. } => {
+                        "beyond the scopes of the key making it".to_owned()
+                    }
+                    _ => "beyond the caller's own rights".to_owned(),
+                }
+            } else {
+                format!("beyond the {} role", owner_role.as_str())
+            };
             return Err(AuthError::Invalid(format!(
-                "the key cannot have {} (beyond the {} role)",
+                "the key cannot have {} ({why})",
                 extra.join(", "),
-                owner_role.as_str()
             )));
         }
         let now = unix_now();

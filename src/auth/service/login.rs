@@ -96,6 +96,12 @@ impl Auth {
 
     /// Logs in with a username and password.
     ///
+    /// An address that failed too often is refused outright (429) without a look at the
+    /// password. A username that failed too often (from anywhere) answers 429 to a wrong
+    /// password, but the right one from an address that is not throttled gets in: guesses
+    /// elsewhere cannot lock a user out. Names and passwords that break the rules are
+    /// refused before any lookup or hash, and never stored in the throttle.
+    ///
     /// # Errors
     /// `Throttled` after repeated failures; `BadCredentials` for a wrong password, an
     /// unknown user or a disabled one, alike.
@@ -106,17 +112,17 @@ impl Auth {
         addr: Option<IpAddr>,
     ) -> Result<LoginOutcome, AuthError> {
         let addr_text = addr.map(|a| a.to_string()).unwrap_or_default();
-        if let Some(wait) = self.throttle.check(username, addr) {
-            self.metrics
-                .logins
-                .get_or_create(&OutcomeLabels {
-                    outcome: "throttled",
-                })
-                .inc();
-            return Err(AuthError::Throttled {
-                retry_after_secs: wait.as_secs().max(1),
-            });
+        let client = addr.map(|a| self.client_key(a));
+        if let Some(wait) = self.throttle.address_wait(client) {
+            return Err(self.login_throttled(wait));
         }
+        let valid = passwords::check_username(username).is_ok()
+            && passwords::check_password(password).is_ok();
+        if !valid {
+            self.login_failed(None, username, client, addr_text);
+            return Err(AuthError::BadCredentials);
+        }
+        let user_locked = self.throttle.user_wait(username);
         let auth = Arc::clone(self);
         let name = username.to_owned();
         let user = blocking(move || Ok(auth.store.user_by_name(&name)?)).await?;
@@ -135,20 +141,11 @@ impl Auth {
                 user
             }
             _ => {
-                self.throttle.failed(username, addr);
-                self.metrics
-                    .logins
-                    .get_or_create(&OutcomeLabels { outcome: "failed" })
-                    .inc();
-                self.audit.record(Event {
-                    kind: audit::kind::LOGIN_FAILED,
-                    actor: username.to_owned(),
-                    addr: addr_text,
-                    target: String::new(),
-                    detail: String::new(),
-                    ok: false,
+                self.login_failed(Some(username), username, client, addr_text);
+                return Err(match user_locked {
+                    Some(wait) => self.login_throttled(wait),
+                    None => AuthError::BadCredentials,
                 });
-                return Err(AuthError::BadCredentials);
             }
         };
         self.throttle.succeeded(username);
@@ -184,6 +181,42 @@ impl Auth {
             user: user_view(&user)?,
             expires_at: now + self.config.session_absolute.as_secs(),
         })
+    }
+
+    pub(in crate::auth) fn login_throttled(&self, wait: std::time::Duration) -> AuthError {
+        self.metrics
+            .logins
+            .get_or_create(&OutcomeLabels {
+                outcome: "throttled",
+            })
+            .inc();
+        AuthError::Throttled {
+            retry_after_secs: wait.as_secs().max(1),
+        }
+    }
+
+    /// Counts a failed login (against `username` only when it is a valid name) and
+    /// audits it (the audit log cuts the actor short).
+    fn login_failed(
+        &self,
+        username: Option<&str>,
+        actor: &str,
+        client: Option<IpAddr>,
+        addr_text: String,
+    ) {
+        self.throttle.failed(username, client);
+        self.metrics
+            .logins
+            .get_or_create(&OutcomeLabels { outcome: "failed" })
+            .inc();
+        self.audit.record(Event {
+            kind: audit::kind::LOGIN_FAILED,
+            actor: audit::clip(actor.to_owned(), audit::MAX_ACTOR),
+            addr: addr_text,
+            target: String::new(),
+            detail: String::new(),
+            ok: false,
+        });
     }
 
     /// Ends the caller's session.

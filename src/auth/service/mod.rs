@@ -14,7 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use super::audit::{AuditLog, Event, Retention};
+use super::audit::{AuditLimiter, AuditLog, Event, Retention};
 use super::rate::{AddressBuckets, KeyBucket, RateLimitConfig, RateLimited};
 use super::throttle::LoginThrottle;
 use super::{AuthError, Credential, Principal, Role, Scope, ScopeSet, keys};
@@ -30,6 +30,9 @@ pub struct AuthConfig {
     pub key_rate: RateLimitConfig,
     pub address_rate: RateLimitConfig,
     pub audit: Retention,
+    /// IPv6 clients are keyed on this many leading bits of their address (rate limits,
+    /// login throttling, connection counts): one /64 is one client, however it rotates.
+    pub ipv6_prefix: u8,
 }
 
 /// Request counters of one key since start, plus what the store held at start.
@@ -170,8 +173,12 @@ pub struct Auth {
     /// Usage as stored at start, added to the live counters when shown or saved.
     usage_base: Mutex<HashMap<u64, UsageRecord>>,
     pub config: AuthConfig,
-    throttle: LoginThrottle,
+    pub(super) throttle: LoginThrottle,
     addresses: AddressBuckets,
+    /// One `permission_denied` row per actor and minute; the rest are counted into it.
+    denied_audit: AuditLimiter,
+    /// One failed-setup row per client address and minute.
+    pub(super) setup_audit: AuditLimiter,
     hashing: tokio::sync::Semaphore,
     pub audit: AuditLog,
     pub(super) setup: Mutex<Option<super::SetupToken>>,
@@ -245,6 +252,8 @@ impl Auth {
             usage_base: Mutex::new(usage_base),
             config,
             throttle: LoginThrottle::default(),
+            denied_audit: AuditLimiter::new(Duration::from_secs(60), 10_000),
+            setup_audit: AuditLimiter::new(Duration::from_secs(60), 10_000),
             setup: Mutex::new(None),
             metrics,
         };
@@ -418,12 +427,21 @@ impl Auth {
     /// # Errors
     /// The address's bucket is empty.
     pub fn admit_address(&self, addr: IpAddr) -> Result<(), RateLimited> {
-        self.addresses.check(addr).inspect_err(|_| {
-            self.metrics
-                .rate_limited
-                .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "address" })
-                .inc();
-        })
+        self.addresses
+            .check(self.client_key(addr))
+            .inspect_err(|_| {
+                self.metrics
+                    .rate_limited
+                    .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "address" })
+                    .inc();
+            })
+    }
+
+    /// The key a client address is counted under: an IPv4 address (IPv4-mapped IPv6
+    /// included) as itself, an IPv6 address reduced to its `ipv6_prefix` leading bits.
+    #[must_use]
+    pub fn client_key(&self, addr: IpAddr) -> IpAddr {
+        client_key(addr, self.config.ipv6_prefix)
     }
 
     /// Periodic upkeep: forget idle address buckets, drop expired sessions, save usage.
@@ -514,6 +532,31 @@ impl Auth {
         });
     }
 
+    /// Records a request refused for a missing permission: one row per actor and minute,
+    /// which says how many more were refused since the last one (a key hammering a route
+    /// it may not use cannot flood the log).
+    pub fn record_denied(&self, principal: &Principal, addr: &str, target: &str, detail: &str) {
+        let actor = principal.actor();
+        let Some(folded) = self.denied_audit.admit(&actor) else {
+            return;
+        };
+        let detail = if folded > 0 {
+            format!(
+                "{detail} (and {folded} more refused requests of this caller in the minute before)"
+            )
+        } else {
+            detail.to_owned()
+        };
+        self.audit.record(Event {
+            kind: super::audit::kind::PERMISSION_DENIED,
+            actor,
+            addr: addr.to_owned(),
+            target: target.to_owned(),
+            detail,
+            ok: false,
+        });
+    }
+
     /// Reads the audit log (after committing what is pending).
     ///
     /// # Errors
@@ -521,14 +564,64 @@ impl Auth {
     pub async fn audit_entries(
         self: &Arc<Self>,
         query: AuditQuery,
-    ) -> Result<Vec<(u64, crate::store::schema::AuditRecord)>, AuthError> {
+    ) -> Result<Vec<AuditEntry>, AuthError> {
         self.audit.flush().await;
         let auth = Arc::clone(self);
-        blocking(move || Ok(auth.store.query_audit(&query)?)).await
+        let records = blocking(move || Ok(auth.store.query_audit(&query)?)).await?;
+        Ok(records
+            .into_iter()
+            .map(|(seq, record)| {
+                let crate::store::schema::AuditRecord::V1 {
+                    at_ms,
+                    kind,
+                    actor,
+                    addr,
+                    target,
+                    detail,
+                    ok,
+                } = record;
+                AuditEntry {
+                    seq,
+                    at_ms,
+                    kind,
+                    actor,
+                    addr,
+                    target,
+                    detail,
+                    ok,
+                }
+            })
+            .collect())
     }
 
     pub(super) fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+}
+
+/// One audit log entry as the API shows it (stored records stay inside the domain).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub kind: String,
+    pub actor: String,
+    pub addr: String,
+    pub target: String,
+    pub detail: String,
+    pub ok: bool,
+}
+
+/// See [`Auth::client_key`].
+#[must_use]
+pub fn client_key(addr: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
     }
 }
 
@@ -539,5 +632,32 @@ fn check_display_name(name: Option<String>) -> Result<Option<String>, AuthError>
         ),
         Some(name) if name.trim().is_empty() => Ok(None),
         other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    #[test]
+    fn ipv6_clients_are_keyed_on_their_prefix() {
+        let key = |text: &str, prefix| super::client_key(text.parse::<IpAddr>().unwrap(), prefix);
+        assert_eq!(
+            key("2001:db8:1:2:aaaa::1", 64),
+            key("2001:db8:1:2:bbbb::9", 64)
+        );
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_eq!(
+            key("2001:db8:1:2::1", 64),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(key("2001:db8::1", 128), key("2001:db8::2", 128));
+        assert_eq!(key("2001:db8::1", 48), key("2001:db8:0:ffff::2", 48));
+        // IPv4 and IPv4-mapped IPv6 are one address each.
+        assert_eq!(
+            key("::ffff:10.0.0.1", 64),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_ne!(key("10.0.0.1", 64), key("10.0.0.2", 64));
     }
 }

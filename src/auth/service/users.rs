@@ -1,5 +1,6 @@
 //! User accounts: create, list, update, delete, own password and profile.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::{Auth, NewUser, UserPatch, UserView, blocking, check_display_name, user_view};
@@ -76,15 +77,6 @@ impl Auth {
             .any(|u| u.role == Role::Admin && !u.disabled))
     }
 
-    fn enabled_admins_except(&self, id: u64) -> usize {
-        self.snapshot
-            .load()
-            .users
-            .iter()
-            .filter(|(uid, u)| **uid != id && u.role == Role::Admin && !u.disabled)
-            .count()
-    }
-
     /// Changes a user's role, state, display name or password (admin operation).
     ///
     /// # Errors
@@ -108,7 +100,6 @@ impl Auth {
             mut password_changed_at,
             ..
         } = current.record;
-        let was_admin = role == Role::Admin.to_stored() && !disabled;
         if let Some(new_role) = patch.role {
             role = new_role.to_stored();
         }
@@ -124,12 +115,6 @@ impl Auth {
             password_hash = self.hash_password(password).await?;
             password_changed_at = unix_now();
         }
-        let still_admin = role == Role::Admin.to_stored() && !disabled;
-        if was_admin && !still_admin && self.enabled_admins_except(id) == 0 {
-            return Err(AuthError::Conflict(
-                "this is the last enabled admin; make another admin first".into(),
-            ));
-        }
         let record = UserRecord::V1 {
             username,
             display_name,
@@ -143,7 +128,9 @@ impl Auth {
         let auth = Arc::clone(self);
         let saved = record.clone();
         blocking(move || {
-            auth.store.put_user(id, &saved)?;
+            auth.store
+                .put_user_guarded(id, &saved, keeps_an_admin)
+                .map_err(last_admin_conflict)?;
             if password_changed || disabled {
                 auth.store.delete_user_sessions(id, None)?;
             }
@@ -158,24 +145,14 @@ impl Auth {
     /// # Errors
     /// `NotFound`; `Conflict` for the last enabled admin.
     pub async fn delete_user(self: &Arc<Self>, id: u64) -> Result<UserView, AuthError> {
-        let snapshot = self.snapshot.load();
-        let target = snapshot
-            .users
-            .get(&id)
-            .ok_or_else(|| AuthError::NotFound(format!("user {id}")))?;
-        if target.role == Role::Admin && !target.disabled && self.enabled_admins_except(id) == 0 {
-            return Err(AuthError::Conflict(
-                "this is the last enabled admin; make another admin first".into(),
-            ));
-        }
         let auth = Arc::clone(self);
         let user = blocking(move || {
             let user = auth
                 .store
-                .delete_user(id, unix_now())
+                .delete_user_guarded(id, unix_now(), keeps_an_admin)
                 .map_err(|e| match e {
                     StoreError::NotFound(what) => AuthError::NotFound(what),
-                    other => other.into(),
+                    other => last_admin_conflict(other),
                 })?;
             auth.reload()?;
             Ok(user)
@@ -184,18 +161,30 @@ impl Auth {
         user_view(&user)
     }
 
-    /// Changes the caller's own password; their other sessions end.
+    /// Changes the caller's own password; their other sessions end. A wrong current
+    /// password counts as a failed login (same throttle, by username and address).
     ///
     /// # Errors
-    /// Wrong current password; invalid new one.
+    /// Wrong current password; invalid new one; `Throttled` after repeated failures.
     pub async fn change_own_password(
         self: &Arc<Self>,
         principal: &Principal,
         current: &str,
         new: &str,
+        addr: Option<IpAddr>,
     ) -> Result<(), AuthError> {
+        let client = addr.map(|a| self.client_key(a));
+        if let Some(wait) = self.throttle.address_wait(client) {
+            return Err(self.login_throttled(wait));
+        }
         passwords::check_password(new).map_err(AuthError::Invalid)?;
         let id = principal.user_id;
+        let username = principal.username.as_str();
+        if current.len() > passwords::MAX_PASSWORD_LEN {
+            self.throttle.failed(Some(username), client);
+            return Err(AuthError::BadCredentials);
+        }
+        let user_locked = self.throttle.user_wait(username);
         let auth = Arc::clone(self);
         let user = blocking(move || Ok(auth.store.user(id)?))
             .await?
@@ -205,8 +194,13 @@ impl Auth {
             .verify_password(current.to_owned(), password_hash.clone())
             .await?
         {
-            return Err(AuthError::BadCredentials);
+            self.throttle.failed(Some(username), client);
+            return Err(match user_locked {
+                Some(wait) => self.login_throttled(wait),
+                None => AuthError::BadCredentials,
+            });
         }
+        self.throttle.succeeded(username);
         let new_hash = self.hash_password(new.to_owned()).await?;
         let UserRecord::V1 {
             username,
@@ -257,5 +251,27 @@ impl Auth {
             },
         )
         .await
+    }
+}
+
+/// The rule checked inside the write transaction of every user change: a change that
+/// takes away an enabled admin must leave another one.
+fn keeps_an_admin(before: &UserRecord, after: &[StoredUser]) -> Result<(), StoreError> {
+    let enabled_admin = |record: &UserRecord| {
+        let UserRecord::V1 { role, disabled, .. } = record;
+        *role == Role::Admin.to_stored() && !*disabled
+    };
+    if !enabled_admin(before) || after.iter().any(|u| enabled_admin(&u.record)) {
+        return Ok(());
+    }
+    Err(StoreError::InUse(LAST_ADMIN.into()))
+}
+
+const LAST_ADMIN: &str = "this is the last enabled admin; make another admin first";
+
+fn last_admin_conflict(error: StoreError) -> AuthError {
+    match error {
+        StoreError::InUse(message) if message == LAST_ADMIN => AuthError::Conflict(message),
+        other => other.into(),
     }
 }

@@ -252,6 +252,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn window_spans_match_counting_every_tap() {
+        for (k, s, d, pads, size) in [
+            (3, 1, 1, (1, 1), 5),
+            (3, 2, 2, (2, 0), 7),
+            (5, 3, 1, (0, 4), 4),
+            (2, 1, 3, (3, 3), 2),
+            (4, 2, 1, (0, 0), 9),
+        ] {
+            let pool = Pool {
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [d, d],
+                ceil: true,
+                kind: PoolKind::Max,
+            };
+            for o in 0..6 {
+                let (mut first, mut count, mut padded) = (None, 0, 0);
+                for t in 0..k {
+                    let p = o * s + t * d;
+                    if p < size + pads.0 + pads.1 {
+                        padded += 1;
+                    }
+                    if let Some(i) = p.checked_sub(pads.0).filter(|i| *i < size) {
+                        first.get_or_insert(i);
+                        count += 1;
+                    }
+                }
+                assert_eq!(
+                    pool.span(o, pads, size, 0),
+                    (first.unwrap_or(0), count, padded),
+                    "k {k} s {s} d {d} pads {pads:?} size {size} o {o}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn pools_follow_onnx_sizes_and_padding() {
         let x = Dense::new((0..16).map(|v| v as f32).collect(), vec![1, 1, 4, 4]).unwrap();
         let max = Pool {

@@ -19,6 +19,25 @@ use crate::engine::limits::{Cap, F32};
 use crate::engine::shapes::{pads_2d, window_out};
 use crate::engine::value::{Float, with_rank};
 
+/// Checks the padded input a window op may build (burn pads before it slides) against
+/// the cap.
+fn check_padded(
+    [batch, channels, h, w]: [usize; 4],
+    pads: [(usize, usize); 2],
+    cap: Cap,
+) -> Result<(), EngineError> {
+    let side = |size: usize, (a, b): (usize, usize)| {
+        size.checked_add(a)
+            .and_then(|v| v.checked_add(b))
+            .ok_or_else(|| EngineError::Limit(format!("pads {pads:?} are too large")))
+    };
+    cap.check(
+        &[batch, channels, side(h, pads[0])?, side(w, pads[1])?],
+        F32,
+    )
+    .map(|_| ())
+}
+
 /// Output size of a window along each spatial axis.
 fn window_sizes(
     input: [usize; 2],
@@ -87,6 +106,7 @@ pub(super) fn conv(
     )?;
     let [oh, ow] = window_sizes([h, wd], padding, c.kernel_size, c.stride, c.dilation, false)?;
     cap.check(&[batch, cout, oh, ow], F32)?;
+    check_padded([batch, channels, h, wd], padding, cap)?;
     // The unfolded input a convolution may build per image.
     cap.check(&[cin_g, kh, kw, oh, ow], F32)?;
     let options = ConvOptions::new_with_padding(c.stride, padding, c.dilation, groups);
@@ -114,6 +134,7 @@ pub(super) fn max_pool(c: &MaxPool2dConfig, x: Float, cap: Cap) -> Result<Float,
         c.ceil_mode,
     )?;
     cap.check(&[batch, channels, oh, ow], F32)?;
+    check_padded([batch, channels, h, w], padding, cap)?;
     let options = MaxPoolOptions {
         kernel_size: c.kernel_size,
         stride: c.strides,
@@ -150,6 +171,7 @@ pub(super) fn avg_pool(c: &AvgPool2dConfig, x: Float, cap: Cap) -> Result<Float,
         c.ceil_mode,
     )?;
     cap.check(&[batch, channels, oh, ow], F32)?;
+    check_padded([batch, channels, h, w], padding, cap)?;
     let options = AvgPoolOptions {
         kernel_size: c.kernel_size,
         stride: c.strides,

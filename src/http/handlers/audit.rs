@@ -6,7 +6,6 @@ use serde_json::json;
 use crate::http::service::Ctx;
 use crate::http::{ApiError, Response, response};
 use crate::store::AuditQuery;
-use crate::store::schema::AuditRecord;
 
 const MAX_LIMIT: usize = 1000;
 
@@ -41,26 +40,8 @@ pub async fn list(ctx: Ctx) -> Result<Response, ApiError> {
     };
     let entries = ctx.app.auth.audit_entries(query).await?;
     let next = (entries.len() == limit)
-        .then(|| entries.last().map(|(seq, _)| *seq))
+        .then(|| entries.last().map(|e| e.seq))
         .flatten();
-    let entries: Vec<_> = entries
-        .into_iter()
-        .map(|(seq, record)| {
-            let AuditRecord::V1 {
-                at_ms,
-                kind,
-                actor,
-                addr,
-                target,
-                detail,
-                ok,
-            } = record;
-            json!({
-                "seq": seq, "at_ms": at_ms, "kind": kind, "actor": actor, "addr": addr,
-                "target": target, "detail": detail, "ok": ok,
-            })
-        })
-        .collect();
     Ok(response::json(
         StatusCode::OK,
         &json!({ "entries": entries, "next_before": next }),

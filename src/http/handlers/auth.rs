@@ -49,6 +49,7 @@ pub async fn setup(mut ctx: Ctx) -> Result<Response, ApiError> {
             &request.token,
             request.username,
             request.password,
+            ctx.peer.ip(),
             &ctx.peer.to_string(),
         )
         .await?;

@@ -9,6 +9,7 @@ mod models;
 mod openapi;
 mod static_files;
 mod system;
+mod tasks;
 mod users;
 mod v2;
 
@@ -72,5 +73,17 @@ pub async fn dispatch(id: RouteId, ctx: Ctx) -> Result<Response, ApiError> {
         RouteId::V2RepositoryIndex => v2::repository_index(ctx).await,
         RouteId::V2RepositoryLoad => v2::repository_load(ctx).await,
         RouteId::V2RepositoryUnload => v2::repository_unload(ctx).await,
+        RouteId::ListTasks => tasks::list(ctx).await,
+        RouteId::SubmitTask => tasks::submit(ctx).await,
+        RouteId::TaskEvents => tasks::events(ctx).await,
+        RouteId::GetTask => tasks::get(ctx).await,
+        RouteId::DeleteTask => tasks::delete(ctx).await,
+        RouteId::CancelTask => tasks::cancel(ctx).await,
+        RouteId::PauseTask => tasks::pause(ctx).await,
+        RouteId::ResumeTask => tasks::resume(ctx).await,
+        RouteId::RetryTask => tasks::retry(ctx).await,
+        RouteId::ListSchedules => tasks::list_schedules(ctx).await,
+        RouteId::CreateSchedule => tasks::create_schedule(ctx).await,
+        RouteId::DeleteSchedule => tasks::delete_schedule(ctx).await,
     }
 }

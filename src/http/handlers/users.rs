@@ -176,8 +176,17 @@ pub async fn change_password(mut ctx: Ctx) -> Result<Response, ApiError> {
     let result = ctx
         .app
         .auth
-        .change_own_password(&principal, &request.current_password, &request.new_password)
+        .change_own_password(
+            &principal,
+            &request.current_password,
+            &request.new_password,
+            ctx.peer.ip(),
+        )
         .await;
+    // Throttled attempts are not audited one by one (the throttle already bounds them).
+    if let Err(error @ crate::auth::AuthError::Throttled { .. }) = result {
+        return Err(error.into());
+    }
     ctx.app.auth.record(
         &principal,
         kind::PASSWORD_CHANGED,

@@ -1,0 +1,799 @@
+//! The commands of the scheduler loop (submit, cancel, pause, resume, retry, delete,
+//! purge, schedules) and restart recovery, as methods of [`Core`].
+
+use super::core::{Ack, Core, Finished, Live, Reply, Schedule};
+use super::cron;
+use super::kinds::{KIND_NAMES, Kind};
+use super::model::{AttemptError, Status, Task};
+use super::queue::Timer;
+use super::{DepRef, NewSchedule, NewTask, TaskError};
+use crate::store::schema::{ScheduleRecord, TaskRecord};
+use crate::store::{LoadedTasks, TaskWrite};
+
+/// The name of the built-in retention schedule.
+pub const PURGE_SCHEDULE: &str = "tasks.purge (built in)";
+
+impl Core {
+    fn full_total(&self, adding: usize) -> Option<TaskError> {
+        (adding > 0 && self.pending + adding > self.cfg.max_queued).then(|| {
+            TaskError::Full(format!(
+                "the task queue is full ({} tasks waiting, scheduler.max_queued); retry later",
+                self.pending
+            ))
+        })
+    }
+
+    fn full_kind(&self, kind: usize, adding: usize) -> Option<TaskError> {
+        (adding > 0 && self.pending_by_kind[kind] + adding > self.cfg.kind_max_queued[kind]).then(
+            || {
+                TaskError::Full(format!(
+                    "the queue of {} is full ({} waiting, scheduler.kind_max_queued); retry later",
+                    KIND_NAMES[kind], self.pending_by_kind[kind]
+                ))
+            },
+        )
+    }
+
+    fn full(&self, kind: usize, adding: usize) -> Option<TaskError> {
+        self.full_total(adding)
+            .or_else(|| self.full_kind(kind, adding))
+    }
+
+    fn known(&self, id: u64) -> bool {
+        (self.tasks.contains_key(&id) && !self.uncommitted.contains(&id))
+            || self.finished.contains_key(&id)
+    }
+
+    /// Submits tasks (one, or a batch whose members may depend on each other by index).
+    /// The reply comes after the commit.
+    pub fn submit(
+        &mut self,
+        specs: Vec<NewTask>,
+        creator: &str,
+        reply: Reply<Vec<u64>>,
+        now_ms: u64,
+    ) {
+        match self.admit(specs, creator, now_ms) {
+            Ok((ids, new)) => {
+                self.batch.durable = true;
+                self.batch.writes.push(TaskWrite::NextIds {
+                    task: self.next_id,
+                    schedule: self.next_schedule_id,
+                });
+                self.batch.acks.push(Ack::Submitted { reply, ids, new });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn admit(
+        &mut self,
+        specs: Vec<NewTask>,
+        creator: &str,
+        now_ms: u64,
+    ) -> Result<(Vec<u64>, Vec<u64>), TaskError> {
+        if self.draining {
+            return Err(TaskError::ShuttingDown);
+        }
+        if specs.is_empty() {
+            return Err(TaskError::Invalid("no task to submit".into()));
+        }
+        // Idempotency: a known key answers with its task and creates nothing.
+        let existing: Vec<Option<u64>> = specs
+            .iter()
+            .map(|s| {
+                s.idempotency_key
+                    .as_ref()
+                    .and_then(|k| self.keys.get(k).copied())
+            })
+            .collect();
+        let mut adding = [0usize; super::core::KINDS];
+        for (spec, found) in specs.iter().zip(&existing) {
+            if found.is_none() {
+                adding[spec.kind.index()] += 1;
+            }
+        }
+        let total: usize = adding.iter().sum();
+        if let Some(e) = self.full_total(total) {
+            return Err(e);
+        }
+        for (kind, n) in adding.iter().enumerate() {
+            if let Some(e) = self.full_kind(kind, *n) {
+                return Err(e);
+            }
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            for dep in &spec.depends_on {
+                match dep {
+                    DepRef::Task(id) if !self.known(*id) => {
+                        return Err(TaskError::Invalid(format!(
+                            "task {i} depends on task {id}, which does not exist"
+                        )));
+                    }
+                    DepRef::Batch(j) if *j >= specs.len() || *j == i => {
+                        return Err(TaskError::Invalid(format!(
+                            "task {i} depends on batch entry {j}, which is not another entry of this batch"
+                        )));
+                    }
+                    DepRef::Batch(j) if existing[*j].is_some() => {}
+                    _ => {}
+                }
+            }
+        }
+        check_cycles(&specs)?;
+        // Ids first (batch references need them), then the tasks.
+        let ids: Vec<u64> = existing
+            .iter()
+            .map(|found| found.unwrap_or_else(|| self.take_id()))
+            .collect();
+        let mut new = Vec::new();
+        let mut created = Vec::new();
+        for ((spec, found), id) in specs.into_iter().zip(&existing).zip(&ids) {
+            if found.is_some() {
+                continue;
+            }
+            let depends_on = spec
+                .depends_on
+                .iter()
+                .map(|d| match d {
+                    DepRef::Task(t) => *t,
+                    DepRef::Batch(j) => ids[*j],
+                })
+                .collect();
+            let task = Task {
+                id: *id,
+                priority: spec.priority.min(9),
+                status: Status::Queued,
+                creator: creator.to_owned(),
+                created_ms: now_ms,
+                run_at_ms: spec.run_at_ms,
+                enqueued_ms: now_ms,
+                started_ms: None,
+                finished_ms: None,
+                attempts: 0,
+                max_attempts: spec.max_attempts.unwrap_or(self.cfg.max_attempts).max(1),
+                retry_base: 0,
+                errors: Vec::new(),
+                progress: 0,
+                progress_message: String::new(),
+                result: None,
+                depends_on,
+                idempotency_key: spec.idempotency_key,
+                soft_limit_ms: spec.soft_limit_ms.unwrap_or(self.cfg.soft_limit_ms),
+                hard_limit_ms: spec.hard_limit_ms.unwrap_or(self.cfg.hard_limit_ms),
+                schedule: spec.schedule,
+                reason: None,
+                cancel_requested: false,
+                kind: spec.kind,
+            };
+            if let Some(key) = &task.idempotency_key {
+                self.keys.insert(key.clone(), *id);
+            }
+            self.uncommitted.insert(*id);
+            new.push(*id);
+            created.push(task);
+        }
+        // Statuses once every new task is known (a batch member may wait on another).
+        for task in &created {
+            self.tasks.insert(
+                task.id,
+                Live {
+                    task: task.clone(),
+                    version: 0,
+                },
+            );
+        }
+        for mut task in created {
+            let (status, reason) = self.entry_status(&task, now_ms);
+            task.status = status;
+            if status.is_finished() {
+                task.finished_ms = Some(now_ms);
+                task.reason = reason;
+            }
+            self.count(task.kind.index(), task.priority, None, Some(status));
+            let id = task.id;
+            self.batch.writes.push(TaskWrite::Put {
+                id,
+                record: task.to_record(),
+                new: true,
+            });
+            self.batch.acks.push(Ack::Place { id, version: 1 });
+            self.tasks.insert(id, Live { task, version: 1 });
+        }
+        Ok((ids, new))
+    }
+
+    fn finished_conflict(&self, id: u64, what: &str) -> TaskError {
+        match self.finished.get(&id) {
+            Some(f) => TaskError::Conflict(format!(
+                "task {id} already finished ({}); {what}",
+                f.status.as_str()
+            )),
+            None => TaskError::NotFound(format!("task {id}")),
+        }
+    }
+
+    fn active(&self, id: u64) -> Option<&Live> {
+        self.tasks
+            .get(&id)
+            .filter(|_| !self.uncommitted.contains(&id))
+    }
+
+    /// Cancels a task: at once when it waits; a running one is asked to stop and is
+    /// abandoned after `cancel_grace`. Always accepted, whatever the queue's load.
+    pub fn cancel(&mut self, id: u64, reply: Reply<()>, now_ms: u64) {
+        let Some(live) = self.active(id) else {
+            let _ = reply.send(Err(self.finished_conflict(id, "nothing to cancel")));
+            return;
+        };
+        match live.task.status {
+            Status::Running => {
+                if let Some(run) = self.running.get(&id) {
+                    run.token.cancel();
+                    let attempt = run.attempt;
+                    self.timers.add(
+                        now_ms + self.cfg.cancel_grace_ms,
+                        Timer::Grace { id, attempt },
+                    );
+                }
+                self.transition(id, true, |t| {
+                    t.cancel_requested = true;
+                    t.reason = Some("canceled".into());
+                });
+            }
+            status if status.is_finished() => {
+                let _ = reply.send(Err(TaskError::Conflict(format!(
+                    "task {id} already finished ({})",
+                    status.as_str()
+                ))));
+                return;
+            }
+            _ => self.transition(id, true, |t| {
+                t.status = Status::Canceled;
+                t.finished_ms = Some(now_ms);
+                t.reason = Some("canceled".into());
+            }),
+        }
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Holds a waiting task (queued, scheduled or waiting on dependencies).
+    pub fn pause(&mut self, id: u64, reply: Reply<()>) {
+        let Some(live) = self.active(id) else {
+            let _ = reply.send(Err(self.finished_conflict(id, "nothing to pause")));
+            return;
+        };
+        match live.task.status {
+            Status::Paused => {}
+            Status::Queued | Status::Scheduled | Status::Waiting => {
+                self.transition(id, true, |t| t.status = Status::Paused);
+            }
+            status => {
+                let _ = reply.send(Err(TaskError::Conflict(format!(
+                    "task {id} is {}: only a waiting task can be paused (cancel a running one)",
+                    status.as_str()
+                ))));
+                return;
+            }
+        }
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Puts a paused task back in line.
+    pub fn resume(&mut self, id: u64, reply: Reply<()>, now_ms: u64) {
+        let Some(live) = self.active(id) else {
+            let _ = reply.send(Err(self.finished_conflict(id, "nothing to resume")));
+            return;
+        };
+        if live.task.status != Status::Paused {
+            let _ = reply.send(Err(TaskError::Conflict(format!(
+                "task {id} is {}, not paused",
+                live.task.status.as_str()
+            ))));
+            return;
+        }
+        let (status, reason) = self.entry_status(&live.task, now_ms);
+        self.transition(id, true, |t| {
+            t.status = status;
+            t.enqueued_ms = now_ms;
+            if status.is_finished() {
+                t.finished_ms = Some(now_ms);
+                t.reason = reason;
+            }
+        });
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Runs a failed or canceled task again, with a fresh allowance of attempts. The
+    /// caller read its record from the store (finished tasks are not held in memory).
+    pub fn retry(&mut self, id: u64, record: TaskRecord, reply: Reply<()>, now_ms: u64) {
+        let Some(finished) = self.finished.get(&id) else {
+            let e = if self.active(id).is_some() {
+                TaskError::Conflict(format!("task {id} has not finished"))
+            } else {
+                TaskError::NotFound(format!("task {id}"))
+            };
+            let _ = reply.send(Err(e));
+            return;
+        };
+        if finished.status == Status::Succeeded {
+            let _ = reply.send(Err(TaskError::Conflict(format!(
+                "task {id} succeeded; submit a new task to run it again"
+            ))));
+            return;
+        }
+        let mut task = match Task::from_record(id, record) {
+            Ok(task) => task,
+            Err(e) => {
+                let _ = reply.send(Err(TaskError::Store(e)));
+                return;
+            }
+        };
+        if let Some(e) = self.full(task.kind.index(), 1) {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        self.finished.remove(&id);
+        task.retry_base = task.attempts;
+        task.finished_ms = None;
+        task.reason = None;
+        task.result = None;
+        task.cancel_requested = false;
+        task.progress = 0;
+        task.progress_message.clear();
+        task.run_at_ms = None;
+        task.status = Status::Paused;
+        self.count(task.kind.index(), task.priority, None, Some(Status::Paused));
+        let (status, reason) = self.entry_status(&task, now_ms);
+        self.tasks.insert(id, Live { task, version: 0 });
+        self.transition(id, true, |t| {
+            t.status = status;
+            t.enqueued_ms = now_ms;
+            if status.is_finished() {
+                t.finished_ms = Some(now_ms);
+                t.reason = reason;
+            }
+        });
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Deletes a finished task.
+    pub fn delete(&mut self, id: u64, reply: Reply<()>) {
+        if let Some(live) = self.active(id) {
+            let _ = reply.send(Err(TaskError::Conflict(format!(
+                "task {id} is {}; cancel it before deleting it",
+                live.task.status.as_str()
+            ))));
+            return;
+        }
+        let Some(f) = self.finished.remove(&id) else {
+            let _ = reply.send(Err(TaskError::NotFound(format!("task {id}"))));
+            return;
+        };
+        if let Some(key) = f.key {
+            self.keys.remove(&key);
+        }
+        self.batch.writes.push(TaskWrite::Delete { id });
+        self.batch.durable = true;
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Deletes finished tasks older than `max_age_ms` and, past `max_tasks`, the oldest.
+    pub fn purge(&mut self, max_age_ms: u64, max_tasks: u64, reply: Reply<u64>, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(max_age_ms);
+        let mut ids: Vec<(u64, u64)> = self
+            .finished
+            .iter()
+            .map(|(id, f)| (*id, f.finished_ms))
+            .collect();
+        ids.sort_unstable();
+        let keep = usize::try_from(max_tasks).unwrap_or(usize::MAX);
+        let over = ids.len().saturating_sub(keep);
+        let victims: Vec<u64> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, finished_ms))| *i < over || *finished_ms < cutoff)
+            .map(|(_, (id, _))| *id)
+            .collect();
+        for id in &victims {
+            if let Some(f) = self.finished.remove(id)
+                && let Some(key) = f.key
+            {
+                self.keys.remove(&key);
+            }
+            self.batch.writes.push(TaskWrite::Delete { id: *id });
+        }
+        self.batch.durable = true;
+        self.batch.acks.push(Ack::Count(
+            reply,
+            u64::try_from(victims.len()).unwrap_or(u64::MAX),
+        ));
+    }
+
+    /// Creates a schedule; it first fires at the next time its expression names.
+    pub fn create_schedule(
+        &mut self,
+        spec: NewSchedule,
+        creator: &str,
+        reply: Reply<u64>,
+        now_ms: u64,
+    ) {
+        if self.schedules.values().any(|s| s.name == spec.name) {
+            let _ = reply.send(Err(TaskError::Conflict(format!("schedule {}", spec.name))));
+            return;
+        }
+        let cron = match cron::parse(&spec.cron) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = reply.send(Err(TaskError::Invalid(e)));
+                return;
+            }
+        };
+        let id = self.next_schedule_id;
+        self.next_schedule_id += 1;
+        let schedule = Schedule {
+            name: spec.name,
+            cron_text: spec.cron,
+            next_fire_ms: cron.next_after(now_ms),
+            cron,
+            kind: spec.kind,
+            priority: spec.priority.min(9),
+            run_missed: spec.run_missed,
+            enabled: true,
+            creator: creator.to_owned(),
+            created_ms: now_ms,
+            last_fire_ms: None,
+            last_task: None,
+            skipped: 0,
+            version: 1,
+        };
+        self.batch.writes.push(TaskWrite::PutSchedule {
+            id,
+            record: schedule_record(&schedule),
+        });
+        self.batch.writes.push(TaskWrite::NextIds {
+            task: self.next_id,
+            schedule: self.next_schedule_id,
+        });
+        self.batch.durable = true;
+        self.batch.acks.push(Ack::PlaceSchedule { id, version: 1 });
+        self.batch.acks.push(Ack::Schedule(reply, id));
+        self.schedules.insert(id, schedule);
+    }
+
+    pub fn delete_schedule(&mut self, id: u64, reply: Reply<()>) {
+        match self.schedules.get(&id) {
+            None => {
+                let _ = reply.send(Err(TaskError::NotFound(format!("schedule {id}"))));
+            }
+            Some(s) if s.name == PURGE_SCHEDULE => {
+                let _ = reply.send(Err(TaskError::Conflict(
+                    "the built-in purge schedule follows scheduler.purge_schedule; set it to off to remove it".into(),
+                )));
+            }
+            Some(_) => {
+                self.schedules.remove(&id);
+                self.batch.writes.push(TaskWrite::DeleteSchedule { id });
+                self.batch.durable = true;
+                self.batch.acks.push(Ack::Done(reply));
+            }
+        }
+    }
+
+    pub fn place_schedule(&mut self, id: u64, version: u64) {
+        if let Some(s) = self.schedules.get(&id)
+            && s.version == version
+            && s.enabled
+            && let Some(at) = s.next_fire_ms
+        {
+            self.timers.add(
+                at,
+                Timer::Cron {
+                    schedule: id,
+                    version,
+                },
+            );
+        }
+    }
+
+    /// A schedule fires: it submits its task unless the previous run is unfinished (no
+    /// overlap) or the queue is full; the task and the schedule's new state are one write.
+    pub fn fire_schedule(&mut self, id: u64, version: u64, now_ms: u64) {
+        let Some(s) = self.schedules.get(&id) else {
+            return;
+        };
+        if s.version != version || self.draining {
+            return;
+        }
+        let overlapping = s.last_task.is_some_and(|t| self.tasks.contains_key(&t));
+        let full = self.full(s.kind.index(), 1);
+        let next = s.cron.next_after(now_ms);
+        let mut task_id = None;
+        if overlapping || full.is_some() {
+            tracing::info!(schedule = %s.name, overlapping, "schedule firing skipped");
+        } else {
+            let spec = NewTask::new(s.kind.clone(), s.priority).with_schedule(id);
+            let creator = format!("schedule:{}", s.name);
+            match self.admit(vec![spec], &creator, now_ms) {
+                Ok((ids, new)) => {
+                    for t in new {
+                        self.uncommitted.remove(&t);
+                    }
+                    task_id = ids.first().copied();
+                }
+                Err(e) => tracing::warn!(schedule = id, error = %e, "schedule cannot submit"),
+            }
+        }
+        let s = self.schedules.get_mut(&id).expect("checked");
+        s.version += 1;
+        s.next_fire_ms = next;
+        if task_id.is_some() {
+            s.last_fire_ms = Some(now_ms);
+            s.last_task = task_id;
+        } else {
+            s.skipped += 1;
+        }
+        let (record, version) = (schedule_record(s), s.version);
+        self.batch
+            .writes
+            .push(TaskWrite::PutSchedule { id, record });
+        self.batch.writes.push(TaskWrite::NextIds {
+            task: self.next_id,
+            schedule: self.next_schedule_id,
+        });
+        self.batch.durable = true;
+        self.batch.acks.push(Ack::PlaceSchedule { id, version });
+    }
+
+    /// Rebuilds the state from the store after a start. Tasks that were running when the
+    /// process stopped are queued again (the attempt counts) or fail when out of
+    /// attempts; missed schedule firings are skipped or run once. Returns the writes that
+    /// record this, to commit before the loop starts.
+    pub fn recover(
+        &mut self,
+        loaded: LoadedTasks,
+        schedules: Vec<(u64, ScheduleRecord)>,
+        now_ms: u64,
+    ) -> Vec<TaskWrite> {
+        let mut writes = Vec::new();
+        self.next_id = loaded.next_task_id;
+        self.next_schedule_id = loaded.next_schedule_id;
+        for (key, id) in loaded.keys {
+            self.keys.insert(key, id);
+        }
+        for (id, status, finished_ms) in loaded.finished {
+            let key = None;
+            if let Some(status) = Status::from_code(status) {
+                self.finished.insert(
+                    id,
+                    Finished {
+                        status,
+                        finished_ms,
+                        key,
+                    },
+                );
+            }
+        }
+        for (key, id) in &self.keys {
+            if let Some(f) = self.finished.get_mut(id) {
+                f.key = Some(key.clone());
+            }
+        }
+        let mut placed = Vec::new();
+        for (id, record) in loaded.active {
+            let mut task = match Task::from_record(id, record) {
+                Ok(task) => task,
+                Err(e) => {
+                    tracing::error!(task = id, error = %e, "a stored task cannot be read; it is left as it is");
+                    continue;
+                }
+            };
+            if task.status == Status::Running {
+                let attempt = task.attempts;
+                let message = format!("interrupted: cairn stopped during attempt {attempt}");
+                if task.cancel_requested {
+                    task.status = Status::Canceled;
+                    task.finished_ms = Some(now_ms);
+                } else if task.attempts_left() == 0 {
+                    task.status = Status::Failed;
+                    task.finished_ms = Some(now_ms);
+                    task.reason = Some(message.clone());
+                } else {
+                    task.status = Status::Queued;
+                    task.enqueued_ms = now_ms;
+                }
+                task.errors.push(AttemptError {
+                    attempt,
+                    at_ms: now_ms,
+                    message,
+                    retryable: true,
+                });
+                writes.push(TaskWrite::Put {
+                    id,
+                    record: task.to_record(),
+                    new: false,
+                });
+            }
+            self.count(task.kind.index(), task.priority, None, Some(task.status));
+            placed.push(id);
+            self.tasks.insert(id, Live { task, version: 1 });
+        }
+        for id in placed {
+            self.place(id, 1, now_ms);
+        }
+        for (id, record) in schedules {
+            match schedule_from_record(record) {
+                Ok(mut s) => {
+                    if s.next_fire_ms.is_some_and(|at| at <= now_ms) {
+                        s.next_fire_ms = if s.run_missed {
+                            Some(now_ms)
+                        } else {
+                            s.cron.next_after(now_ms)
+                        };
+                        writes.push(TaskWrite::PutSchedule {
+                            id,
+                            record: schedule_record(&s),
+                        });
+                    }
+                    let version = s.version;
+                    self.schedules.insert(id, s);
+                    self.place_schedule(id, version);
+                }
+                Err(e) => {
+                    tracing::error!(schedule = id, error = %e, "a stored schedule cannot be read; it does not run")
+                }
+            }
+        }
+        writes.extend(self.ensure_purge_schedule(now_ms));
+        // The recovery writes go to the store directly; what they change is already placed.
+        self.batch = super::core::Batch::default();
+        self.effects.clear();
+        self.dirty.clear();
+        writes
+    }
+
+    /// Creates, updates or removes the built-in purge schedule to match the config.
+    fn ensure_purge_schedule(&mut self, now_ms: u64) -> Vec<TaskWrite> {
+        let existing = self
+            .schedules
+            .iter()
+            .find(|(_, s)| s.name == PURGE_SCHEDULE)
+            .map(|(id, s)| (*id, s.cron_text.clone()));
+        let wanted = self.cfg.purge_schedule.clone();
+        match (existing, wanted) {
+            (None, None) => Vec::new(),
+            (Some((id, _)), None) => {
+                self.schedules.remove(&id);
+                vec![TaskWrite::DeleteSchedule { id }]
+            }
+            (Some((_, current)), Some(wanted)) if current == wanted => Vec::new(),
+            (existing, Some(wanted)) => {
+                let Ok(cron) = cron::parse(&wanted) else {
+                    return Vec::new();
+                };
+                let id = existing.map_or_else(
+                    || {
+                        let id = self.next_schedule_id;
+                        self.next_schedule_id += 1;
+                        id
+                    },
+                    |(id, _)| id,
+                );
+                let s = Schedule {
+                    name: PURGE_SCHEDULE.into(),
+                    cron_text: wanted,
+                    next_fire_ms: cron.next_after(now_ms),
+                    cron,
+                    kind: Kind::TasksPurge {
+                        max_age_s: None,
+                        max_tasks: None,
+                    },
+                    priority: 9,
+                    run_missed: false,
+                    enabled: true,
+                    creator: "cairn".into(),
+                    created_ms: now_ms,
+                    last_fire_ms: None,
+                    last_task: None,
+                    skipped: 0,
+                    version: 1,
+                };
+                let record = schedule_record(&s);
+                self.schedules.insert(id, s);
+                self.place_schedule(id, 1);
+                vec![
+                    TaskWrite::PutSchedule { id, record },
+                    TaskWrite::NextIds {
+                        task: self.next_id,
+                        schedule: self.next_schedule_id,
+                    },
+                ]
+            }
+        }
+    }
+}
+
+/// Rejects a batch whose entries depend on each other in a cycle.
+fn check_cycles(specs: &[NewTask]) -> Result<(), TaskError> {
+    // 0 unvisited, 1 on the path, 2 done.
+    fn visit(i: usize, specs: &[NewTask], state: &mut [u8]) -> Result<(), usize> {
+        match state[i] {
+            1 => return Err(i),
+            2 => return Ok(()),
+            _ => {}
+        }
+        state[i] = 1;
+        for dep in &specs[i].depends_on {
+            if let DepRef::Batch(j) = dep {
+                visit(*j, specs, state)?;
+            }
+        }
+        state[i] = 2;
+        Ok(())
+    }
+    let mut state = vec![0u8; specs.len()];
+    for i in 0..specs.len() {
+        visit(i, specs, &mut state).map_err(|at| {
+            TaskError::Invalid(format!(
+                "the dependencies of this batch form a cycle (through entry {at})"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+pub(super) fn schedule_record(s: &Schedule) -> ScheduleRecord {
+    ScheduleRecord::V1 {
+        name: s.name.clone(),
+        cron: s.cron_text.clone(),
+        kind: s.kind.name().to_owned(),
+        payload: s.kind.payload_json(),
+        priority: s.priority,
+        missed: u8::from(s.run_missed),
+        enabled: s.enabled,
+        creator: s.creator.clone(),
+        created_ms: s.created_ms,
+        next_fire_ms: s.next_fire_ms,
+        last_fire_ms: s.last_fire_ms,
+        last_task: s.last_task,
+        skipped: s.skipped,
+    }
+}
+
+fn schedule_from_record(record: ScheduleRecord) -> Result<Schedule, String> {
+    let ScheduleRecord::V1 {
+        name,
+        cron: cron_text,
+        kind,
+        payload,
+        priority,
+        missed,
+        enabled,
+        creator,
+        created_ms,
+        next_fire_ms,
+        last_fire_ms,
+        last_task,
+        skipped,
+    } = record;
+    let payload: serde_json::Value =
+        serde_json::from_str(&payload).map_err(|e| format!("payload: {e}"))?;
+    Ok(Schedule {
+        name,
+        cron: cron::parse(&cron_text)?,
+        cron_text,
+        kind: Kind::parse(&kind, &payload)?,
+        priority,
+        run_missed: missed == 1,
+        enabled,
+        creator,
+        created_ms,
+        next_fire_ms,
+        last_fire_ms,
+        last_task,
+        skipped,
+        version: 1,
+    })
+}
