@@ -37,6 +37,7 @@ export function initTasks({ refresh, visible }) {
   form.elements.payload.value = JSON.stringify(EXAMPLES[form.elements.kind.value]);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    $("task-status").textContent = "";
     try {
       const data = formData(form);
       let payload;

@@ -35,6 +35,7 @@ model=digits
 [ -n "$ceiling_bin" ] && [ -x "$ceiling_bin" ] || { echo "no ceiling binary (cargo bench --bench ceiling --no-run)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk not found ($peers/setup.sh)" >&2; exit 1; }
 
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cairn-compare.XXXXXX")
 out=${1:-$tmp/results}
 mkdir -p "$out"
@@ -197,6 +198,7 @@ for case in b1_json b32_json b32_binary; do
   fi
 done
 cairn_after=$(rss "$cairn_pid")
+echo "machine: $(nproc) cores, wrk on the same cores; load average before $load_before, after $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$out/machine"
 
 # --- report -----------------------------------------------------------------------------
 python3 - "$out/results" "$cairn_idle" "$ceiling_idle" "$ml_idle" "$cairn_after" "$wrk_args" "${DEPLOY:-}" <<'EOF' | tee "$out/table.md"

@@ -505,18 +505,46 @@ fn weight_bytes_count_the_weights() {
 }
 
 /// `CAIRN_WRITE_FUZZ_SEEDS=1 cargo test --features gpu --lib engine::safety_tests`
-/// writes the crafted models to `fuzz/seeds/model_load/` (committed; pass that directory
-/// to `cargo fuzz run` after the corpus directory).
+/// writes the crafted models to `fuzz/seeds/model_load/`, and inputs for them and for the
+/// fixtures (in `fuzz_targets/model_run.rs`'s layout) to `fuzz/seeds/model_run/`. The
+/// seeds are committed (`fuzz/corpus` is not); pass the seed directory to `cargo fuzz run`
+/// after the corpus directory.
 #[test]
 fn write_fuzz_seeds() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_load");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let models = crafted();
     assert!(models.len() >= 10);
     if std::env::var("CAIRN_WRITE_FUZZ_SEEDS").as_deref() != Ok("1") {
         return;
     }
-    std::fs::create_dir_all(&dir).unwrap();
+    let (load, run) = (root.join("model_load"), root.join("model_run"));
+    std::fs::create_dir_all(&load).unwrap();
+    std::fs::create_dir_all(&run).unwrap();
+    // Per input: dimension bytes (a dynamic one is the byte modulo 9), then values.
+    let values: Vec<u8> = [0.5f32, -1.0, 3.0, f32::NAN]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    for (selector, dims) in [(0u8, &[2u8, 64][..]), (1, &[3, 1, 8, 8]), (1, &[0, 255, 0])] {
+        let mut seed = vec![selector];
+        seed.extend_from_slice(dims);
+        seed.extend_from_slice(&values);
+        std::fs::write(
+            run.join(format!("fixture_{selector}_{}.bin", dims[0])),
+            seed,
+        )
+        .unwrap();
+    }
     for (name, bytes) in models {
-        std::fs::write(dir.join(format!("{name}.onnx")), bytes).unwrap();
+        std::fs::write(load.join(format!("{name}.onnx")), &bytes).unwrap();
+        let Ok(len) = u16::try_from(bytes.len()) else {
+            continue;
+        };
+        let mut seed = vec![2u8];
+        seed.extend_from_slice(&len.to_le_bytes());
+        seed.extend_from_slice(&bytes);
+        seed.extend_from_slice(&[2, 4, 2, 8, 8]);
+        seed.extend_from_slice(&values);
+        std::fs::write(run.join(format!("{name}.bin")), seed).unwrap();
     }
 }

@@ -32,6 +32,7 @@ pub mod views;
 mod control;
 mod core;
 mod driver;
+mod schedules;
 mod writer;
 
 #[cfg(test)]
@@ -42,12 +43,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::control::PURGE_SCHEDULE;
 use self::core::{Core, KINDS};
 use self::driver::{Clock, Command, Driver, Feed};
 use self::kinds::{KIND_NAMES, Kind, kind_index};
 pub use self::model::{Status, TaskEvent};
 pub use self::run::Services;
+pub use self::schedules::PURGE_SCHEDULE;
 pub use self::views::{ScheduleView, TaskView};
 pub use self::writer::Faults;
 use crate::config::SchedulerSection;
@@ -504,6 +505,9 @@ impl Scheduler {
 
     /// Events after `seq`; when there are none, waits up to `wait` for the next.
     pub async fn events(&self, seq: u64, wait: Duration, limit: usize) -> Vec<TaskEvent> {
+        // A cursor from before a restart (sequence numbers start again at 1) reads from the
+        // start.
+        let seq = if seq > self.last_event() { 0 } else { seq };
         let mut latest = self.feed.seq.subscribe();
         let found = self.feed.after(seq, limit);
         if !found.is_empty() || wait.is_zero() {

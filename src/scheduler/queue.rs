@@ -12,6 +12,10 @@ pub struct Entry {
     pub version: u64,
 }
 
+/// How a queue head ranks: effective priority, then the longest waiting, then the base
+/// priority; and where it is.
+type Ranked = ((u64, std::cmp::Reverse<u64>, u8), (u8, usize));
+
 /// One FIFO per (priority, kind): the head of each is its oldest task, so the best task
 /// overall is the best of the heads.
 #[derive(Debug, Default)]
@@ -37,7 +41,7 @@ impl ReadyQueues {
         allowed: impl Fn(usize) -> bool,
         live: impl Fn(&Entry) -> bool,
     ) -> Option<Entry> {
-        let mut best: Option<((u64, std::cmp::Reverse<u64>, u8), (u8, usize))> = None;
+        let mut best: Option<Ranked> = None;
         for (&(priority, kind), queue) in &mut self.queues {
             if !allowed(kind) {
                 continue;
@@ -117,6 +121,11 @@ impl Timers {
     #[must_use]
     pub fn len(&self) -> usize {
         self.set.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
     }
 }
 

@@ -15,18 +15,19 @@ use crate::store::{STORE_FILE, Store};
 use crate::telemetry::metrics::SchedulerMetrics;
 
 fn config() -> SchedulerConfig {
-    let mut cfg = SchedulerConfig::default();
-    cfg.seed = Some(7);
-    cfg.purge_schedule = None;
-    cfg.workers = 1;
-    cfg.kind_concurrency = [usize::MAX; super::core::KINDS];
-    cfg.retry_base_ms = 1000;
-    cfg.retry_cap_ms = 10_000;
-    cfg.aging_step_ms = 1000;
-    cfg.soft_limit_ms = 60_000;
-    cfg.hard_limit_ms = 120_000;
-    cfg.cancel_grace_ms = 5_000;
-    cfg
+    SchedulerConfig {
+        seed: Some(7),
+        purge_schedule: None,
+        workers: 1,
+        kind_concurrency: [usize::MAX; super::core::KINDS],
+        retry_base_ms: 1000,
+        retry_cap_ms: 10_000,
+        aging_step_ms: 1000,
+        soft_limit_ms: 60_000,
+        hard_limit_ms: 120_000,
+        cancel_grace_ms: 5_000,
+        ..SchedulerConfig::default()
+    }
 }
 
 fn sleep() -> Kind {
@@ -451,31 +452,62 @@ fn schedules_fire_without_overlap_and_survive_a_restart() {
     b.done(first, Ok("{}"), 2_500);
     b.step(3_000);
     assert_eq!(b.started.len(), 2);
+    let second = b.started[1].0;
+    b.done(second, Ok("{}"), 3_100);
+    // A second schedule that skips missed firings.
+    let (reply, mut answer) = oneshot::channel();
+    let spec = NewSchedule {
+        name: "skipper".into(),
+        cron: "* * * * * *".into(),
+        kind: sleep(),
+        priority: 5,
+        run_missed: false,
+    };
+    b.core.create_schedule(spec, "tester", reply, 3_200);
+    b.step(3_200);
+    let skipper = answer.try_recv().unwrap().unwrap();
     drop(b);
-    // Down from 3 s to 60 s: `run_once` fires once at start, then follows the expression.
+    // Down from 3.2 s to 60 s: `run_once` fires once at start, `skip` waits for its next
+    // time; both then follow the expression.
     let mut b = restart(&store, cfg, 60_000);
     let runs: Vec<u64> = b.started_ids();
     assert_eq!(
         runs.len(),
-        2,
-        "the interrupted run again, and one missed firing: {runs:?}"
+        1,
+        "one run for all the missed firings: {runs:?}"
     );
-    let schedule = store
-        .schedules()
-        .unwrap()
-        .into_iter()
-        .find(|(id, _)| *id == sid)
-        .unwrap()
-        .1;
-    let crate::store::schema::ScheduleRecord::V1 {
-        next_fire_ms,
-        skipped,
-        ..
-    } = schedule;
-    assert_eq!(next_fire_ms, Some(61_000));
-    assert!(skipped >= 1);
+    let task = store.task(runs[0]).unwrap().unwrap();
+    let crate::store::schema::TaskRecord::V1 { schedule, .. } = task;
+    assert_eq!(schedule, Some(sid));
+    let next = |id: u64| {
+        let record = store
+            .schedules()
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == id)
+            .unwrap()
+            .1;
+        let crate::store::schema::ScheduleRecord::V1 {
+            next_fire_ms,
+            skipped,
+            ..
+        } = record;
+        (next_fire_ms, skipped)
+    };
+    assert_eq!(next(sid).0, Some(61_000));
+    assert_eq!(next(skipper).0, Some(61_000));
     b.step(61_000);
-    assert_eq!(b.started.len(), 2, "still running: skipped");
+    assert_eq!(
+        next(sid).1,
+        2,
+        "its run is unfinished: this firing is skipped (the second time)"
+    );
+    assert_eq!(
+        next(skipper).1,
+        0,
+        "the other one submits (and queues behind the one worker)"
+    );
+    assert_eq!(b.core.pending, 1);
 }
 
 #[tokio::test(start_paused = true)]

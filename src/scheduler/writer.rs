@@ -39,10 +39,10 @@ impl Faults {
     }
 }
 
-fn commit(
+fn commit<'a>(
     store: &Store,
     faults: &Faults,
-    writes: &[TaskWrite],
+    writes: impl IntoIterator<Item = &'a TaskWrite>,
     durable: bool,
 ) -> Result<(), String> {
     if faults.commit_fails() {
@@ -57,14 +57,25 @@ fn commit(
 /// does not fail the others.
 fn commit_group(store: &Store, faults: &Faults, group: Vec<Batch>) -> Vec<Committed> {
     let durable = group.iter().any(|b| b.durable);
-    let writes: Vec<TaskWrite> = group
+    // The id counters only grow: one write of the highest values stands for all.
+    let mut next = None;
+    for write in group.iter().flat_map(|b| &b.writes) {
+        if let TaskWrite::NextIds { task, schedule } = write {
+            let (t, s) = next.unwrap_or((0, 0));
+            next = Some((t.max(*task), s.max(*schedule)));
+        }
+    }
+    let counters = next.map(|(task, schedule)| TaskWrite::NextIds { task, schedule });
+    let writes = group
         .iter()
-        .flat_map(|b| b.writes.iter().cloned())
-        .collect();
-    let result = if writes.is_empty() {
+        .flat_map(|b| &b.writes)
+        .filter(|w| !matches!(w, TaskWrite::NextIds { .. }))
+        .chain(counters.as_ref());
+    let empty = group.iter().all(|b| b.writes.is_empty());
+    let result = if empty {
         Ok(())
     } else {
-        commit(store, faults, &writes, durable)
+        commit(store, faults, writes, durable)
     };
     if result.is_ok() || group.len() == 1 {
         let acks = group.into_iter().flat_map(|b| b.acks).collect();
@@ -79,7 +90,7 @@ fn commit_group(store: &Store, faults: &Faults, group: Vec<Batch>) -> Vec<Commit
         .collect()
 }
 
-enum Msg {
+pub(super) enum Msg {
     Batch(Batch),
     Stop,
 }

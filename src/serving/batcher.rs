@@ -7,7 +7,7 @@
 //! never run; the queue is bounded, so overload is refused at `submit`, not buffered.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -201,10 +201,9 @@ impl Worker {
             let next = if self.settings.max_batch_delay.is_zero() {
                 jobs.try_recv().ok()
             } else {
-                match jobs.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(job) => Some(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-                }
+                // Timed out or disconnected: the batch is what we have.
+                jobs.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    .ok()
             };
             let Some(job) = next else { break };
             if rows + job.rows > max_rows || signature(&job.inputs) != shape {

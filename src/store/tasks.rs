@@ -68,6 +68,9 @@ pub struct TaskFilter {
     pub limit: usize,
 }
 
+/// A page of tasks and the cursor of the next page.
+pub type TaskPage = (Vec<(u64, TaskRecord)>, Option<u64>);
+
 /// The highest status code of an unfinished task.
 const LAST_ACTIVE_STATUS: u8 = 4;
 /// At most this many records are examined for one page, so a filter that matches
@@ -166,7 +169,11 @@ impl Store {
     ///
     /// # Errors
     /// Any change fails (the whole group is then rolled back); I/O failure.
-    pub fn apply_task_writes(&self, writes: &[TaskWrite], durable: bool) -> Result<(), StoreError> {
+    pub fn apply_task_writes<'a>(
+        &self,
+        writes: impl IntoIterator<Item = &'a TaskWrite>,
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(if durable {
             Durability::Immediate
@@ -243,10 +250,7 @@ impl Store {
     ///
     /// # Errors
     /// I/O failure or a damaged record.
-    pub fn list_tasks(
-        &self,
-        filter: &TaskFilter,
-    ) -> Result<(Vec<(u64, TaskRecord)>, Option<u64>), StoreError> {
+    pub fn list_tasks(&self, filter: &TaskFilter) -> Result<TaskPage, StoreError> {
         let txn = self.db.begin_read()?;
         let tasks = txn.open_table(TASKS)?;
         let limit = filter.limit.max(1);

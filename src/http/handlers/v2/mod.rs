@@ -310,11 +310,22 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
         .batch_rows
         .get_or_create(&labels)
         .observe(answer.batch_rows as f64);
-    let outputs = answer.outputs.map_err(|e| match e {
-        EngineError::Input(m) => ApiError::bad_request("invalid_request", m),
-        other => {
-            tracing::warn!(error = %other, elapsed_us = started.elapsed().as_micros(), "inference failed");
-            ApiError::from(ServeError::Engine(other.to_string()))
+    let outputs = answer.outputs.map_err(|e| {
+        // An operator's refusal comes wrapped in the node it happened in.
+        let mut cause = &e;
+        while let EngineError::Node { source, .. } = cause {
+            cause = source;
+        }
+        match cause {
+            EngineError::Input(_) => ApiError::bad_request("invalid_request", e.to_string()),
+            EngineError::Limit(_) => ApiError::bad_request(
+                "limit_exceeded",
+                format!("{e} (engine.max_tensor_bytes)"),
+            ),
+            _ => {
+                tracing::warn!(error = %e, elapsed_us = started.elapsed().as_micros(), "inference failed");
+                ApiError::from(ServeError::Engine(e.to_string()))
+            }
         }
     })?;
     let wanted: Vec<(&(String, burn::tensor::TensorData), bool)> = match &requested {

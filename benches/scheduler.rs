@@ -1,0 +1,163 @@
+//! The task scheduler through its Rust API on a temp store: durable enqueues per second
+//! (many submitters, each waiting for its commit), drain (tasks started and finished per
+//! second once released), and the round trip of one no-op task (submit → commit → start →
+//! finish → commit → the waiter hears of it) with nothing else running.
+//!
+//! `cargo bench --bench scheduler`
+//!
+//! The no-op task is `system.sleep` with `ms: 0`. Every figure includes the fsyncs:
+//! submissions and finishes are committed with `Durability::Immediate` (group commit).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn::scheduler::kinds::Kind;
+use cairn::scheduler::{DepRef, NewTask, Scheduler, SchedulerConfig, Services};
+use cairn::store::{STORE_FILE, Store};
+use cairn::telemetry::metrics::SchedulerMetrics;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const NOOP: Kind = Kind::SystemSleep {
+    ms: 0,
+    fail_attempts: 0,
+    fail: None,
+};
+
+fn scheduler(runtime: &tokio::runtime::Runtime) -> (tempfile::TempDir, Arc<Scheduler>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join(STORE_FILE)).unwrap());
+    let config = SchedulerConfig {
+        workers: 64,
+        max_queued: 10_000_000,
+        purge_schedule: None,
+        ..SchedulerConfig::default()
+    };
+    let services = Services {
+        store,
+        registry: None,
+        data_dir: dir.path().to_path_buf(),
+    };
+    let scheduler = runtime
+        .block_on(Scheduler::start(
+            config,
+            services,
+            SchedulerMetrics::default(),
+        ))
+        .unwrap();
+    (dir, scheduler)
+}
+
+/// `total` durable submissions from `clients` concurrent submitters, delayed by an hour
+/// so that only the enqueue is measured.
+async fn enqueue(scheduler: &Arc<Scheduler>, total: usize, clients: usize) -> Duration {
+    let run_at = cairn::scheduler::wall_ms() + 3_600_000;
+    let started = Instant::now();
+    let mut joins = Vec::new();
+    for _ in 0..clients {
+        let scheduler = Arc::clone(scheduler);
+        joins.push(tokio::spawn(async move {
+            for _ in 0..total / clients {
+                let mut task = NewTask::new(NOOP, 5);
+                task.run_at_ms = Some(run_at);
+                scheduler.submit(vec![task], "bench").await.unwrap();
+            }
+        }));
+    }
+    for join in joins {
+        join.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// `total` tasks held behind one gate task, released at once: the time from the gate's
+/// end to the end of the last of them.
+async fn drain(scheduler: &Arc<Scheduler>, total: usize) -> Duration {
+    let gate = Kind::SystemSleep {
+        ms: 300,
+        fail_attempts: 0,
+        fail: None,
+    };
+    let mut batch = vec![NewTask::new(gate, 9)];
+    for _ in 0..total {
+        let mut task = NewTask::new(NOOP, 5);
+        task.depends_on = vec![DepRef::Batch(0)];
+        batch.push(task);
+    }
+    let ids = scheduler.submit(batch, "bench").await.unwrap();
+    let gate = scheduler
+        .wait(ids[0], Duration::from_secs(60))
+        .await
+        .unwrap();
+    let released = gate.finished_ms.unwrap();
+    let last = scheduler
+        .wait(*ids.last().unwrap(), Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(last.status.is_finished(), "{last:?}");
+    let mut end = last.finished_ms.unwrap();
+    for id in &ids[1..] {
+        let view = scheduler.wait(*id, Duration::from_secs(600)).await.unwrap();
+        end = end.max(view.finished_ms.unwrap());
+    }
+    Duration::from_millis(end.saturating_sub(released).max(1))
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_dir, scheduler) = scheduler(&runtime);
+    let mut group = c.benchmark_group("scheduler");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+
+    const ENQUEUES: usize = 20_000;
+    group.throughput(Throughput::Elements(ENQUEUES as u64));
+    group.bench_function("durable_enqueue_256_clients", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| runtime.block_on(enqueue(&scheduler, ENQUEUES, 256)))
+                .sum()
+        });
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("durable_enqueue_1_client", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(enqueue(&scheduler, usize::try_from(iters).unwrap(), 1))
+        });
+    });
+
+    const DRAIN: usize = 10_000;
+    group.throughput(Throughput::Elements(DRAIN as u64));
+    group.bench_function("drain_noop", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| runtime.block_on(drain(&scheduler, DRAIN)))
+                .sum()
+        });
+    });
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("round_trip_noop", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let id = scheduler
+                        .submit(vec![NewTask::new(NOOP, 5)], "bench")
+                        .await
+                        .unwrap()[0];
+                    let view = scheduler.wait(id, Duration::from_secs(10)).await.unwrap();
+                    assert!(view.status.is_finished());
+                }
+                started.elapsed()
+            })
+        });
+    });
+    group.finish();
+    runtime.block_on(scheduler.shutdown(Duration::from_secs(1)));
+}
+
+criterion_group!(scheduler_benches, benches);
+criterion_main!(scheduler_benches);
