@@ -3,7 +3,8 @@
 # the bare-hyper ceiling (benches/ceiling.rs) and Seldon MLServer + onnxruntime on the peers'
 # MLP (same input: FP32 [batch, 64]). For each server and case it runs
 # `wrk -t2 -c16 -d15s --latency` (override with WRK_ARGS) and samples the server's RSS, then
-# prints a markdown table and the ratios against the goals.
+# prints a markdown table (req/s, p50, p99, server CPU per request, RSS) and the ratios
+# against the goals.
 #
 #   cargo build --release --bin cairn && cargo bench --bench ceiling --no-run
 #   benches/load/compare.sh [RESULTS_DIR]
@@ -61,6 +62,14 @@ rss() {
   local t=0 p
   for p in $(descendants "$1"); do
     t=$((t + $(awk '/^VmRSS/{print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# CPU time (user + system, clock ticks) of a process and its descendants.
+cputicks() {
+  local t=0 p
+  for p in $(descendants "$1"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done
   echo "$t"
 }
@@ -163,20 +172,25 @@ measure() {
   fi
   ( peak=0; while [ ! -f "$tmp/stop" ]; do r=$(rss "$pid"); [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" >"$tmp/peak"; sleep 0.5; done ) &
   local sampler=$!
+  local cpu0; cpu0=$(cputicks "$pid")
   # shellcheck disable=SC2086
   HEADER=$hdr BODY=$body HLEN=$hlen timeout 120 wrk $wrk_args --latency -s "$here/$script" "$url" \
     >"$out/$label.wrk" 2>&1 || true
+  local cpu1; cpu1=$(cputicks "$pid")
   touch "$tmp/stop"; wait "$sampler" 2>/dev/null || true; rm -f "$tmp/stop"
   local s non2xx
   s=$(grep '^SUMMARY' "$out/$label.wrk" || true)
   [ -n "$s" ] || fail "$label: no SUMMARY from wrk: $(cat "$out/$label.wrk")"
   non2xx=$(sed -n 's/.*Non-2xx or 3xx responses: *//p' "$out/$label.wrk"); non2xx=${non2xx:-0}
-  local rps p50 p99 errs
+  local rps p50 p99 errs reqs cpu_us
   rps=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$s")
   p50=$(sed -E 's/.*p50=([0-9.]+)ms.*/\1/' <<<"$s")
   p99=$(sed -E 's/.*p99=([0-9.]+)ms.*/\1/' <<<"$s")
   errs=$(sed -E 's/.*errors\(connect\/read\/write\/status\/timeout\)=([0-9\/]+).*/\1/' <<<"$s")
-  echo "$label $rps $p50 $p99 $(cat "$tmp/peak") $errs $non2xx" >>"$out/results"
+  reqs=$(sed -E 's/.* reqs=([0-9]+).*/\1/' <<<"$s")
+  # Server CPU per request (user + system), less sensitive than req/s to other load on the box.
+  cpu_us=$(awk -v d=$((cpu1 - cpu0)) -v t="$(getconf CLK_TCK)" -v r="$reqs" 'BEGIN { printf "%.1f", (r > 0) ? d / t * 1e6 / r : 0 }')
+  echo "$label $rps $p50 $p99 $(cat "$tmp/peak") $errs $non2xx $cpu_us" >>"$out/results"
   echo "$label: $s non2xx=$non2xx rss_peak_kB=$(cat "$tmp/peak")" >&2
 }
 
@@ -207,18 +221,18 @@ path, cairn_idle, ceil_idle, ml_idle, cairn_after, wrk_args, deploy = sys.argv[1
 idle = {"cairn": int(cairn_idle), "ceiling": int(ceil_idle), "mlserver": int(ml_idle)}
 rows = {}
 for line in open(path):
-    label, rps, p50, p99, peak, errs, non2xx = line.split()
+    label, rps, p50, p99, peak, errs, non2xx, cpu = line.split()
     server, case = label.split("_", 1)
     rows[(server, case)] = dict(rps=float(rps), p50=float(p50), p99=float(p99), peak=int(peak),
-                                errs=errs, non2xx=int(non2xx))
+                                errs=errs, non2xx=int(non2xx), cpu=float(cpu))
 mb = lambda kb: f"{kb / 1024:.1f} MB"
 names = {"cairn": "cairn", "ceiling": "bare hyper (ceiling)", "mlserver": "MLServer + onnxruntime"}
 cases = {"b1_json": "JSON batch 1", "b32_json": "JSON batch 32", "b32_binary": "binary batch 32"}
 print(f"wrk {wrk_args} --latency; RSS: idle after startup / peak during the run"
       + (f"; cairn deploy {deploy}" if deploy else ""))
 print()
-print("| server | case | req/s | p50 | p99 | RSS idle | RSS under load | errors |")
-print("|---|---|---:|---:|---:|---:|---:|---|")
+print("| server | case | req/s | p50 | p99 | server CPU / req | RSS idle | RSS under load | errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---|")
 for server in ("cairn", "ceiling", "mlserver"):
     for case in cases:
         r = rows.get((server, case))
@@ -226,7 +240,7 @@ for server in ("cairn", "ceiling", "mlserver"):
             continue
         err = "0" if r["errs"] == "0/0/0/0/0" and r["non2xx"] == 0 else f"{r['errs']} non2xx={r['non2xx']}"
         print(f"| {names[server]} | {cases[case]} | {r['rps']:.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms "
-              f"| {mb(idle[server])} | {mb(r['peak'])} | {err} |")
+              f"| {r['cpu']:.0f} µs | {mb(idle[server])} | {mb(r['peak'])} | {err} |")
 print(f"\ncairn RSS after the runs: {mb(int(cairn_after))}\n")
 def get(s, c):
     return rows.get((s, c))
@@ -252,7 +266,9 @@ print("|---|---:|---:|---|")
 for g in goals:
     print("| " + " | ".join(g) + " |")
 print()
-print("Other ratios (info): batch 32 JSON cairn / ceiling "
+cpu1 = (h1["cpu"] / c1["cpu"]) if c1 and h1 and c1["cpu"] else None
+print("Other ratios (info): batch 1 CPU per request ceiling / cairn "
+      + (f"{cpu1:.2f}×" if cpu1 else "—") + "; batch 32 JSON cairn / ceiling "
       + (f"{ratio(c32, h32):.2f}×" if ratio(c32, h32) else "—")
       + "; batch 32 p99 cairn / ceiling " + (f"{ratio(c32, h32, 'p99'):.2f}×" if ratio(c32, h32, 'p99') else "—"))
 EOF

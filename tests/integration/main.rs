@@ -9,6 +9,7 @@ mod auth_matrix;
 mod config_cli;
 #[cfg(feature = "engine")]
 mod conformance;
+mod fuzz_seeds;
 mod hardening;
 mod health_metrics;
 mod http_edges;

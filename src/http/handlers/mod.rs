@@ -11,7 +11,7 @@ mod static_files;
 mod system;
 mod tasks;
 mod users;
-mod v2;
+pub mod v2;
 
 use super::Response;
 use super::error::ApiError;

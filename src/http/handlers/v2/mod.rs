@@ -1,7 +1,7 @@
 //! KServe V2 / Open Inference Protocol routes: model metadata, readiness, inference (JSON
 //! and binary tensors), statistics (Triton's extension) and the repository extension.
 
-mod codec;
+pub mod codec;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -204,7 +204,7 @@ pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> 
 async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiError> {
     let header_len = header_length(ctx)?;
     let body: Bytes = ctx.body().await?;
-    let (json_part, mut binary): (&[u8], &[u8]) = match header_len {
+    let (json_part, binary): (&[u8], &[u8]) = match header_len {
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
             return Err(ApiError::bad_request(
@@ -227,38 +227,8 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
     })?;
     let max_elements =
         usize::try_from(ctx.app.config.engine.max_tensor_bytes.0).unwrap_or(usize::MAX);
-    let mut inputs = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
-        let Some(spec) = deployment.inputs.iter().find(|s| s.name == input.name) else {
-            let names: Vec<&str> = deployment.inputs.iter().map(|s| s.name.as_str()).collect();
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!(
-                    "input {}: the model has no such input; its inputs are {}",
-                    input.name,
-                    names.join(", ")
-                ),
-            ));
-        };
-        if inputs.iter().any(|(n, _)| *n == input.name) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("input {} is given twice", input.name),
-            ));
-        }
-        let data = codec::decode_input(input, spec, &mut binary, max_elements)
-            .map_err(|BadRequest(m)| ApiError::bad_request("invalid_request", m))?;
-        inputs.push((input.name.clone(), data));
-    }
-    for spec in &deployment.inputs {
-        if !inputs.iter().any(|(n, _)| *n == spec.name) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                format!("input {} is missing", spec.name),
-            ));
-        }
-    }
-    // The model's inputs must all agree on the batch, as one request.
+    let inputs = codec::decode_inputs(&request, &deployment.inputs, binary, max_elements)
+        .map_err(|BadRequest(m)| ApiError::bad_request("invalid_request", m))?;
     let requested: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {
         outs.iter()
             .map(|o| {
