@@ -251,8 +251,8 @@ impl Default for AuthSection {
         Self {
             session_idle: Duration::from_secs(30 * 60),
             session_absolute: Duration::from_secs(12 * 3600),
-            key_rate_per_second: 1000,
-            key_burst: 2000,
+            key_rate_per_second: 50_000,
+            key_burst: 100_000,
             address_rate_per_second: 50,
             address_burst: 100,
             audit_retention: Duration::from_secs(90 * 86400),

@@ -6,9 +6,10 @@
 //! Invariants: a request whose client went away (its reply receiver dropped) is skipped,
 //! never run; the queue is bounded, so overload is refused at `submit`, not buffered.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use std::time::{Duration, Instant};
 
 use burn::tensor::TensorData;
@@ -68,7 +69,7 @@ pub enum SubmitError {
 /// A deployment's queue and threads. The threads end once this is dropped and the queue
 /// has drained, so requests already queued on an old version still finish after a switch.
 pub struct Pool {
-    queue: SyncSender<Job>,
+    queue: Sender<Job>,
     capacity: usize,
     pub waiting: Arc<AtomicU64>,
 }
@@ -92,8 +93,8 @@ impl Pool {
         settings: BatchSettings,
         counters: Arc<Counters>,
     ) -> std::io::Result<Self> {
-        let (queue, jobs) = sync_channel::<Job>(settings.queue_capacity.max(1));
-        let jobs = Arc::new(Mutex::new(jobs));
+        // A multi-consumer queue: idle workers spin briefly, then park, waiting for work.
+        let (queue, jobs) = bounded::<Job>(settings.queue_capacity.max(1));
         let batchable = model
             .inputs()
             .iter()
@@ -106,7 +107,7 @@ impl Pool {
         for i in 0..settings.instances.max(1) {
             let worker = Worker {
                 model: Arc::clone(&model),
-                jobs: Arc::clone(&jobs),
+                jobs: jobs.clone(),
                 settings,
                 batchable,
                 counters: Arc::clone(&counters),
@@ -160,7 +161,7 @@ impl Pool {
 
 struct Worker {
     model: Arc<Model>,
-    jobs: Arc<Mutex<Receiver<Job>>>,
+    jobs: Receiver<Job>,
     settings: BatchSettings,
     batchable: bool,
     counters: Arc<Counters>,
@@ -178,11 +179,9 @@ fn signature(inputs: &Tensors) -> Vec<(String, Vec<usize>, burn::tensor::DType)>
 impl Worker {
     fn run(self) {
         loop {
-            let batch = {
-                let Ok(jobs) = self.jobs.lock() else { return };
-                let Ok(first) = jobs.recv() else { return };
-                self.gather(&jobs, first)
-            };
+            // Ends once the pool is dropped and the queue has drained.
+            let Ok(first) = self.jobs.recv() else { return };
+            let batch = self.gather(&self.jobs, first);
             self.execute(batch);
         }
     }

@@ -25,7 +25,7 @@ use crate::engine::{EngineError, Model, TensorSpec};
 use crate::registry::{Registry, RegistryError};
 use crate::store::schema::{DeploySettingsRecord, DeploymentRecord, VersionRecord};
 use crate::store::{Store, StoreError, unix_now};
-use crate::telemetry::metrics::ServingMetrics;
+use crate::telemetry::metrics::{DeploymentMetrics, ServingMetrics};
 
 /// Why a deployment or an inference failed.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,8 @@ pub struct Deployment {
     pub outputs: Vec<TensorSpec>,
     pub deployed_at: u64,
     pub counters: Arc<Counters>,
+    /// This deployment's metric handles (looked up once, here).
+    pub metrics: DeploymentMetrics,
     pool: Pool,
 }
 
@@ -388,6 +390,7 @@ impl Serving {
                 settings.version, self.max_model_memory
             )));
         }
+        let metrics = self.metrics.for_deployment(model, settings.version);
         let (registry, sha256, name) = (Arc::clone(&self.registry), *sha256, model.to_owned());
         let loaded = tokio::task::spawn_blocking(move || {
             let bytes = registry
@@ -421,6 +424,7 @@ impl Serving {
                 outputs: model.outputs().into_iter().cloned().collect(),
                 deployed_at,
                 counters,
+                metrics,
                 pool,
             })
         })

@@ -114,7 +114,54 @@ impl Default for ServingMetrics {
     }
 }
 
+/// The serving metric handles of one deployment, looked up once when it is loaded so the
+/// request path touches only atomics.
+#[derive(Debug, Clone)]
+pub struct DeploymentMetrics {
+    pub success: Counter,
+    pub invalid: Counter,
+    pub busy: Counter,
+    pub error: Counter,
+    pub queue_seconds: Histogram,
+    pub compute_seconds: Histogram,
+    pub batch_rows: Histogram,
+    pub in_flight: Gauge,
+}
+
 impl ServingMetrics {
+    /// The handles of `model`'s `version`.
+    #[must_use]
+    pub fn for_deployment(&self, model: &str, version: u32) -> DeploymentMetrics {
+        let outcome = |outcome| {
+            self.requests
+                .get_or_create(&InferOutcomeLabels {
+                    model: model.to_owned(),
+                    version: version.to_string(),
+                    outcome,
+                })
+                .clone()
+        };
+        let labels = ModelVersionLabels {
+            model: model.to_owned(),
+            version: version.to_string(),
+        };
+        DeploymentMetrics {
+            success: outcome("success"),
+            invalid: outcome("invalid"),
+            busy: outcome("busy"),
+            error: outcome("error"),
+            queue_seconds: self.queue_seconds.get_or_create(&labels).clone(),
+            compute_seconds: self.compute_seconds.get_or_create(&labels).clone(),
+            batch_rows: self.batch_rows.get_or_create(&labels).clone(),
+            in_flight: self
+                .in_flight
+                .get_or_create(&ModelLabels {
+                    model: model.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
     /// A deploy or restore of `model` failed.
     pub fn failure(&self, model: &str) {
         self.deploy_failures

@@ -27,15 +27,146 @@ pub struct Parameters {
     pub binary_data_output: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One input of a request. Its `data` is parsed straight into a typed tensor while the
+/// JSON is read when `shape` and `datatype` come before it (as every client sends them);
+/// otherwise it is kept unparsed and read once its type is known.
+#[derive(Debug)]
 pub struct InputHeader<'a> {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    #[serde(default)]
     pub parameters: Option<Parameters>,
-    #[serde(default, borrow)]
-    pub data: Option<&'a RawValue>,
+    pub data: Option<Data<'a>>,
+}
+
+#[derive(Debug)]
+pub enum Data<'a> {
+    /// The JSON text, for a `data` that came before its shape or type.
+    Raw(&'a RawValue),
+    /// Already decoded, with exactly the elements the given shape holds.
+    Parsed(TensorData),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for InputHeader<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(InputVisitor(std::marker::PhantomData))
+    }
+}
+
+struct InputVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for InputVisitor<'a> {
+    type Value = InputHeader<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an input: {name, shape, datatype, data or parameters.binary_data_size}")
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut name, mut shape, mut datatype) = (None::<String>, None::<Vec<i64>>, None);
+        let (mut parameters, mut data) = (None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "name" => name = Some(map.next_value()?),
+                "shape" => shape = Some(map.next_value()?),
+                "datatype" => datatype = Some(map.next_value::<String>()?),
+                "parameters" => parameters = map.next_value()?,
+                "data" => {
+                    let typed = datatype.as_deref().and_then(dtype_of).zip(
+                        shape
+                            .as_deref()
+                            .and_then(|s| dims(s).ok())
+                            .filter(|(_, count)| *count <= MAX_JSON_ELEMENTS),
+                    );
+                    data = Some(match typed {
+                        Some((dtype, (dims, count))) => {
+                            Data::Parsed(map.next_value_seed(TypedSeed {
+                                dtype,
+                                dims,
+                                count,
+                                name: name.as_deref().unwrap_or("?"),
+                            })?)
+                        }
+                        None => Data::Raw(map.next_value()?),
+                    });
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(InputHeader {
+            name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+            shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+            datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+            parameters,
+            data,
+        })
+    }
+}
+
+/// More values than a JSON body can hold (at one byte each, with commas) are not parsed
+/// eagerly: the shape is surely wrong, and the later checks say so.
+const MAX_JSON_ELEMENTS: usize = 1 << 26;
+
+/// The dims of a given shape and their element count.
+fn dims(shape: &[i64]) -> Result<(Vec<usize>, usize), ()> {
+    let dims: Vec<usize> = shape
+        .iter()
+        .map(|d| usize::try_from(*d).map_err(|_| ()))
+        .collect::<Result<_, _>>()?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .ok_or(())?;
+    Ok((dims, count))
+}
+
+/// Reads `data` of a known type and shape into a tensor, during the JSON parse.
+struct TypedSeed<'n> {
+    dtype: DType,
+    dims: Vec<usize>,
+    count: usize,
+    name: &'n str,
+}
+
+impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
+    type Value = TensorData;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
+        fn read<'de, T: Element + burn::tensor::Element, D: de::Deserializer<'de>>(
+            d: D,
+            seed: TypedSeed<'_>,
+        ) -> Result<TensorData, D::Error> {
+            let mut out = Vec::with_capacity(seed.count.min(1 << 20));
+            Flat::<T> {
+                out: &mut out,
+                depth: 0,
+                limit: seed.count,
+            }
+            .deserialize(d)
+            .map_err(|e| de::Error::custom(format!("input {}: data {e}", seed.name)))?;
+            if out.len() != seed.count {
+                return Err(de::Error::custom(format!(
+                    "input {}: data has {} values, its shape {:?} needs {}",
+                    seed.name,
+                    out.len(),
+                    seed.dims,
+                    seed.count
+                )));
+            }
+            Ok(TensorData::new(out, seed.dims))
+        }
+        match self.dtype {
+            DType::F32 => read::<f32, D>(d, self),
+            DType::F16 => read::<f16, D>(d, self),
+            DType::I64 => read::<i64, D>(d, self),
+            DType::I32 => read::<i32, D>(d, self),
+            DType::I16 => read::<i16, D>(d, self),
+            DType::I8 => read::<i8, D>(d, self),
+            DType::U32 => read::<u32, D>(d, self),
+            DType::U16 => read::<u16, D>(d, self),
+            DType::U8 => read::<u8, D>(d, self),
+            _ => read::<bool, D>(d, self),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,7 +415,7 @@ fn parse_flat<T: Element + burn::tensor::Element>(
 /// # Errors
 /// Unknown name, wrong datatype, rank, dims or element count, malformed values.
 pub fn decode_input(
-    input: &InputHeader<'_>,
+    input: InputHeader<'_>,
     spec: &TensorSpec,
     binary: &mut &[u8],
     max_elements: usize,
@@ -368,7 +499,12 @@ pub fn decode_input(
         (None, None) => bad(format!(
             "input {name}: no data (give `data` or binary_data_size)"
         )),
-        (None, Some(raw)) => {
+        (None, Some(Data::Parsed(tensor))) => {
+            // Parsed with the shape given, now checked against the model.
+            debug_assert_eq!(tensor.shape().to_vec(), shape);
+            Ok(tensor)
+        }
+        (None, Some(Data::Raw(raw))) => {
             let parsed = match dtype {
                 DType::F32 => parse_flat::<f32>(raw, count, shape),
                 DType::F16 => parse_flat::<f16>(raw, count, shape),
@@ -393,13 +529,13 @@ pub fn decode_input(
 /// # Errors
 /// The first mistake, naming the input and what the model expects.
 pub fn decode_inputs(
-    request: &RequestHeader<'_>,
+    given: Vec<InputHeader<'_>>,
     specs: &[TensorSpec],
     mut binary: &[u8],
     max_elements: usize,
 ) -> Result<Vec<(String, TensorData)>, BadRequest> {
-    let mut inputs: Vec<(String, TensorData)> = Vec::with_capacity(request.inputs.len());
-    for input in &request.inputs {
+    let mut inputs: Vec<(String, TensorData)> = Vec::with_capacity(given.len());
+    for input in given {
         let Some(spec) = specs.iter().find(|s| s.name == input.name) else {
             let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
             return bad(format!(
@@ -411,8 +547,9 @@ pub fn decode_inputs(
         if inputs.iter().any(|(n, _)| *n == input.name) {
             return bad(format!("input {} is given twice", input.name));
         }
+        let name = input.name.clone();
         let data = decode_input(input, spec, &mut binary, max_elements)?;
-        inputs.push((input.name.clone(), data));
+        inputs.push((name, data));
     }
     for spec in specs {
         if !inputs.iter().any(|(n, _)| *n == spec.name) {
@@ -449,10 +586,11 @@ pub fn fuzz_round_trip(json: &[u8], binary: &[u8]) {
             shape: vec![None],
         },
     ];
-    let Ok(request) = serde_json::from_slice::<RequestHeader<'_>>(json) else {
+    let Ok(mut request) = serde_json::from_slice::<RequestHeader<'_>>(json) else {
         return;
     };
-    let Ok(inputs) = decode_inputs(&request, &specs, binary, 1 << 16) else {
+    let given = std::mem::take(&mut request.inputs);
+    let Ok(inputs) = decode_inputs(given, &specs, binary, 1 << 16) else {
         return;
     };
     let outputs = inputs
@@ -550,19 +688,28 @@ mod tests {
         }
     }
 
-    fn header(json: &str) -> RequestHeader<'_> {
-        serde_json::from_str(json).unwrap()
+    /// Parse and decode the first input of `body`, as the handler does.
+    fn decode(
+        body: &str,
+        spec: &TensorSpec,
+        binary: &[u8],
+        max: usize,
+    ) -> Result<TensorData, String> {
+        let request: RequestHeader<'_> = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        let input = request.inputs.into_iter().next().expect("one input");
+        decode_input(input, spec, &mut &binary[..], max).map_err(|e| e.0)
     }
 
     #[test]
-    fn nested_and_flat_data_decode_alike() {
+    fn nested_and_flat_data_decode_alike_in_any_field_order() {
         let s = spec("FLOAT", vec![None, Some(2)]);
         for body in [
             r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[[1,2.5],[3,4]]}]}"#,
             r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"FP32","data":[1,2.5,3,4]}]}"#,
+            // `data` before its type: kept unparsed, then read.
+            r#"{"inputs":[{"data":[1,2.5,3,4],"name":"x","shape":[2,2],"datatype":"FP32"}]}"#,
         ] {
-            let h = header(body);
-            let t = decode_input(&h.inputs[0], &s, &mut &[][..], 1 << 20).unwrap();
+            let t = decode(body, &s, &[], 1 << 20).unwrap();
             assert_eq!(t.as_slice::<f32>().unwrap(), &[1.0, 2.5, 3.0, 4.0]);
             assert_eq!(t.shape().to_vec(), vec![2, 2]);
         }
@@ -585,6 +732,10 @@ mod tests {
                 "needs 2",
             ),
             (
+                r#"{"inputs":[{"data":[1],"name":"x","shape":[1,2],"datatype":"FP32"}]}"#,
+                "needs 2",
+            ),
+            (
                 r#"{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2,3]}]}"#,
                 "more values",
             ),
@@ -604,32 +755,30 @@ mod tests {
                 r#"{"inputs":[{"name":"x","shape":[4611686018427387904,2],"datatype":"FP32","data":[1,2]}]}"#,
                 "larger",
             ),
+            (
+                r#"{"inputs":[{"shape":[1,2],"datatype":"FP32","data":[1,2]}]}"#,
+                "missing field `name`",
+            ),
         ];
         for (body, want) in cases {
-            let h = header(body);
-            let err = decode_input(&h.inputs[0], &s, &mut &[][..], 1 << 20).unwrap_err();
-            assert!(err.0.contains(want), "{body}: {err}");
+            let err = decode(body, &s, &[], 1 << 20).unwrap_err();
+            assert!(err.contains(want), "{body}: {err}");
         }
     }
 
     #[test]
     fn integers_are_range_checked_and_binary_is_sliced() {
         let s = spec("INT8", vec![Some(2)]);
-        let h = header(r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT8","data":[1,300]}]}"#);
-        assert!(decode_input(&h.inputs[0], &s, &mut &[][..], 100).is_err());
+        let body = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"INT8","data":[1,300]}]}"#;
+        assert!(decode(body, &s, &[], 100).is_err());
         let s = spec("FLOAT", vec![Some(2)]);
-        let h = header(
-            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#,
-        );
+        let body = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#;
         let bytes: Vec<u8> = [1.5f32, -2.0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
-        let mut rest = &bytes[..];
-        let t = decode_input(&h.inputs[0], &s, &mut rest, 100).unwrap();
+        let t = decode(body, &s, &bytes, 100).unwrap();
         assert_eq!(t.as_slice::<f32>().unwrap(), &[1.5, -2.0]);
-        assert!(rest.is_empty());
-        let mut short = &bytes[..4];
-        assert!(decode_input(&h.inputs[0], &s, &mut short, 100).is_err());
+        assert!(decode(body, &s, &bytes[..4], 100).is_err());
     }
 }

@@ -19,7 +19,6 @@ use crate::http::service::Ctx;
 use crate::http::{ApiError, Response, response};
 use crate::registry::{TensorView, VersionView};
 use crate::serving::{DeploySettings, Deployment, ServeError};
-use crate::telemetry::metrics::{InferOutcomeLabels, ModelLabels, ModelVersionLabels};
 
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -176,28 +175,24 @@ pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> 
         None
     };
     let deployment = deployment(&ctx, version).await?;
-    let metrics = ctx.app.serving.metrics().clone();
-    let model_label = ModelLabels {
-        model: deployment.model_name.clone(),
-    };
-    let in_flight = metrics.in_flight.get_or_create(&model_label).clone();
-    in_flight.inc();
+    let metrics = &deployment.metrics;
+    // Counted down on drop too: a client that goes away mid-request leaves no count behind.
+    struct InFlight<'g>(&'g prometheus_client::metrics::gauge::Gauge);
+    impl Drop for InFlight<'_> {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    metrics.in_flight.inc();
+    let guard = InFlight(&metrics.in_flight);
     let result = run(&mut ctx, &deployment).await;
-    in_flight.dec();
-    let outcome = match &result {
-        Ok(_) => "success",
-        Err(e) if e.status == StatusCode::BAD_REQUEST => "invalid",
-        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => "busy",
-        Err(_) => "error",
+    drop(guard);
+    match &result {
+        Ok(_) => metrics.success.inc(),
+        Err(e) if e.status == StatusCode::BAD_REQUEST => metrics.invalid.inc(),
+        Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => metrics.busy.inc(),
+        Err(_) => metrics.error.inc(),
     };
-    metrics
-        .requests
-        .get_or_create(&InferOutcomeLabels {
-            model: deployment.model_name.clone(),
-            version: deployment.settings.version.to_string(),
-            outcome,
-        })
-        .inc();
     result
 }
 
@@ -217,7 +212,7 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
         }
         None => (&body[..], &[][..]),
     };
-    let request: RequestHeader<'_> = serde_json::from_slice(json_part).map_err(|e| {
+    let mut request: RequestHeader<'_> = serde_json::from_slice(json_part).map_err(|e| {
         let code = if e.is_data() {
             "invalid_request"
         } else {
@@ -227,7 +222,8 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
     })?;
     let max_elements =
         usize::try_from(ctx.app.config.engine.max_tensor_bytes.0).unwrap_or(usize::MAX);
-    let inputs = codec::decode_inputs(&request, &deployment.inputs, binary, max_elements)
+    let given = std::mem::take(&mut request.inputs);
+    let inputs = codec::decode_inputs(given, &deployment.inputs, binary, max_elements)
         .map_err(|BadRequest(m)| ApiError::bad_request("invalid_request", m))?;
     let requested: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {
         outs.iter()
@@ -262,24 +258,13 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
         .unwrap_or(false);
     let started = Instant::now();
     let answer = deployment.infer(inputs).await?;
-    let labels = ModelVersionLabels {
-        model: deployment.model_name.clone(),
-        version: deployment.settings.version.to_string(),
-    };
-    let metrics = ctx.app.serving.metrics();
-    metrics
-        .queue_seconds
-        .get_or_create(&labels)
-        .observe(answer.queue.as_secs_f64());
+    let metrics = &deployment.metrics;
+    metrics.queue_seconds.observe(answer.queue.as_secs_f64());
     metrics
         .compute_seconds
-        .get_or_create(&labels)
         .observe(answer.compute.as_secs_f64());
     #[expect(clippy::cast_precision_loss, reason = "batch sizes are small")]
-    metrics
-        .batch_rows
-        .get_or_create(&labels)
-        .observe(answer.batch_rows as f64);
+    metrics.batch_rows.observe(answer.batch_rows as f64);
     let outputs = answer.outputs.map_err(|e| {
         // An operator's refusal comes wrapped in the node it happened in.
         let mut cause = &e;
