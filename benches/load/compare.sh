@@ -18,8 +18,8 @@
 # WRK_ARGS ("-t2 -c16 -d15s"), WARMUP (seconds of unmeasured load per run, 3),
 # DEPLOY (optional JSON for POST /api/v1/models/digits/deploy before measuring, e.g.
 # '{"version":1,"instances":2,"max_batch_size":32,"max_batch_delay_us":200}'),
-# KEY_RATE (cairn's auth.key_rate_per_second for the run, 0 = unlimited; the default 1000
-# caps one key), SKIP_MLSERVER=1 (cairn and ceiling only).
+# KEY_RATE (cairn's auth.key_rate_per_second for the run, 0 = unlimited; default: cairn's
+# own default), SKIP_MLSERVER=1 (cairn and ceiling only).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -76,10 +76,10 @@ cputicks() {
 descendants() { echo "$1"; local c; for c in $(pgrep -P "$1" || true); do descendants "$c"; done; }
 
 # --- cairn ------------------------------------------------------------------------------
-# One key drives all the load: its default rate limit (auth.key_rate_per_second = 1000,
-# burst 2000) would answer 429 past ~1000 req/s, so the benchmark lifts it (KEY_RATE=0).
+# One key drives all the load, under cairn's default per-key rate limit (50 000/s) unless
+# KEY_RATE sets another.
 env -u CAIRN_ADMIN_PASSWORD_FILE -u CAIRN_CONFIG CAIRN_ADMIN_PASSWORD='compare-bench-password-1' \
-  CAIRN_AUTH_KEY_RATE_PER_SECOND="${KEY_RATE:-0}" \
+  ${KEY_RATE:+CAIRN_AUTH_KEY_RATE_PER_SECOND="$KEY_RATE"} \
   "$cairn_bin" serve --data-dir "$tmp/data" --http-listen 127.0.0.1:0 --https-listen off \
   --log-format json >"$tmp/cairn.out" 2>"$tmp/cairn.log" &
 cairn_pid=$!
