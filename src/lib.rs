@@ -23,8 +23,6 @@
 //! One multi-threaded tokio runtime serves all connections. Anything that blocks (redb
 //! transactions, fsync, hashing) runs on `spawn_blocking`, never on a worker thread.
 
-#![deny(clippy::dbg_macro)]
-
 pub mod app;
 pub mod auth;
 pub mod cli;
