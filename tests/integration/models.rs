@@ -267,9 +267,13 @@ async fn truncated_and_oversized_uploads_leave_nothing() {
             chunks,
         )))
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    // The server answers 413 and closes as soon as the stream passes the limit; a client
+    // still sending may see that answer or only the closed connection.
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let model: Value = c
         .get(server.url("/api/v1/models/m"))
