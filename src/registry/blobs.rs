@@ -36,15 +36,7 @@ impl Drop for Written {
     }
 }
 
-/// Lower-case hex of a digest.
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
+pub use crate::store::hex;
 
 impl Blobs {
     /// Opens (creating) `DATA_DIR/blobs`, removing temp files an earlier process left.

@@ -122,6 +122,12 @@ pub fn v2_datatype(onnx: &str) -> &'static str {
     }
 }
 
+impl From<&crate::engine::TensorSpec> for TensorView {
+    fn from(spec: &crate::engine::TensorSpec) -> Self {
+        tensor_view(&validate::record(spec))
+    }
+}
+
 fn tensor_view(spec: &TensorSpecRecord) -> TensorView {
     TensorView {
         name: spec.name.clone(),

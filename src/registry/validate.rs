@@ -13,7 +13,7 @@ pub(super) struct Checked {
     pub weight_bytes: u64,
 }
 
-fn record(spec: &TensorSpec) -> TensorSpecRecord {
+pub(super) fn record(spec: &TensorSpec) -> TensorSpecRecord {
     TensorSpecRecord {
         name: spec.name.clone(),
         dtype: spec.dtype.clone(),

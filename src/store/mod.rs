@@ -269,7 +269,9 @@ pub(crate) fn random_id() -> Result<[u8; 16], StoreError> {
     Ok(id)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of bytes (ids, digests).
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

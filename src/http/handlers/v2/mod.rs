@@ -67,18 +67,7 @@ async fn deployment(ctx: &Ctx, version: Option<u32>) -> Result<Arc<Deployment>, 
 }
 
 fn tensor_views(specs: &[crate::engine::TensorSpec]) -> Vec<TensorView> {
-    specs
-        .iter()
-        .map(|s| TensorView {
-            name: s.name.clone(),
-            datatype: crate::registry::v2_datatype(&s.dtype).to_owned(),
-            shape: s
-                .shape
-                .iter()
-                .map(|d| d.map_or(-1, |v| i64::try_from(v).unwrap_or(-1)))
-                .collect(),
-        })
-        .collect()
+    specs.iter().map(TensorView::from).collect()
 }
 
 pub async fn metadata(ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
