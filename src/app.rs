@@ -42,6 +42,8 @@ pub struct App {
     pub engine_device: Option<String>,
     /// Set when shutdown begins: readiness turns false so balancers stop sending work.
     pub draining: AtomicBool,
+    /// One permit per open event stream (`limits.max_event_streams`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
     /// The last readiness report, reused for a second so probes cannot hammer fsync.
     readiness_cache: Mutex<Option<(Instant, Arc<Readiness>)>>,
     /// Held while a probe runs: concurrent callers wait for its report instead of running
@@ -227,6 +229,11 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
     let scheduler = start_scheduler(&config, &store, &registry, &metrics).await?;
     let listeners = Listeners::bind(&config).await?;
     let (http_addr, https_addr) = (listeners.http_addr(), listeners.https_addr());
+    let streams = config
+        .limits
+        .max_event_streams
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
+    let event_streams = Arc::new(tokio::sync::Semaphore::new(streams));
     let app = Arc::new(App {
         config,
         store,
@@ -241,6 +248,7 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         started_at,
         engine_device,
         draining: AtomicBool::new(false),
+        event_streams,
         readiness_cache: Mutex::new(None),
         readiness_flight: tokio::sync::Mutex::new(()),
         readiness_probes,

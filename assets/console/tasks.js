@@ -1,14 +1,19 @@
-// The tasks page: submit a task, follow tasks live (the long-poll event feed,
-// GET /api/v1/tasks/events?after=SEQ&wait=25s), filter them, cancel / pause / resume /
-// retry / delete, and the periodic schedules.
+// The tasks page: submit a task, follow tasks live (a Server-Sent Events stream of
+// GET /api/v1/tasks/events through EventSource, or the long poll of the same route,
+// ?after=SEQ&wait=25s, where there is no EventSource or the server refuses a stream),
+// filter them, cancel / pause / resume / retry / delete, and the periodic schedules.
 //   #tasks
+//
+// EventSource cannot send headers: the stream is authenticated by the session cookie
+// (same origin), and as a GET it needs no CSRF token.
 
 import { $, api, cell, el, formData, has, makeButton, pretty, row, showError } from "./common.js";
 
 const ui = {
   refresh: async () => {},
-  seq: 0, // the last event seen
-  polling: false,
+  seq: 0, // the last event seen (long poll)
+  polling: false, // a stream or a long poll follows the feed
+  streams: typeof EventSource === "function", // false once the server refused a stream
   visible: () => false,
 };
 
@@ -64,15 +69,74 @@ export function initTasks({ refresh, visible }) {
 }
 
 /** Follows the event feed while the page shows, refreshing when tasks change. */
-async function follow() {
-  if (ui.polling) return;
+function follow() {
+  if (ui.polling || !ui.visible()) return;
+  if (ui.streams) stream(); else poll();
+}
+
+/** The refresh after a change; failures show with the next periodic refresh. */
+function changed() {
+  if (ui.visible()) Promise.resolve(ui.refresh()).catch(() => {});
+}
+
+/** A change of a task in the table: its progress in place, anything else by a refresh. */
+function apply(change) {
+  const tr = document.querySelector(`#tasks tr[data-task="${change.id}"]`);
+  if (!tr || tr.dataset.status !== change.status || change.status !== "running") {
+    changed();
+    return;
+  }
+  const bar = tr.querySelector("progress");
+  if (bar) {
+    bar.value = change.progress;
+    bar.nextSibling.textContent = ` ${change.progress}%`;
+    bar.parentElement.title = change.message || "";
+  }
+}
+
+/** The Server-Sent Events stream; EventSource reconnects by itself with Last-Event-ID. */
+function stream() {
+  ui.polling = true;
+  const source = new EventSource("/api/v1/tasks/events");
+  let opened = false;
+  const stop = () => {
+    source.close();
+    clearInterval(watch);
+    ui.polling = false;
+  };
+  // The page can be left without an event: look every few seconds.
+  const watch = setInterval(() => { if (!ui.visible()) stop(); }, 2000);
+  source.addEventListener("ready", () => {
+    // Changes between the last refresh and the stream's start: one refresh covers them.
+    if (!opened) changed();
+    opened = true;
+  });
+  source.addEventListener("task", (event) => {
+    if (!ui.visible()) { stop(); return; }
+    try { apply(JSON.parse(event.data)); } catch { changed(); }
+  });
+  // Too far behind (or the server restarted): what was missed is not in the stream.
+  source.addEventListener("reset", () => changed());
+  source.addEventListener("error", () => {
+    // While connecting again by itself, EventSource stays CONNECTING; CLOSED means the
+    // server refused the stream (an error status: 401 after a log out, 503 when too many
+    // are open). Refused at once: use the long poll on this page from now on.
+    if (source.readyState !== EventSource.CLOSED) return;
+    stop();
+    if (!opened) ui.streams = false;
+    follow();
+  });
+}
+
+/** The long poll: the fallback when there is no stream. */
+async function poll() {
   ui.polling = true;
   try {
     while (ui.visible()) {
       const feed = await api("GET", `/api/v1/tasks/events?after=${ui.seq}&wait=25s&limit=1000`);
-      const changed = feed.events.length > 0;
+      const changes = feed.events.length > 0;
       ui.seq = Math.max(ui.seq, feed.last);
-      if (changed && ui.visible()) await ui.refresh();
+      if (changes && ui.visible()) await ui.refresh();
     }
   } catch {
     // A dropped poll (log out, restart): the next refresh starts it again.
@@ -156,5 +220,5 @@ export async function refreshTasks() {
     }
     row(sbody, [s.name, cell(s.cron, "mono"), cell(s.kind, "mono"), s.missed, time(s.next_fire_ms), s.last_task ?? "", s.skipped, del]);
   }
-  if (!ui.polling) follow();
+  follow();
 }

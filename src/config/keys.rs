@@ -92,6 +92,11 @@ pub const KEYS: &[Key] = &[
         form: "a duration such as 30s",
     },
     Key {
+        path: "limits.max_event_streams",
+        kind: KeyKind::Integer,
+        form: "a number of streams, 0 for none",
+    },
+    Key {
         path: "log.level",
         kind: KeyKind::Text,
         form: "a filter such as info or cairn=debug",

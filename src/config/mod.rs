@@ -306,6 +306,9 @@ pub struct LimitsConfig {
     /// On SIGTERM, in-flight requests get this long to finish.
     #[serde(with = "values::duration")]
     pub shutdown_deadline: Duration,
+    /// Server-Sent Event streams (`GET /api/v1/tasks/events`) open at once; past it 503
+    /// (clients use the long poll). 0: no streams.
+    pub max_event_streams: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -386,6 +389,7 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             max_connections_per_address: 256,
             shutdown_deadline: Duration::from_secs(30),
+            max_event_streams: 64,
         }
     }
 }

@@ -1,18 +1,18 @@
-//! Response builders. Bodies are `Full<Bytes>`: every response cairn sends is built in
-//! memory first, so a handler error can still become a clean JSON error.
+//! Response builders. These bodies are built in memory first (`Body::full`), so a handler
+//! error can still become a clean JSON error; the few streamed responses
+//! ([`super::sse`]) check everything that can fail before they answer.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::Full;
 use serde::Serialize;
 
-use super::Response;
+use super::{Body, Response};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 #[must_use]
 pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, JSON);
     response
@@ -31,7 +31,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
 
 #[must_use]
 pub fn bytes(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -492,7 +492,7 @@ pub static ROUTES: &[Route] = &[
         "/api/v1/tasks/events",
         RouteId::TaskEvents,
         scope(Scope::TasksRead),
-        "Task changes after a sequence number (long poll with ?wait=)",
+        "Task changes after a sequence number (long poll with ?wait=; a Server-Sent Events stream with Accept: text/event-stream)",
     ),
     route(
         Method::GET,

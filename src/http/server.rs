@@ -3,7 +3,9 @@
 //!
 //! Each connection is one tokio task tracked by a `TaskTracker`; shutdown stops the
 //! accept loops, asks every connection to finish its in-flight requests
-//! (`graceful_shutdown`), and waits for the tracker up to the deadline.
+//! (`graceful_shutdown`), and waits for the tracker up to the deadline. A streamed
+//! response (an event stream) counts as in flight until its body ends, so the idle timeout
+//! leaves it alone; streams end themselves when shutdown begins.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -329,6 +331,27 @@ struct Activity {
     last_end_ms: AtomicU64,
 }
 
+/// One request in flight on a connection, until dropped: when its response is ready, or,
+/// for a streamed response (an event stream), when the body is done. So a connection that
+/// streams is never idle, and the idle timeout never cuts a stream.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        let now = u64::try_from(activity.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        activity.last_end_ms.store(now, Ordering::Release);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Activity {
     fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
@@ -352,13 +375,12 @@ where
     let tracked = Arc::clone(&activity);
     let svc = service_fn(move |request| {
         let app = Arc::clone(&app);
-        let activity = Arc::clone(&tracked);
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = InFlight::start(Arc::clone(&tracked));
         async move {
-            let response = service::handle(&app, peer, scheme, request).await;
-            let now = u64::try_from(activity.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-            activity.last_end_ms.store(now, Ordering::Release);
-            activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+            let mut response = service::handle(&app, peer, scheme, request).await;
+            if response.body().is_stream() {
+                response.body_mut().hold(in_flight);
+            }
             Ok::<_, Infallible>(response)
         }
     });

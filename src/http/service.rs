@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::Response;
 use super::error::ApiError;
 use super::handlers;
+pub use super::request_body::BodyReader;
 use super::router::Miss;
 use super::routes::{Access, Route, RouteId};
 use super::server::Scheme;
@@ -137,13 +138,11 @@ impl Ctx {
             .take()
             .ok_or_else(|| ApiError::internal("the request body was already read"))?;
         let limits = &self.app.config.limits;
-        Ok(BodyReader {
+        Ok(BodyReader::new(
             body,
-            started: Instant::now(),
-            received: 0,
-            timeout: limits.body_read_timeout,
-            min_rate: limits.min_body_rate.0,
-        })
+            limits.body_read_timeout,
+            limits.min_body_rate.0,
+        ))
     }
 
     /// Reads and parses a JSON body.
@@ -175,76 +174,6 @@ impl Ctx {
             };
             ApiError::bad_request(code, format!("request body: {e}"))
         })
-    }
-}
-
-/// A request body read chunk by chunk: a chunk must arrive within `limits.body_read_timeout`,
-/// and past that much time the average rate must stay above `limits.min_body_rate`, so a
-/// client cannot hold a connection and its buffers by trickling (or stalling) a body.
-pub struct BodyReader {
-    body: Incoming,
-    started: Instant,
-    received: u64,
-    timeout: std::time::Duration,
-    min_rate: u64,
-}
-
-impl BodyReader {
-    /// The next chunk of data, or `None` at the end of the body.
-    ///
-    /// # Errors
-    /// 408 when the body stalls or is too slow; 400 when the client stops mid-body.
-    pub async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
-        use http_body_util::BodyExt as _;
-        loop {
-            let frame = match tokio::time::timeout(self.timeout, self.body.frame()).await {
-                Err(_) => {
-                    return Err(ApiError::new(
-                        http::StatusCode::REQUEST_TIMEOUT,
-                        "body_timeout",
-                        format!(
-                            "the request body stalled for {} s (limits.body_read_timeout)",
-                            self.timeout.as_secs()
-                        ),
-                    ));
-                }
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => {
-                    return Err(ApiError::bad_request(
-                        "body_incomplete",
-                        format!("the request body could not be read to its end: {e}"),
-                    ));
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers
-            };
-            self.received += data.len() as u64;
-            let elapsed = self.started.elapsed();
-            if elapsed > self.timeout && self.min_rate > 0 {
-                let rate = self.received as f64 / elapsed.as_secs_f64();
-                #[expect(clippy::cast_precision_loss, reason = "a rate comparison")]
-                let too_slow = rate < self.min_rate as f64;
-                if too_slow {
-                    return Err(ApiError::new(
-                        http::StatusCode::REQUEST_TIMEOUT,
-                        "body_too_slow",
-                        format!(
-                            "the request body arrives at {rate:.0} bytes/s, below limits.min_body_rate ({} bytes/s)",
-                            self.min_rate
-                        ),
-                    ));
-                }
-            }
-            return Ok(Some(data));
-        }
-    }
-
-    /// Bytes received so far.
-    #[must_use]
-    pub fn received(&self) -> u64 {
-        self.received
     }
 }
 
@@ -463,7 +392,7 @@ async fn admit(
         }
         return Ok(None);
     }
-    let principal = match authenticate(app, head, peer).await {
+    let principal = match authenticate(app, &head.headers, peer).await {
         Ok(principal) => principal,
         Err(error) => {
             denied(match error {
@@ -533,15 +462,36 @@ async fn admit(
     Ok(Some(principal))
 }
 
+/// Whether the credentials of an admitted request still let it use `route`: its key or
+/// session still valid, its scope still granted. Long-lived responses (event streams) ask
+/// again from time to time, so a revoked key or an ended session stops them too.
+pub async fn still_admitted(
+    app: &Arc<App>,
+    headers: &http::HeaderMap,
+    route: &'static Route,
+    peer: Peer,
+) -> bool {
+    let required = match route.access {
+        Access::Public => return true,
+        Access::Metrics if app.config.metrics.public => return true,
+        Access::Metrics => Some(crate::auth::Scope::MetricsRead),
+        Access::Scope(scope) => Some(scope),
+        Access::Authenticated => None,
+    };
+    authenticate(app, headers, peer)
+        .await
+        .is_ok_and(|principal| required.is_none_or(|scope| principal.scopes.contains(scope)))
+}
+
 async fn authenticate(
     app: &Arc<App>,
-    head: &http::request::Parts,
+    headers: &http::HeaderMap,
     peer: Peer,
 ) -> Result<Principal, AuthError> {
     if peer == Peer::Local {
         return Ok(crate::auth::local_admin());
     }
-    if let Some(value) = head.headers.get(header::AUTHORIZATION) {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
         let (scheme, key) = text.split_once(' ').ok_or(AuthError::MalformedHeader)?;
         if !scheme.eq_ignore_ascii_case("bearer") || !key.trim().starts_with(keys::PREFIX) {
@@ -549,8 +499,7 @@ async fn authenticate(
         }
         return app.auth.authenticate_key(key.trim());
     }
-    let cookies = head
-        .headers
+    let cookies = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok());

@@ -6,16 +6,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::core::{Core, Reply};
-use super::model::{Failure, TaskEvent};
+use super::feed::Feed;
+use super::model::Failure;
 use super::run::{Attempt, Services, execute};
 use super::writer::{Committed, Writer};
 use super::{NewSchedule, NewTask};
@@ -109,55 +110,6 @@ impl Clock {
 
     pub fn instant_at(&self, ms: u64) -> Instant {
         self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
-    }
-}
-
-/// Task changes for the long-poll feed and for waiters.
-#[derive(Debug)]
-pub(super) struct Feed {
-    ring: Mutex<VecDeque<TaskEvent>>,
-    pub seq: watch::Sender<u64>,
-    pub changes: broadcast::Sender<TaskEvent>,
-}
-
-/// Events the feed keeps for clients that fall behind.
-const FEED_LEN: usize = 4096;
-
-impl Feed {
-    pub fn new() -> Self {
-        Self {
-            ring: Mutex::new(VecDeque::with_capacity(FEED_LEN)),
-            seq: watch::Sender::new(0),
-            changes: broadcast::Sender::new(FEED_LEN),
-        }
-    }
-
-    fn publish(&self, mut event: TaskEvent) {
-        let mut ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        event.seq = *self.seq.borrow() + 1;
-        if ring.len() == FEED_LEN {
-            ring.pop_front();
-        }
-        ring.push_back(event.clone());
-        drop(ring);
-        self.seq.send_replace(event.seq);
-        let _ = self.changes.send(event);
-    }
-
-    /// Events after `seq`, oldest first (at most the last [`FEED_LEN`]).
-    pub fn after(&self, seq: u64, limit: usize) -> Vec<TaskEvent> {
-        let ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.iter()
-            .filter(|e| e.seq > seq)
-            .take(limit)
-            .cloned()
-            .collect()
     }
 }
 

@@ -32,6 +32,7 @@ pub mod views;
 mod control;
 mod core;
 mod driver;
+mod feed;
 mod schedules;
 mod writer;
 
@@ -44,7 +45,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use self::core::{Core, KINDS};
-use self::driver::{Clock, Command, Driver, Feed};
+use self::driver::{Clock, Command, Driver};
+use self::feed::Feed;
+pub use self::feed::FeedRead;
 use self::kinds::{KIND_NAMES, Kind, kind_index};
 pub use self::model::{Status, TaskEvent};
 pub use self::run::Services;
@@ -232,7 +235,8 @@ pub struct Scheduler {
     feed: Arc<Feed>,
     services: Arc<Services>,
     loop_done: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Set when shutdown begins: long polls answer at once so connections can drain.
+    /// Set when shutdown begins: long polls answer at once and event streams end, so
+    /// connections can drain.
     closing: tokio::sync::watch::Sender<bool>,
     pub faults: Arc<Faults>,
 }
@@ -501,35 +505,6 @@ impl Scheduler {
             .iter()
             .map(|(id, r)| ScheduleView::from_record(*id, r))
             .collect())
-    }
-
-    /// Events after `seq`; when there are none, waits up to `wait` for the next.
-    pub async fn events(&self, seq: u64, wait: Duration, limit: usize) -> Vec<TaskEvent> {
-        // A cursor from before a restart (sequence numbers start again at 1) reads from the
-        // start.
-        let seq = if seq > self.last_event() { 0 } else { seq };
-        let mut latest = self.feed.seq.subscribe();
-        let found = self.feed.after(seq, limit);
-        if !found.is_empty() || wait.is_zero() {
-            return found;
-        }
-        let mut closing = self.closing.subscribe();
-        tokio::select! {
-            _ = tokio::time::timeout(wait, latest.wait_for(|s| *s > seq)) => {}
-            _ = closing.wait_for(|c| *c) => {}
-        }
-        self.feed.after(seq, limit)
-    }
-
-    /// Shutdown begins: long polls answer now.
-    pub fn close_waits(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// The newest event's sequence number.
-    #[must_use]
-    pub fn last_event(&self) -> u64 {
-        *self.feed.seq.borrow()
     }
 
     /// Stops: nothing new starts; running attempts get up to `grace` to finish; every

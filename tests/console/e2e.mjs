@@ -3,7 +3,8 @@
 // creating a user, logging out and in again (as a viewer, who sees models read-only),
 // then the models page as the administrator: the demo model `digits` deployed on first
 // start, uploading a second version, deploying it, "Try it", and rolling back; then the
-// tasks page: a self-test submitted and seen to finish live, a long sleep canceled.
+// tasks page: a self-test submitted and seen to finish live, a long sleep's progress
+// followed live (through the Server-Sent Events stream, not the long poll) and canceled.
 // A full-page screenshot of each step goes to $CAIRN_SCREENSHOTS.
 //
 //   CAIRN_BIN=target/debug/cairn node tests/console/e2e.mjs   (from the repository root)
@@ -65,6 +66,12 @@ try {
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   page.on("console", (m) => { if (m.type() === "error" && !m.text().includes("401")) errors.push(m.text()); });
+  // How the tasks page follows changes: EventSource streams, or long polls.
+  const feed = { streams: 0, polls: 0 };
+  page.on("request", (r) => {
+    if (!r.url().includes("/api/v1/tasks/events")) return;
+    if (r.resourceType() === "eventsource") feed.streams += 1; else feed.polls += 1;
+  });
   const snap = (name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
   // Waits until the element `selector` exists and its text contains `text`.
   const waitText = (selector, text, timeout = 30000) => page.waitForFunction(
@@ -230,6 +237,10 @@ try {
   await waitText("#task-status", "submitted");
   const sleeper = (await page.textContent("#task-status")).match(/Task (\d+)/)[1];
   await waitText(`#tasks tr[data-task="${sleeper}"]`, "running", 30000);
+  // The sleep reports progress every 3 s: the bar moves while the task runs.
+  await page.waitForFunction((id) => Number(document.querySelector(`#tasks tr[data-task="${id}"] progress`)?.value) > 0,
+    sleeper, { timeout: 15000 }).catch((e) => fail(`the sleep's progress never moved: ${e.message}`));
+  if (!feed.streams || feed.polls) fail(`the tasks page should follow an event stream: ${JSON.stringify(feed)}`);
   await page.click(`#tasks tr[data-task="${sleeper}"] button.cancel`);
   await waitText(`#tasks tr[data-task="${sleeper}"]`, "canceled", 30000);
   await waitText("#schedules", "tasks.purge");
@@ -240,7 +251,7 @@ try {
   if (errors.length) fail(`page errors: ${errors.join("; ")}`);
   ok = true;
   console.log("console e2e: ok (setup, device, keys, users, audit, logout, login, models: "
-    + `list, upload, deploy, try it, rollback; tasks: submit, live finish, cancel); screenshots in ${shots}`);
+    + `list, upload, deploy, try it, rollback; tasks: submit, live finish, live progress, cancel); screenshots in ${shots}`);
 } finally {
   if (!ok && page) {
     await page.screenshot({ path: join(shots, "failed.png"), fullPage: true }).catch(() => {});

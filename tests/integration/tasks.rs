@@ -1,5 +1,6 @@
 //! The task scheduler over HTTP: submit, wait, list, cancel, capacity, dependencies,
-//! schedules, the built-in kinds, and SIGKILL in the middle of a task.
+//! schedules, the built-in kinds, and SIGKILL in the middle of a task; `events.rs`: the
+//! Server-Sent Events stream of changes.
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{Options, Server, client};
+
+mod events;
 
 async fn post(server: &Server, key: &str, path: &str, body: Value) -> (u16, Value) {
     let r = client()

@@ -9,6 +9,7 @@ mod models;
 mod openapi;
 mod static_files;
 mod system;
+mod task_events;
 mod tasks;
 mod users;
 pub mod v2;

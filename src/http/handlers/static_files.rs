@@ -2,11 +2,10 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::Full;
 
 use crate::console;
 use crate::http::service::Ctx;
-use crate::http::{ApiError, Response};
+use crate::http::{ApiError, Body, Response};
 
 pub fn serve(ctx: &Ctx, path: &str) -> Result<Response, ApiError> {
     let asset = console::asset(path).ok_or_else(ApiError::not_found)?;
@@ -20,16 +19,16 @@ pub fn serve(ctx: &Ctx, path: &str) -> Result<Response, ApiError> {
                 .any(|tag| tag.trim() == asset.etag || tag.trim() == "*")
         });
     let mut response = if not_modified {
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else if accepts_gzip(headers) {
-        let mut r = Response::new(Full::new(Bytes::from_static(asset.gzip)));
+        let mut r = Response::new(Body::full(Bytes::from_static(asset.gzip)));
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
     } else {
-        Response::new(Full::new(Bytes::from(asset.decompressed())))
+        Response::new(Body::full(asset.decompressed()))
     };
     let h = response.headers_mut();
     h.insert(header::ETAG, etag);

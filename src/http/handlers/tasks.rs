@@ -1,9 +1,8 @@
 //! The task scheduler over REST: `/api/v1/tasks...` and `/api/v1/schedules...`.
 //!
-//! Live changes come from `GET /api/v1/tasks/events?after=SEQ&wait=25s`, a long-poll
-//! feed (every response body is built in memory, `Full<Bytes>`, so Server-Sent Events
-//! would need a streaming body type across the whole HTTP layer; the long poll gives the
-//! console the same live view).
+//! Live changes come from `GET /api/v1/tasks/events`: a Server-Sent Events stream for a
+//! client that sends `Accept: text/event-stream` (`task_events.rs`), else a long poll
+//! (`?after=SEQ&wait=25s`) answering a page of changes as JSON.
 
 use std::time::Duration;
 
@@ -84,7 +83,7 @@ struct CreateSchedule {
     missed: Option<String>,
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
+pub(super) fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_request", message.into())
 }
 
@@ -177,7 +176,7 @@ fn id_param(ctx: &Ctx) -> Result<u64, ApiError> {
     })
 }
 
-fn number(ctx: &Ctx, name: &str) -> Result<Option<u64>, ApiError> {
+pub(super) fn number(ctx: &Ctx, name: &str) -> Result<Option<u64>, ApiError> {
     ctx.query(name)
         .filter(|v| !v.is_empty())
         .map(|v| {
@@ -283,6 +282,9 @@ pub async fn get(ctx: Ctx) -> Result<Response, ApiError> {
 }
 
 pub async fn events(ctx: Ctx) -> Result<Response, ApiError> {
+    if crate::http::sse::wanted(&ctx.head.headers) {
+        return super::task_events::stream(&ctx);
+    }
     let after = number(&ctx, "after")?.unwrap_or(0);
     let limit = number(&ctx, "limit")?
         .map_or(500, |l| usize::try_from(l).unwrap_or(MAX_LIMIT))
