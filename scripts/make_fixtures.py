@@ -65,9 +65,43 @@ def cnn():
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (1, 28, 28)
 
 
+def bn(prefix, channels):
+    return [numpy_helper.from_array((1 + 0.2 * RNG.standard_normal(channels)).astype(np.float32), f"{prefix}g"),
+            weight(f"{prefix}b", channels),
+            weight(f"{prefix}m", channels),
+            numpy_helper.from_array(RNG.uniform(0.5, 1.5, channels).astype(np.float32), f"{prefix}v")]
+
+
+def resblock():
+    """A ResNet basic block: Conv → BatchNormalization → Relu → Conv → BatchNormalization
+    → Add (the skip) → Relu → GlobalAveragePool → Flatten → Gemm, on 8×12×12 (what the
+    GPU plan folds)."""
+    nodes = [
+        helper.make_node("Conv", ["x", "k1", "k1b"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c1", "n1g", "n1b", "n1m", "n1v"], ["b1"], epsilon=1e-5),
+        helper.make_node("Relu", ["b1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "k2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "n2g", "n2b", "n2m", "n2v"], ["b2"], epsilon=1e-5),
+        helper.make_node("Add", ["b2", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "fw", "fb"], ["logits"], transB=1),
+    ]
+    inits = [weight("k1", 8, 8, 3, 3, scale=0.2), weight("k1b", 8), *bn("n1", 8),
+             weight("k2", 8, 8, 3, 3, scale=0.2), *bn("n2", 8), weight("fw", 5, 8, scale=0.5),
+             weight("fb", 5)]
+    graph = helper.make_graph(
+        nodes, "resblock",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5])],
+        inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), (8, 12, 12)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for name, build in [("mlp", mlp), ("cnn", cnn)]:
+    for name, build in [("mlp", mlp), ("cnn", cnn), ("resblock", resblock)]:
         model, sample = build()
         onnx.checker.check_model(model)
         path = os.path.join(OUT, f"{name}.onnx")

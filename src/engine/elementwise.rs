@@ -55,7 +55,7 @@ pub fn broadcast_shape(shapes: &[&[usize]]) -> Result<Vec<usize>, EngineError> {
 }
 
 /// For each element of `out`, the index of the element of `shape` it reads.
-fn gather_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
+pub(crate) fn broadcast_index(shape: &[usize], out: &[usize]) -> Vec<usize> {
     let total: usize = out.iter().product();
     if shape == out {
         return (0..total).collect();
@@ -93,7 +93,10 @@ fn zip<A: Copy, B: Copy, R>(
     f: impl Fn(A, B) -> R,
 ) -> Result<(Vec<R>, Vec<usize>), EngineError> {
     let out = broadcast_shape(&[a_shape, b_shape])?;
-    let (ia, ib) = (gather_index(a_shape, &out), gather_index(b_shape, &out));
+    let (ia, ib) = (
+        broadcast_index(a_shape, &out),
+        broadcast_index(b_shape, &out),
+    );
     Ok((
         ia.iter().zip(&ib).map(|(i, j)| f(a[*i], b[*j])).collect(),
         out,
@@ -116,7 +119,7 @@ fn floats(host: Host) -> Vec<f32> {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compare {
     Equal,
     Greater,
@@ -149,7 +152,7 @@ pub fn compare(a: Value, b: Value, op: Compare) -> Result<Value, EngineError> {
     Ok(Value::Int { data, shape })
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logic {
     And,
     Or,
@@ -198,7 +201,7 @@ pub fn not(a: Value) -> Result<Value, EngineError> {
     })
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arithmetic {
     Add,
     Sub,
@@ -237,9 +240,9 @@ pub fn select(cond: Value, a: Value, b: Value, device: &Device) -> Result<Value,
     let ((a, sa), (b, sb)) = (host(a)?, host(b)?);
     let out = broadcast_shape(&[&sc, &sa, &sb])?;
     let (ic, ia, ib) = (
-        gather_index(&sc, &out),
-        gather_index(&sa, &out),
-        gather_index(&sb, &out),
+        broadcast_index(&sc, &out),
+        broadcast_index(&sa, &out),
+        broadcast_index(&sb, &out),
     );
     let pick = |i: usize| cond[ic[i]] != 0;
     match (a, b) {
@@ -382,6 +385,104 @@ pub fn to_declared(data: TensorData, dtype: DType) -> Result<TensorData, EngineE
     })
 }
 
+/// A float tensor of any value (integers converted as NumPy does).
+///
+/// # Errors
+/// A rank burn cannot hold.
+pub fn to_float(value: Value, device: &Device) -> Result<Float, EngineError> {
+    match value {
+        Value::Float(f) => Ok(f),
+        other => {
+            let (h, shape) = host(other)?;
+            match float_value(floats(h), shape, device)? {
+                Value::Float(f) => Ok(f),
+                _ => Err(EngineError::Internal("float_value made no float".into())),
+            }
+        }
+    }
+}
+
+/// Integer power (exponents below zero give 0, as integer division would).
+///
+/// # Errors
+/// Shapes that do not broadcast.
+pub fn int_pow(a: Value, b: Value) -> Result<Value, EngineError> {
+    let ((a, sa), (b, sb)) = (ints(a, "Pow")?, ints(b, "Pow")?);
+    let (data, shape) = zip(&a, &sa, &b, &sb, |x: i64, y: i64| {
+        u32::try_from(y).map_or(0, |y| x.wrapping_pow(y))
+    })?;
+    Ok(Value::Int { data, shape })
+}
+
+/// ONNX Mod: the sign of the divisor (Python) for integers unless `fmod`; C's fmod for
+/// floats.
+///
+/// # Errors
+/// Integer division by zero, or shapes that do not broadcast.
+pub fn modulo(a: Value, b: Value, fmod: bool, device: &Device) -> Result<Value, EngineError> {
+    let ((a, sa), (b, sb)) = (host(a)?, host(b)?);
+    match (a, b) {
+        (Host::I(a), Host::I(b)) => {
+            if b.contains(&0) {
+                return Err(EngineError::Invalid("Mod by zero".into()));
+            }
+            let (data, shape) = zip(&a, &sa, &b, &sb, |x: i64, y: i64| {
+                let r = x.wrapping_rem(y);
+                if !fmod && r != 0 && ((r < 0) != (y < 0)) {
+                    r + y
+                } else {
+                    r
+                }
+            })?;
+            Ok(Value::Int { data, shape })
+        }
+        (a, b) => {
+            let (data, shape) = zip(&floats(a), &sa, &floats(b), &sb, |x: f32, y: f32| {
+                let r = x % y;
+                if !fmod && r != 0.0 && ((r < 0.0) != (y < 0.0)) {
+                    r + y
+                } else {
+                    r
+                }
+            })?;
+            float_value(data, shape, device)
+        }
+    }
+}
+
+/// A BOOL tensor of `test` on each float element (IsNaN, IsInf).
+///
+/// # Errors
+/// An integer operand.
+pub fn classify(value: Value, test: impl Fn(f32) -> bool) -> Result<Value, EngineError> {
+    let (h, shape) = host(value)?;
+    match h {
+        Host::F(v) => Ok(Value::Int {
+            data: v.into_iter().map(|x| i64::from(test(x))).collect(),
+            shape,
+        }),
+        Host::I(v) => Ok(Value::Int {
+            data: vec![0; v.len()],
+            shape,
+        }),
+    }
+}
+
+/// Pairwise Max / Min / Sum (Mean sums, the caller divides) of integer tensors.
+///
+/// # Errors
+/// Shapes that do not broadcast.
+pub fn int_extreme(a: Value, b: Value, kind: super::ops::Variadic) -> Result<Value, EngineError> {
+    use super::ops::Variadic;
+    let ((a, sa), (b, sb)) = (ints(a, "Max/Min")?, ints(b, "Max/Min")?);
+    let (data, shape) = zip(&a, &sa, &b, &sb, |x: i64, y: i64| match kind {
+        Variadic::Max => x.max(y),
+        Variadic::Min => x.min(y),
+        Variadic::Sum | Variadic::Mean => x.wrapping_add(y),
+    })?;
+    Ok(Value::Int { data, shape })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,8 +494,8 @@ mod tests {
             vec![2, 4, 3]
         );
         assert!(broadcast_shape(&[&[2, 3], &[4]]).is_err());
-        assert_eq!(gather_index(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
-        assert_eq!(gather_index(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(broadcast_index(&[3], &[2, 3]), vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(broadcast_index(&[2, 1], &[2, 3]), vec![0, 0, 0, 1, 1, 1]);
     }
 
     #[test]

@@ -11,13 +11,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use onnx_ir::Node;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 
 use super::EngineError;
+use super::elementwise::Arithmetic;
 use super::kernels::{Conv2d, Dense, Pool, PoolKind};
 use super::limits::{F32, at_node, guarded};
 use super::model::Step;
+use super::ops::{Ints, Op, Unary, Variadic};
 use super::shapes::pads_2d;
 use super::value::Value;
 
@@ -27,7 +28,7 @@ pub use run::{dense_data, dense_from_data, to_burn};
 /// How one step runs.
 #[derive(Debug, Clone)]
 pub enum Kernel {
-    /// burn tensor operations ([`super::ops::run`]).
+    /// burn tensor operations ([`super::ops::Op::run`]).
     Burn,
     Host(HostOp),
 }
@@ -57,11 +58,14 @@ pub enum HostOp {
         relu: bool,
     },
     Relu,
-    Softmax,
+    /// Softmax over the last axis (other axes go to burn).
+    Softmax {
+        axis: usize,
+    },
     Flatten {
         axis: usize,
     },
-    Reshape,
+    Reshape(Ints),
     Concat {
         axis: usize,
     },
@@ -142,24 +146,38 @@ fn constant_f32(
     }
 }
 
-fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp> {
+/// A `rows × cols` weight as the row-major `k × n` B the kernel reads: `(k, n, data)`.
+fn row_major_b(
+    b: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    transposed: bool,
+) -> (usize, usize, Vec<f32>) {
+    if !transposed {
+        return (rows, cols, b);
+    }
+    let mut t = vec![0f32; b.len()];
+    for (r, row) in b.chunks_exact(cols.max(1)).enumerate() {
+        for (col, v) in row.iter().enumerate() {
+            t[col * rows + r] = *v;
+        }
+    }
+    (cols, rows, t)
+}
+
+fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp> {
     let input = |i: usize| step.inputs.get(i).copied().flatten();
-    let op = match node {
-        Node::Identity(_) | Node::Dropout(_) if step.outputs.len() == 1 => HostOp::Pass,
-        Node::Relu(_) => HostOp::Relu,
-        Node::Softmax(_) => HostOp::Softmax,
-        Node::Flatten(n) => HostOp::Flatten {
-            axis: n.config.axis,
-        },
-        Node::Reshape(_) => HostOp::Reshape,
-        Node::Concat(n) => HostOp::Concat {
-            axis: n.config.axis,
-        },
-        Node::Add(_) => HostOp::Add { relu: false },
-        Node::Sum(_) if step.inputs.len() == 2 => HostOp::Add { relu: false },
-        Node::GlobalAveragePool(_) => HostOp::GlobalAveragePool,
-        Node::Conv2d(n) => {
-            let c = &n.config;
+    let op = match &step.op {
+        Op::Identity if step.outputs.len() == 1 => HostOp::Pass,
+        Op::Unary(Unary::Relu) => HostOp::Relu,
+        Op::Softmax { axis, log: false } => HostOp::Softmax { axis: *axis },
+        Op::Flatten { axis } => HostOp::Flatten { axis: *axis },
+        Op::Reshape(target) => HostOp::Reshape(target.clone()),
+        Op::Concat { axis } => HostOp::Concat { axis: *axis },
+        Op::Arithmetic(Arithmetic::Add) => HostOp::Add { relu: false },
+        Op::Variadic(Variadic::Sum) if step.inputs.len() == 2 => HostOp::Add { relu: false },
+        Op::GlobalPool { max: false } => HostOp::GlobalAveragePool,
+        Op::Conv(c) => {
             let (weight, shape) = constant_f32(constants, input(1))?;
             let [cout, cin_g, kh, kw] = <[usize; 4]>::try_from(shape.as_slice()).ok()?;
             let groups = c.groups.max(1);
@@ -195,50 +213,33 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                 padding: Padding::of(&c.padding, &c.auto_pad),
             }
         }
-        Node::MaxPool2d(n) if step.outputs.len() == 1 => {
-            let c = &n.config;
-            HostOp::Pool {
-                pool: Pool {
-                    kernel: c.kernel_size,
-                    stride: c.strides,
-                    dilation: c.dilation,
-                    ceil: c.ceil_mode,
-                    kind: PoolKind::Max,
+        Op::MaxPool(c) if step.outputs.len() == 1 => HostOp::Pool {
+            pool: Pool {
+                kernel: c.kernel_size,
+                stride: c.strides,
+                dilation: c.dilation,
+                ceil: c.ceil_mode,
+                kind: PoolKind::Max,
+            },
+            padding: Padding::of(&c.padding, &c.auto_pad),
+        },
+        Op::AvgPool(c) => HostOp::Pool {
+            pool: Pool {
+                kernel: c.kernel_size,
+                stride: c.strides,
+                dilation: c.dilation,
+                ceil: c.ceil_mode,
+                kind: PoolKind::Average {
+                    count_include_pad: c.count_include_pad,
                 },
-                padding: Padding::of(&c.padding, &c.auto_pad),
-            }
-        }
-        Node::AveragePool2d(n) => {
-            let c = &n.config;
-            HostOp::Pool {
-                pool: Pool {
-                    kernel: c.kernel_size,
-                    stride: c.strides,
-                    dilation: c.dilation,
-                    ceil: c.ceil_mode,
-                    kind: PoolKind::Average {
-                        count_include_pad: c.count_include_pad,
-                    },
-                },
-                padding: Padding::of(&c.padding, &c.auto_pad),
-            }
-        }
-        Node::Gemm(n) => {
-            let c = &n.config;
+            },
+            padding: Padding::of(&c.padding, &c.auto_pad),
+        },
+        Op::Gemm(c) => {
             let (b, shape) = constant_f32(constants, input(1))?;
             let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
             // B is stored row-major `k × n` for the kernel, transposed once here if need be.
-            let (k, n_out, b) = if c.trans_b != 0 {
-                let mut t = vec![0f32; b.len()];
-                for (r, row) in b.chunks_exact(cols.max(1)).enumerate() {
-                    for (col, v) in row.iter().enumerate() {
-                        t[col * rows + r] = *v;
-                    }
-                }
-                (cols, rows, t)
-            } else {
-                (rows, cols, b)
-            };
+            let (k, n_out, b) = row_major_b(b, rows, cols, c.trans_b != 0);
             let b_strides = (n_out, 1);
             let bias = match input(2) {
                 None => None,
@@ -265,7 +266,35 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                 matmul: false,
             })
         }
-        Node::MatMul(_) => {
+        Op::Linear { transpose_weight } => {
+            let (w, shape) = constant_f32(constants, input(1))?;
+            let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
+            let (k, n_out, b) = row_major_b(w, rows, cols, *transpose_weight);
+            let bias = match input(2) {
+                None => None,
+                Some(_) => {
+                    let (values, _) = constant_f32(constants, input(2))?;
+                    match values.len() {
+                        1 => Some(vec![values[0]; n_out]),
+                        len if len == n_out => Some(values),
+                        _ => return None,
+                    }
+                }
+            };
+            step.inputs.truncate(1);
+            HostOp::Gemm(Gemm {
+                b,
+                b_strides: (n_out, 1),
+                k,
+                n: n_out,
+                trans_a: false,
+                scale: 1.0,
+                bias,
+                relu: false,
+                matmul: true,
+            })
+        }
+        Op::MatMul => {
             let (b, shape) = constant_f32(constants, input(1))?;
             let [k, n_out] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
             step.inputs.truncate(1);
@@ -281,11 +310,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                 matmul: true,
             })
         }
-        Node::BatchNormalization(n) if step.outputs.len() == 1 => {
-            let epsilon = match &n.config {
-                onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => c.epsilon,
-                onnx_ir::node::batch_norm::BatchNormConfig::Runtime(c) => c.epsilon,
-            };
+        Op::BatchNorm { epsilon } if step.outputs.len() == 1 => {
             let mut params = Vec::with_capacity(4);
             for i in 1..=4 {
                 params.push(constant_f32(constants, input(i))?.0);
@@ -295,8 +320,7 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
                 return None;
             }
             let (gamma, beta, mean, var) = (&params[0], &params[1], &params[2], &params[3]);
-            #[expect(clippy::cast_possible_truncation, reason = "epsilon of an f32 model")]
-            let eps = epsilon as f32;
+            let eps = *epsilon;
             let scale: Vec<f32> = gamma
                 .iter()
                 .zip(var)
@@ -325,7 +349,6 @@ fn choose(node: &Node, step: &mut Step, constants: &HashMap<usize, &Value>) -> O
 /// # Errors
 /// A step whose planning failed (a panic caught, named by its node).
 pub(super) fn plan(
-    nodes: &[Node],
     names: &[String],
     steps: &mut Vec<Step>,
     constants: &[(usize, Value)],
@@ -333,9 +356,8 @@ pub(super) fn plan(
 ) -> Result<(), EngineError> {
     let constant_map: HashMap<usize, &Value> = constants.iter().map(|(s, v)| (*s, v)).collect();
     for step in steps.iter_mut() {
-        let node = &nodes[step.node];
-        let chosen = guarded(|| Ok(choose(node, step, &constant_map)))
-            .map_err(|e| at_node(&names[step.node], &step.op, e))?;
+        let chosen = guarded(|| Ok(choose(step, &constant_map)))
+            .map_err(|e| at_node(&names[step.node], &step.onnx, e))?;
         if let Some(op) = chosen {
             step.last_use.truncate(step.inputs.len());
             step.kernel = Kernel::Host(op);

@@ -185,7 +185,7 @@ pub(super) fn node_names(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Vec<String> {
     for (op, name) in &raw.nodes {
         in_file.entry(op.as_str()).or_default().push(name.as_str());
     }
-    let ops: Vec<String> = graph.nodes.iter().map(ops::op_name).collect();
+    let ops: Vec<String> = graph.nodes.iter().map(ops::onnx_name).collect();
     let mut parsed: HashMap<&str, usize> = HashMap::new();
     for op in &ops {
         *parsed.entry(op.as_str()).or_default() += 1;
@@ -223,9 +223,11 @@ pub(super) fn describe(graph: &onnx_ir::OnnxGraph, raw: &Raw) -> Inspection {
     let mut ops = std::collections::BTreeMap::<String, usize>::new();
     let mut unsupported = std::collections::BTreeSet::new();
     for node in &graph.nodes {
-        let name = ops::op_name(node);
-        if !ops::is_supported(node) {
-            unsupported.insert(name.clone());
+        let name = ops::onnx_name(node);
+        // Supported means translated; a node refused for its attributes is reported when
+        // the model is loaded, by its name.
+        if let Err(super::EngineError::Unsupported(what)) = ops::translate(node) {
+            unsupported.insert(what);
         }
         *ops.entry(name).or_default() += 1;
     }

@@ -12,8 +12,6 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use burn::tensor::TensorData;
-use onnx_ir::Node;
-use onnx_ir::node::padding::AutoPad;
 
 use super::EngineError;
 use super::value::Value;
@@ -160,61 +158,9 @@ pub fn at_node(node: &str, op: &str, error: EngineError) -> EngineError {
         e => EngineError::Node {
             node: node.to_owned(),
             op: op.to_owned(),
-            source: Box::new(e),
+            cause: Box::new(e),
         },
     }
-}
-
-/// Attributes no input can make valid, refused at load: zero strides, dilations or
-/// kernel sizes of window operators, zero groups.
-///
-/// # Errors
-/// [`EngineError::Invalid`] saying which attribute.
-pub fn validate(node: &Node) -> Result<(), EngineError> {
-    let window = |kernel: [usize; 2], stride: [usize; 2], dilation: [usize; 2]| {
-        for (name, values) in [
-            ("kernel_shape", kernel),
-            ("strides", stride),
-            ("dilations", dilation),
-        ] {
-            if values.contains(&0) {
-                return Err(EngineError::Invalid(format!(
-                    "{name} {values:?}: every value must be at least 1"
-                )));
-            }
-        }
-        Ok(())
-    };
-    match node {
-        Node::Conv2d(n) => {
-            let c = &n.config;
-            window(c.kernel_size, c.stride, c.dilation)?;
-            if c.groups == 0 {
-                return Err(EngineError::Invalid("group 0".into()));
-            }
-            same_pad(&c.auto_pad, c.stride)
-        }
-        Node::MaxPool2d(n) => {
-            let c = &n.config;
-            window(c.kernel_size, c.strides, c.dilation)?;
-            same_pad(&c.auto_pad, c.strides)
-        }
-        Node::AveragePool2d(n) => {
-            let c = &n.config;
-            window(c.kernel_size, c.strides, c.dilation)?;
-            same_pad(&c.auto_pad, c.strides)
-        }
-        _ => Ok(()),
-    }
-}
-
-fn same_pad(auto_pad: &AutoPad, stride: [usize; 2]) -> Result<(), EngineError> {
-    if matches!(auto_pad, AutoPad::SameUpper | AutoPad::SameLower) && stride.contains(&0) {
-        return Err(EngineError::Invalid(format!(
-            "SAME padding with strides {stride:?}"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

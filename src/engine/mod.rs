@@ -2,7 +2,7 @@
 //! operations (GPU through wgpu with the `gpu` feature, CPU through burn's flex backend),
 //! with cairn's own kernels for the hot operators on the CPU ([`fast`], [`kernels`]).
 //!
-//! Runs models made of the operators in [`ops::SUPPORTED`], with the element types of
+//! Runs models made of the operators [`ops::translate`] accepts, with the element types of
 //! [`elementwise`]; [`runner::Runner`] is the async front (dedicated threads, bounded
 //! queue) the serving layer calls.
 //!
@@ -33,10 +33,10 @@
 //! capped, not their sum), and compute time (a model may legitimately ask for a huge
 //! amount of arithmetic on small tensors).
 
-pub mod cli;
 pub mod device;
 pub mod elementwise;
 pub mod fast;
+mod fold;
 pub mod front;
 pub mod kernels;
 pub mod limits;
@@ -67,11 +67,11 @@ pub enum EngineError {
     Input(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("node {node} ({op}): {source}")]
+    #[error("node {node} ({op}): {cause}")]
     Node {
         node: String,
         op: String,
-        source: Box<EngineError>,
+        cause: Box<EngineError>,
     },
     /// A size or time the model asks for passes a [`LoadLimits`] bound (or memory's).
     #[error("{0}")]
@@ -148,6 +148,11 @@ mod fixture_tests {
         check("cnn", "image", "scores");
     }
 
+    #[test]
+    fn residual_block_matches_onnxruntime() {
+        check("resblock", "x", "logits");
+    }
+
     /// The GPU code path on whatever Vulkan adapter there is, in a `--features gpu` build
     /// with `CAIRN_TEST_WGPU=1`. Not in CI yet: Debian 12's lavapipe (Mesa 22.3) crashes
     /// compiling cubecl's pipelines.
@@ -164,6 +169,8 @@ mod fixture_tests {
         assert!(selected.adapter.is_some());
         check_on("mlp", "input", "probabilities", &selected.device);
         check_on("cnn", "image", "scores", &selected.device);
+        // BatchNormalization folded into the convolutions, weights held channels-last.
+        check_on("resblock", "x", "logits", &selected.device);
         // Auto never picks a CPU-type adapter over flex.
         let auto = super::device::select(super::device::DeviceChoice::Auto).unwrap();
         if selected

@@ -11,21 +11,25 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Device, TensorData};
-use onnx_ir::{Node, ValueSource};
+use onnx_ir::ValueSource;
 
 use super::EngineError;
 use super::elementwise;
 use super::fast::{self, Kernel};
+use super::fold;
 pub use super::front::{Inspection, TensorSpec, inspect};
 use super::front::{describe, node_names, parse};
-use super::limits::{Cap, I64, LoadLimits, at_node, guarded, validate, value_bytes};
-use super::ops;
+use super::limits::{Cap, I64, LoadLimits, at_node, guarded, value_bytes};
+use super::ops::{self, Op};
 use super::value::{Float, Value};
 
 pub(super) struct Step {
+    /// The node's index in the graph (for its name in errors).
     pub(super) node: usize,
-    /// The ONNX operator name, for the operator and for errors.
-    pub(super) op: String,
+    /// The ONNX operator name, for errors.
+    pub(super) onnx: String,
+    /// The translated operator: all execution reads.
+    pub(super) op: Op,
     /// Slot per node input; `None` for an absent optional input.
     pub(super) inputs: Vec<Option<usize>>,
     /// Whether this step is the last reader of the input's slot (so it may take it).
@@ -36,7 +40,6 @@ pub(super) struct Step {
 
 /// A loaded, runnable model.
 pub struct Model {
-    nodes: Vec<Node>,
     /// The name errors give each node (the model's own where known).
     names: Vec<String>,
     steps: Vec<Step>,
@@ -126,15 +129,15 @@ impl Folding {
     #[expect(clippy::too_many_arguments, reason = "one node's folding context")]
     fn run(
         &mut self,
-        node: &Node,
+        op: &Op,
         name: &str,
-        op: &str,
+        onnx: &str,
         args: Vec<Option<Value>>,
         device: &Device,
         cap: Cap,
         limits: &LoadLimits,
     ) -> Result<Vec<Value>, EngineError> {
-        let named = |e| at_node(name, op, e);
+        let named = |e| at_node(name, onnx, e);
         if self.spent > limits.fold_budget {
             return Err(named(EngineError::Limit(format!(
                 "constant folding took more than its budget of {:?} (engine.fold_budget)",
@@ -142,7 +145,7 @@ impl Folding {
             ))));
         }
         let started = Instant::now();
-        let values = guarded(|| ops::run(node, op, args, device, cap)).map_err(named)?;
+        let values = guarded(|| op.run(args, device, cap)).map_err(named)?;
         self.spent += started.elapsed();
         for value in &values {
             cap.value(value).map_err(named)?;
@@ -196,8 +199,12 @@ impl Model {
             return Err(EngineError::UnsupportedOps(inspection.unsupported));
         }
         let names = node_names(&graph, &raw);
+        // Each node becomes a typed operator once; nothing after this reads the parsed node.
+        let mut translated = Vec::with_capacity(graph.nodes.len());
         for (node, name) in graph.nodes.iter().zip(&names) {
-            validate(node).map_err(|e| at_node(name, &ops::op_name(node), e))?;
+            let onnx = ops::onnx_name(node);
+            let op = ops::translate(node).map_err(|e| at_node(name, &onnx, e))?;
+            translated.push((onnx, op));
         }
         let mut slots: HashMap<String, usize> = HashMap::new();
         let mut slot_count = 0;
@@ -226,9 +233,9 @@ impl Model {
         };
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (index, node) in graph.nodes.iter().enumerate() {
-            let op = ops::op_name(node);
+            let (onnx, op) = &translated[index];
             let name = &names[index];
-            let named = |e| at_node(name, &op, e);
+            let named = |e| at_node(name, onnx, e);
             let mut step_inputs = Vec::with_capacity(node.inputs().len());
             for arg in node.inputs() {
                 // Static weights come without a name: take their value first.
@@ -288,7 +295,7 @@ impl Model {
                         slot.and_then(|s| constant_at.get(&s).map(|i| constants[*i].1.clone()))
                     })
                     .collect();
-                let values = folding.run(node, name, &op, args, device, cap, limits)?;
+                let values = folding.run(op, name, onnx, args, device, cap, limits)?;
                 for (slot, value) in outputs.iter().copied().zip(values) {
                     constant_at.insert(slot, constants.len());
                     constants.push((slot, value));
@@ -297,7 +304,8 @@ impl Model {
             }
             steps.push(Step {
                 node: index,
-                op,
+                onnx: onnx.clone(),
+                op: op.clone(),
                 last_use: vec![false; step_inputs.len()],
                 inputs: step_inputs,
                 outputs,
@@ -312,21 +320,27 @@ impl Model {
             outputs.push((slot, spec));
         }
         let host = *device == super::cpu();
+        let pinned: HashSet<usize> = outputs.iter().map(|(s, _)| *s).collect();
         if host {
-            let pinned = outputs.iter().map(|(s, _)| *s).collect();
-            fast::plan(&graph.nodes, &names, &mut steps, &constants, &pinned)?;
-            // Weights the host kernels absorbed are held by them alone.
-            let read: HashSet<usize> = steps
-                .iter()
-                .flat_map(|s| s.inputs.iter().flatten().copied())
-                .chain(outputs.iter().map(|(s, _)| *s))
-                .collect();
-            constants.retain(|(slot, _)| read.contains(slot));
+            fast::plan(&names, &mut steps, &constants, &pinned)?;
+        } else {
+            let mut editable = fold::Constants {
+                values: &mut constants,
+                slot_count: &mut slot_count,
+            };
+            fold::batch_norms(&mut steps, &mut editable, &pinned, device)?;
+            fold::conv_weights_channels_last(&steps, &mut editable, device)?;
         }
+        // Weights the host kernels absorbed, or folding replaced, are not held twice.
+        let read: HashSet<usize> = steps
+            .iter()
+            .flat_map(|s| s.inputs.iter().flatten().copied())
+            .chain(outputs.iter().map(|(s, _)| *s))
+            .collect();
+        constants.retain(|(slot, _)| read.contains(slot));
         mark_last_uses(&mut steps, &constants, &outputs);
         Ok(Self {
             host,
-            nodes: graph.nodes,
             names,
             steps,
             slot_count,
@@ -417,11 +431,12 @@ impl Model {
         guarded(|| self.run_unguarded(inputs))
     }
 
-    fn run_unguarded(
+    /// The slot vector of a run: constants and the checked inputs in place.
+    fn prepare(
         &self,
         inputs: Vec<(String, TensorData)>,
-    ) -> Result<Vec<(String, TensorData)>, EngineError> {
-        let cap = Cap::of(&self.limits);
+        cap: Cap,
+    ) -> Result<Vec<Option<Value>>, EngineError> {
         let mut slots: Vec<Option<Value>> = vec![None; self.slot_count];
         for (slot, value) in &self.constants {
             slots[*slot] = Some(value.clone());
@@ -445,6 +460,56 @@ impl Model {
                 "the model has no input named {extra}"
             )));
         }
+        Ok(slots)
+    }
+
+    /// Runs the model `iterations` times with the device synchronised after every step, and
+    /// returns each step's share: the time to issue its work (host) and the time until the
+    /// device finished it (host + device), summed over the runs.
+    ///
+    /// # Errors
+    /// As [`Model::run`], or a device that fails to synchronise.
+    pub fn profile(
+        &self,
+        inputs: &[(String, TensorData)],
+        iterations: usize,
+    ) -> Result<Vec<StepProfile>, EngineError> {
+        let cap = Cap::of(&self.limits);
+        let sync = || {
+            self.device
+                .sync()
+                .map_err(|e| EngineError::Internal(format!("device sync: {e:?}")))
+        };
+        let mut profile: Vec<StepProfile> = self
+            .steps
+            .iter()
+            .map(|s| StepProfile {
+                node: self.names[s.node].clone(),
+                op: s.onnx.clone(),
+                issue: Duration::ZERO,
+                total: Duration::ZERO,
+            })
+            .collect();
+        for _ in 0..iterations.max(1) {
+            let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
+            sync()?;
+            for (step, entry) in self.steps.iter().zip(&mut profile) {
+                let started = Instant::now();
+                self.execute_step(step, &mut slots, cap)?;
+                entry.issue += started.elapsed();
+                sync()?;
+                entry.total += started.elapsed();
+            }
+        }
+        Ok(profile)
+    }
+
+    fn run_unguarded(
+        &self,
+        inputs: Vec<(String, TensorData)>,
+    ) -> Result<Vec<(String, TensorData)>, EngineError> {
+        let cap = Cap::of(&self.limits);
+        let mut slots = self.prepare(inputs, cap)?;
         self.execute(&mut slots, cap)?;
         self.outputs
             .iter()
@@ -453,7 +518,13 @@ impl Model {
                     EngineError::BadGraph(format!("{} was not computed", spec.name))
                 })?;
                 let data = match value {
-                    Value::Float(f) => f.into_data(),
+                    // Read back here, on the engine's thread: a device tensor's data is
+                    // lazy until its bytes are touched, and the wait belongs to the run.
+                    Value::Float(f) => {
+                        let data = f.into_data();
+                        std::hint::black_box(data.as_bytes().len());
+                        data
+                    }
                     Value::Int { data, shape } => TensorData::new(data, shape),
                     Value::Dense(d) => fast::dense_data(d),
                 };
@@ -465,36 +536,56 @@ impl Model {
 
     fn execute(&self, slots: &mut [Option<Value>], cap: Cap) -> Result<(), EngineError> {
         for step in &self.steps {
-            let node = &self.nodes[step.node];
-            let args: Vec<Option<Value>> = step
-                .inputs
-                .iter()
-                .zip(&step.last_use)
-                .map(|(slot, last)| {
-                    slot.and_then(|s| {
-                        if *last {
-                            slots[s].take()
-                        } else {
-                            slots[s].clone()
-                        }
-                    })
-                })
-                .collect();
-            let named = |e| at_node(&self.names[step.node], &step.op, e);
-            let results = guarded(|| match &step.kernel {
-                Kernel::Burn => fast::to_burn(args, &self.device)
-                    .and_then(|args| ops::run(node, &step.op, args, &self.device, cap)),
-                Kernel::Host(host) => host.run(node, &step.op, args, &self.device, cap),
-            })
-            .map_err(named)?;
-            for (slot, value) in step.outputs.iter().zip(results) {
-                // Operators check what they allocate; this catches any that does not.
-                cap.value(&value).map_err(named)?;
-                slots[*slot] = Some(value);
-            }
+            self.execute_step(step, slots, cap)?;
         }
         Ok(())
     }
+
+    fn execute_step(
+        &self,
+        step: &Step,
+        slots: &mut [Option<Value>],
+        cap: Cap,
+    ) -> Result<(), EngineError> {
+        let args: Vec<Option<Value>> = step
+            .inputs
+            .iter()
+            .zip(&step.last_use)
+            .map(|(slot, last)| {
+                slot.and_then(|s| {
+                    if *last {
+                        slots[s].take()
+                    } else {
+                        slots[s].clone()
+                    }
+                })
+            })
+            .collect();
+        let named = |e| at_node(&self.names[step.node], &step.onnx, e);
+        let results = guarded(|| match &step.kernel {
+            Kernel::Burn => fast::to_burn(args, &self.device)
+                .and_then(|args| step.op.run(args, &self.device, cap)),
+            Kernel::Host(host) => host.run(&step.op, args, &self.device, cap),
+        })
+        .map_err(named)?;
+        for (slot, value) in step.outputs.iter().zip(results) {
+            // Operators check what they allocate; this catches any that does not.
+            cap.value(&value).map_err(named)?;
+            slots[*slot] = Some(value);
+        }
+        Ok(())
+    }
+}
+
+/// One step's share of a [`Model::profile`].
+#[derive(Debug, Clone)]
+pub struct StepProfile {
+    pub node: String,
+    pub op: String,
+    /// Time to issue the step's work.
+    pub issue: Duration,
+    /// Time until the device finished it (issue included).
+    pub total: Duration,
 }
 
 /// A step may take (instead of clone) an input whose slot no later step reads, unless the

@@ -309,7 +309,7 @@ fn bytes_of(name: &str) -> Vec<u8> {
 /// The innermost cause of an error.
 fn root(e: &EngineError) -> &EngineError {
     match e {
-        EngineError::Node { source, .. } => root(source),
+        EngineError::Node { cause, .. } => root(cause),
         other => other,
     }
 }

@@ -149,8 +149,22 @@ impl Float {
         if shape.len() == self.rank() && shape == self.dims().as_slice() {
             return Ok(self);
         }
-        let flat = self.flat();
-        Ok(with_rank!(shape.len(), D => flat.reshape(to_array::<D>(shape))))
+        // One reshape straight to the target: through a flat vector, a strided tensor (a
+        // GPU convolution's output) would be copied.
+        Ok(with_rank!(shape.len(), D => self.to_rank::<D>(to_array::<D>(shape))))
+    }
+
+    /// Reshapes to `shape` of rank `D` (same element count, checked by the caller).
+    #[must_use]
+    pub fn to_rank<const D: usize>(self, shape: [usize; D]) -> Tensor<D> {
+        match self {
+            Self::R1(t) => t.reshape(shape),
+            Self::R2(t) => t.reshape(shape),
+            Self::R3(t) => t.reshape(shape),
+            Self::R4(t) => t.reshape(shape),
+            Self::R5(t) => t.reshape(shape),
+            Self::R6(t) => t.reshape(shape),
+        }
     }
 
     /// All values as a rank-1 tensor.

@@ -2,13 +2,12 @@
 //! cap before anything is allocated.
 
 use burn::tensor::{DType, Device, TensorData};
-use onnx_ir::Node;
 
 use super::{Gemm, HostOp};
 use crate::engine::EngineError;
 use crate::engine::kernels::{self, Dense};
 use crate::engine::limits::{Cap, F32, product};
-use crate::engine::ops;
+use crate::engine::ops::Op;
 use crate::engine::shapes::resolve_reshape;
 use crate::engine::value::{Float, Value};
 
@@ -94,14 +93,14 @@ impl HostOp {
     /// Bad shapes, as the operator would report them.
     pub fn run(
         &self,
-        node: &Node,
-        op: &str,
+        general_op: &Op,
         mut args: Vec<Option<Value>>,
         device: &Device,
         cap: Cap,
     ) -> Result<Vec<Value>, EngineError> {
+        let op = "the operator";
         let general =
-            |args: Vec<Option<Value>>| ops::run(node, op, to_burn(args, device)?, device, cap);
+            |args: Vec<Option<Value>>| general_op.run(to_burn(args, device)?, device, cap);
         let out = match self {
             Self::Pass => take(&mut args, 0, op)?,
             Self::Relu => {
@@ -109,12 +108,9 @@ impl HostOp {
                 kernels::relu(&mut x.data);
                 Value::Dense(x)
             }
-            Self::Softmax => {
+            Self::Softmax { axis } => {
                 let x = take(&mut args, 0, op)?;
-                let axis = match node {
-                    Node::Softmax(n) => n.config.axis,
-                    _ => usize::MAX,
-                };
+                let axis = *axis;
                 let dims = x.dims();
                 if axis.checked_add(1) != Some(dims.len()) {
                     return general(vec![Some(x)]);
@@ -124,26 +120,19 @@ impl HostOp {
                 Value::Dense(x)
             }
             Self::Flatten { axis } => {
-                let mut x = dense(take(&mut args, 0, op)?)?;
+                let x = take(&mut args, 0, op)?;
+                if matches!(x, Value::Int { .. }) {
+                    return general(vec![Some(x)]);
+                }
+                let mut x = dense(x)?;
                 let axis = (*axis).min(x.shape.len());
                 let outer = x.shape[..axis].iter().product();
                 let inner = x.shape[axis..].iter().product();
                 x.shape = vec![outer, inner];
                 Value::Dense(x)
             }
-            Self::Reshape => {
-                let target: Vec<i64> = match node {
-                    Node::Reshape(n) => match &n.config.shape {
-                        onnx_ir::node::reshape::ReshapeInput::Static(shape) => shape.clone(),
-                        onnx_ir::node::reshape::ReshapeInput::Runtime(r) => args
-                            .get(r.input_index)
-                            .and_then(Option::as_ref)
-                            .ok_or_else(|| EngineError::Invalid("Reshape: no shape input".into()))?
-                            .ints()?
-                            .to_vec(),
-                    },
-                    _ => return general(args),
-                };
+            Self::Reshape(target) => {
+                let target = target.read(&args, "Reshape")?;
                 let x = take(&mut args, 0, op)?;
                 if matches!(x, Value::Int { .. }) {
                     args[0] = Some(x);

@@ -3,7 +3,6 @@
 //! against the cap before burn is asked to allocate it, so burn's own shape assertions are
 //! never what refuses a model.
 
-use burn::tensor::Tensor;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use onnx_ir::node::avg_pool2d::AvgPool2dConfig;
@@ -12,12 +11,13 @@ use onnx_ir::node::gemm::GemmConfig;
 use onnx_ir::node::lrn::LrnConfig;
 use onnx_ir::node::max_pool2d::MaxPool2dConfig;
 
-use super::lift_to;
+use super::{Op, binary, float_input, lift_to, optional_float};
 use crate::engine::EngineError;
+use crate::engine::elementwise::Arithmetic;
 use crate::engine::elementwise::broadcast_shape;
 use crate::engine::limits::{Cap, F32};
 use crate::engine::shapes::{pads_2d, window_out};
-use crate::engine::value::{Float, with_rank};
+use crate::engine::value::{Float, Value, each_rank, with_rank};
 
 /// Checks the padded input a window op may build (burn pads before it slides) against
 /// the cap.
@@ -272,38 +272,6 @@ pub(super) fn matmul(a: Float, b: Float, cap: Cap) -> Result<Float, EngineError>
     out.reshape(&dims)
 }
 
-/// ONNX Concat of float tensors along `axis`.
-pub(super) fn concat(parts: Vec<Float>, axis: usize, cap: Cap) -> Result<Float, EngineError> {
-    let first = parts
-        .first()
-        .ok_or_else(|| EngineError::Invalid("Concat of nothing".into()))?
-        .dims();
-    let rank = first.len();
-    if axis >= rank {
-        return Err(EngineError::Invalid(format!(
-            "Concat axis {axis} on rank {rank}"
-        )));
-    }
-    let mut out = first.clone();
-    out[axis] = 0;
-    for p in &parts {
-        let dims = p.dims();
-        if dims.len() != rank || (0..rank).any(|i| i != axis && dims[i] != first[i]) {
-            return Err(EngineError::Invalid(format!(
-                "Concat of shapes {first:?} and {dims:?} on axis {axis}"
-            )));
-        }
-        out[axis] = out[axis]
-            .checked_add(dims[axis])
-            .ok_or_else(|| EngineError::Limit(format!("Concat along axis {axis}: too large")))?;
-    }
-    cap.check(&out, F32)?;
-    Ok(with_rank!(rank, D => {
-        let tensors = parts.into_iter().map(lift_to::<D>).collect::<Result<Vec<_>, _>>()?;
-        Tensor::cat(tensors, axis)
-    }))
-}
-
 /// ONNX LRN: the window sum over channels as an average pool over a `[C, H·W]` plane.
 pub(super) fn lrn(c: &LrnConfig, x: Float, cap: Cap) -> Result<Float, EngineError> {
     let x = x.rank4()?;
@@ -335,4 +303,179 @@ pub(super) fn lrn(c: &LrnConfig, x: Float, cap: Cap) -> Result<Float, EngineErro
         .add_scalar(c.bias)
         .powf_scalar(c.beta);
     Ok(Float::R4(x.div(denominator)))
+}
+
+/// A 1-D operator's input `[N, C, L]` as `[N, C, 1, L]`, and back.
+fn to_2d(x: Float) -> Result<Float, EngineError> {
+    let d = x.dims();
+    match d.as_slice() {
+        [n, c, l] => x.reshape(&[*n, *c, 1, *l]),
+        _ => Err(EngineError::Invalid(format!(
+            "a 1-D operator needs a rank-3 input, got {d:?}"
+        ))),
+    }
+}
+
+fn from_2d(y: Float) -> Result<Float, EngineError> {
+    let d = y.dims();
+    y.reshape(&[d[0], d[1], d[3]])
+}
+
+/// `(x - mean) / sqrt(var + epsilon)` over the trailing axes from `axis` (population
+/// variance, as LayerNormalization and InstanceNormalization define it), with the mean and
+/// `1 / sqrt(var + epsilon)` shaped `dims[..axis] + [1; rank - axis]`.
+fn normalize_from(x: Float, axis: usize, epsilon: f32) -> Result<[Float; 3], EngineError> {
+    let dims = x.dims();
+    let outer: usize = dims[..axis].iter().product();
+    let inner: usize = dims[axis..].iter().product();
+    let flat = x.reshape(&[outer, inner])?.rank2()?;
+    let (var, mean) = flat.clone().var_mean_bias(1);
+    let inv = var.add_scalar(epsilon).sqrt().recip();
+    let normed = flat.sub(mean.clone()).mul(inv.clone());
+    let mut stat_shape = dims[..axis].to_vec();
+    stat_shape.resize(dims.len(), 1);
+    Ok([
+        Float::R2(normed).reshape(&dims)?,
+        Float::R2(mean).reshape(&stat_shape)?,
+        Float::R2(inv).reshape(&stat_shape)?,
+    ])
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per operator reads best as one match"
+)]
+pub(super) fn run(
+    op: &Op,
+    mut inputs: Vec<Option<Value>>,
+    cap: Cap,
+) -> Result<Vec<Value>, EngineError> {
+    let out = match op {
+        Op::Conv(c) => {
+            let x = float_input(&mut inputs, 0)?;
+            let w = float_input(&mut inputs, 1)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            conv(c, x, w, bias, cap)?
+        }
+        Op::Conv1d(c) => {
+            let x = to_2d(float_input(&mut inputs, 0)?)?;
+            let w = to_2d(float_input(&mut inputs, 1)?)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            from_2d(conv(c, x, w, bias, cap)?)?
+        }
+        Op::MaxPool(c) => max_pool(c, float_input(&mut inputs, 0)?, cap)?,
+        Op::MaxPool1d(c) => from_2d(max_pool(c, to_2d(float_input(&mut inputs, 0)?)?, cap)?)?,
+        Op::AvgPool(c) => avg_pool(c, float_input(&mut inputs, 0)?, cap)?,
+        Op::AvgPool1d(c) => from_2d(avg_pool(c, to_2d(float_input(&mut inputs, 0)?)?, cap)?)?,
+        Op::GlobalPool { max } => {
+            let x = float_input(&mut inputs, 0)?;
+            let rank = x.rank();
+            if rank < 3 {
+                return Err(EngineError::Invalid(format!(
+                    "a global pool needs rank >= 3, got {rank}"
+                )));
+            }
+            let max = *max;
+            each_rank!(x, t => {
+                let mut t = t;
+                for dim in (2..rank).rev() {
+                    t = if max { t.max_dim(dim) } else { t.mean_dim(dim) };
+                }
+                t
+            })
+        }
+        Op::Gemm(c) => {
+            let a = float_input(&mut inputs, 0)?;
+            let b = float_input(&mut inputs, 1)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            gemm(c, a, b, bias, cap)?
+        }
+        Op::MatMul => {
+            let a = float_input(&mut inputs, 0)?;
+            let b = float_input(&mut inputs, 1)?;
+            matmul(a, b, cap)?
+        }
+        Op::Linear { transpose_weight } => {
+            let x = float_input(&mut inputs, 0)?;
+            let w = float_input(&mut inputs, 1)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            let w = if *transpose_weight {
+                Float::R2(w.rank2()?.transpose())
+            } else {
+                w
+            };
+            let y = matmul(x, w, cap)?;
+            match bias {
+                Some(b) => binary(y, b, Arithmetic::Add, cap)?,
+                None => y,
+            }
+        }
+        Op::BatchNorm { epsilon } => {
+            let x = float_input(&mut inputs, 0)?;
+            let rank = x.rank();
+            let channels = *x
+                .dims()
+                .get(1)
+                .ok_or_else(|| EngineError::Invalid("BatchNormalization of rank 1".into()))?;
+            let mut params = Vec::with_capacity(4);
+            for i in 1..=4 {
+                let p = float_input(&mut inputs, i)?;
+                let mut shape = vec![1; rank];
+                shape[1] = channels;
+                params.push(p.reshape(&shape)?);
+            }
+            let [scale, bias, mean, var]: [Float; 4] = params
+                .try_into()
+                .map_err(|_| EngineError::Internal("four parameters".into()))?;
+            let eps = *epsilon;
+            let inv = each_rank!(var, t => t.add_scalar(eps).sqrt().recip());
+            let centered = binary(x, mean, Arithmetic::Sub, cap)?;
+            let normed = binary(centered, inv, Arithmetic::Mul, cap)?;
+            let scaled = binary(normed, scale, Arithmetic::Mul, cap)?;
+            binary(scaled, bias, Arithmetic::Add, cap)?
+        }
+        Op::LayerNorm {
+            axis,
+            epsilon,
+            outputs,
+        } => {
+            let x = float_input(&mut inputs, 0)?;
+            let scale = float_input(&mut inputs, 1)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            let axis = super::axis_of(*axis, x.rank(), "LayerNormalization")?;
+            let [normed, mean, inv] = normalize_from(x, axis, *epsilon)?;
+            let scaled = binary(normed, scale, Arithmetic::Mul, cap)?;
+            let y = match bias {
+                Some(b) => binary(scaled, b, Arithmetic::Add, cap)?,
+                None => scaled,
+            };
+            let mut out = vec![Value::Float(y), Value::Float(mean), Value::Float(inv)];
+            out.truncate((*outputs).clamp(1, 3));
+            return Ok(out);
+        }
+        Op::InstanceNorm { epsilon } => {
+            let x = float_input(&mut inputs, 0)?;
+            let scale = float_input(&mut inputs, 1)?;
+            let bias = float_input(&mut inputs, 2)?;
+            let rank = x.rank();
+            let dims = x.dims();
+            if rank < 3 {
+                return Err(EngineError::Invalid(format!(
+                    "InstanceNormalization of shape {dims:?}"
+                )));
+            }
+            let [normed, _, _] = normalize_from(x, 2, *epsilon)?;
+            let mut shape = vec![1; rank];
+            shape[1] = dims[1];
+            let scaled = binary(normed, scale.reshape(&shape)?, Arithmetic::Mul, cap)?;
+            binary(scaled, bias.reshape(&shape)?, Arithmetic::Add, cap)?
+        }
+        Op::Lrn(c) => lrn(c, float_input(&mut inputs, 0)?, cap)?,
+        other => {
+            return Err(EngineError::Internal(format!(
+                "{other:?} is not a network operator"
+            )));
+        }
+    };
+    Ok(vec![Value::Float(out)])
 }

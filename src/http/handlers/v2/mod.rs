@@ -257,8 +257,8 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
     let outputs = answer.outputs.map_err(|e| {
         // An operator's refusal comes wrapped in the node it happened in.
         let mut cause = &e;
-        while let EngineError::Node { source, .. } = cause {
-            cause = source;
+        while let EngineError::Node { cause: inner, .. } = cause {
+            cause = inner;
         }
         match cause {
             EngineError::Input(_) => ApiError::bad_request("invalid_request", e.to_string()),

@@ -9,6 +9,8 @@ use crate::config::{self, Loaded, LogFormat, Overrides};
 use crate::system::{notify, signals};
 use crate::{app, build_info, telemetry};
 
+mod model;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn",
@@ -175,7 +177,7 @@ pub fn main() -> ExitCode {
             print!("{}", loaded.config.to_redacted_toml());
         }),
         Command::Admin(command) => admin::run(command),
-        Command::Model(ModelTool::Engine(command)) => crate::engine::cli::run(command),
+        Command::Model(ModelTool::Engine(command)) => model::run(command),
         Command::Model(ModelTool::Keygen { out }) => keygen(&out),
         Command::Model(ModelTool::Sign { file, key }) => sign(&file, &key),
     };
@@ -287,7 +289,7 @@ fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum ModelTool {
     #[command(flatten)]
-    Engine(crate::engine::cli::ModelCommand),
+    Engine(model::ModelCommand),
     /// Make an ed25519 signing key: writes the private key to OUT (0600) and prints the
     /// public key as `registry.trusted_keys` takes it.
     Keygen {

@@ -1,4 +1,5 @@
-//! `cairn model inspect | run | bench`: for integrators testing a model on the device.
+//! `cairn model inspect | run | bench | profile`: for integrators testing a model on the
+//! device.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,8 +8,9 @@ use anyhow::{Context, bail};
 use burn::tensor::TensorData;
 use clap::Subcommand;
 
-use super::device::{DeviceChoice, select};
-use super::{Model, inspect, npy};
+use crate::engine::device::{DeviceChoice, select};
+use crate::engine::elementwise::to_declared;
+use crate::engine::{Model, inspect, npy};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -36,6 +38,46 @@ pub enum ModelCommand {
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
     },
+    /// Time of every step, the device synchronised after each (burn's sync): where an
+    /// inference spends its time, issuing work (host) and waiting for it (device).
+    Profile {
+        file: PathBuf,
+        /// Size of every dynamic dimension (the batch).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 10)]
+        iterations: usize,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceChoice,
+        /// How many of the slowest steps to list (all of them by operator in any case).
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+    },
+}
+
+/// Synthetic inputs of the model's declared types, every dynamic dimension at `batch`:
+/// floats in [-0.5, 0.5), integers small and non-negative (valid token ids and indices).
+fn synthetic_inputs(model: &Model, batch: usize) -> anyhow::Result<Vec<(String, TensorData)>> {
+    model
+        .inputs()
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
+            let n: usize = shape.iter().product();
+            let data = match spec.element_type() {
+                Some(dtype) if !dtype.is_float() => {
+                    let values: Vec<i64> = (0..n).map(|i| (i % 7) as i64).collect();
+                    to_declared(TensorData::new(values, shape), dtype)?
+                }
+                _ => {
+                    #[expect(clippy::cast_precision_loss, reason = "synthetic values")]
+                    let values: Vec<f32> = (0..n).map(|i| ((i % 97) as f32) / 97.0 - 0.5).collect();
+                    TensorData::new(values, shape)
+                }
+            };
+            Ok((spec.name.clone(), data))
+        })
+        .collect()
 }
 
 fn device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
@@ -139,17 +181,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let model = Model::load(&bytes, &device)?;
             let load = started.elapsed();
-            let inputs: Vec<(String, TensorData)> = model
-                .inputs()
-                .iter()
-                .map(|spec| {
-                    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
-                    let n: usize = shape.iter().product();
-                    #[expect(clippy::cast_precision_loss, reason = "synthetic values")]
-                    let values: Vec<f32> = (0..n).map(|i| ((i % 97) as f32) / 97.0 - 0.5).collect();
-                    (spec.name.clone(), TensorData::new(values, shape))
-                })
-                .collect();
+            let inputs = synthetic_inputs(&model, batch)?;
             let started = Instant::now();
             model.run(inputs.clone())?;
             let first = started.elapsed();
@@ -184,5 +216,77 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             println!("throughput: {throughput:.0} inferences/s (batch {batch})");
             Ok(())
         }
+        ModelCommand::Profile {
+            file,
+            batch,
+            iterations,
+            device: choice,
+            top,
+        } => {
+            let device = device(choice)?;
+            let model = Model::load(&read_model(&file)?, &device)?;
+            let inputs = synthetic_inputs(&model, batch)?;
+            // One run first: first-use allocations and shader compilation stay out.
+            model.run(inputs.clone())?;
+            let started = Instant::now();
+            model.run(inputs.clone())?;
+            let unfenced = started.elapsed();
+            let steps = model.profile(&inputs, iterations)?;
+            print_profile(&steps, iterations.max(1), unfenced, top);
+            Ok(())
+        }
+    }
+}
+
+fn print_profile(
+    steps: &[crate::engine::model::StepProfile],
+    runs: usize,
+    unfenced: Duration,
+    top: usize,
+) {
+    #[expect(clippy::cast_precision_loss, reason = "run counts")]
+    let per_run = |d: Duration| d.as_secs_f64() * 1e6 / runs as f64;
+    let total: f64 = steps.iter().map(|s| per_run(s.total)).sum();
+    let issue: f64 = steps.iter().map(|s| per_run(s.issue)).sum();
+    println!(
+        "{} steps; fenced after each: {total:.1} µs a run ({issue:.1} µs issuing work); \
+         one unfenced run: {:.1} µs",
+        steps.len(),
+        unfenced.as_secs_f64() * 1e6
+    );
+    let mut by_op: std::collections::BTreeMap<&str, (usize, f64, f64)> =
+        std::collections::BTreeMap::new();
+    for s in steps {
+        let e = by_op.entry(s.op.as_str()).or_default();
+        e.0 += 1;
+        e.1 += per_run(s.total);
+        e.2 += per_run(s.issue);
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
+    println!(
+        "\n{:<24} {:>6} {:>12} {:>12} {:>7}",
+        "operator", "steps", "µs/run", "issue µs", "share"
+    );
+    for (op, (count, t, i)) in &ops {
+        println!(
+            "{op:<24} {count:>6} {t:>12.1} {i:>12.1} {:>6.1}%",
+            100.0 * t / total.max(f64::MIN_POSITIVE)
+        );
+    }
+    let mut slowest: Vec<_> = steps.iter().collect();
+    slowest.sort_by_key(|s| std::cmp::Reverse(s.total));
+    println!(
+        "\n{:<40} {:<20} {:>12} {:>12}",
+        "node", "operator", "µs/run", "issue µs"
+    );
+    for s in slowest.into_iter().take(top) {
+        println!(
+            "{:<40} {:<20} {:>12.1} {:>12.1}",
+            s.node,
+            s.op,
+            per_run(s.total),
+            per_run(s.issue)
+        );
     }
 }

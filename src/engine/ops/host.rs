@@ -1,0 +1,195 @@
+//! Data movement on host tensors (integer values: shapes, indices, masks), by index maps.
+//! Every function takes the shapes its caller checked against the cap and returns the
+//! output shape with the data.
+
+use crate::engine::EngineError;
+use crate::engine::limits::product;
+
+/// Row-major strides of `shape`.
+#[must_use]
+pub fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        out[i] = out[i + 1] * shape[i + 1];
+    }
+    out
+}
+
+/// A normalized index into a dimension of `size` (negative counts from the end).
+///
+/// # Errors
+/// The index is outside `-size..size`.
+pub fn index_of(i: i64, size: usize, what: &str) -> Result<usize, EngineError> {
+    let s = i64::try_from(size).unwrap_or(i64::MAX);
+    let at = if i < 0 { i + s } else { i };
+    usize::try_from(at)
+        .ok()
+        .filter(|a| *a < size)
+        .ok_or_else(|| EngineError::Invalid(format!("{what}: index {i} out of range for {size}")))
+}
+
+/// Picks, along each axis, the listed positions (a cartesian selection): Slice with any
+/// steps, and the per-axis maps of Resize.
+#[must_use]
+pub fn select_axes<T: Copy>(data: &[T], shape: &[usize], picks: &[Vec<usize>]) -> Vec<T> {
+    let st = strides(shape);
+    let out_shape: Vec<usize> = picks.iter().map(Vec::len).collect();
+    let total = product(&out_shape).unwrap_or(0);
+    let mut out = Vec::with_capacity(total);
+    if total == 0 {
+        return out;
+    }
+    let mut counter = vec![0usize; picks.len()];
+    loop {
+        let at: usize = counter
+            .iter()
+            .enumerate()
+            .map(|(d, c)| picks[d][*c] * st[d])
+            .sum();
+        out.push(data[at]);
+        let mut d = picks.len();
+        loop {
+            if d == 0 {
+                return out;
+            }
+            d -= 1;
+            counter[d] += 1;
+            if counter[d] < picks[d].len() {
+                break;
+            }
+            counter[d] = 0;
+        }
+    }
+}
+
+/// Gather along `axis` with normalized `indices` of shape `index_shape`: the output shape is
+/// `shape[..axis] + index_shape + shape[axis + 1..]`.
+#[must_use]
+pub fn gather<T: Copy>(
+    data: &[T],
+    shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    index_shape: &[usize],
+) -> (Vec<T>, Vec<usize>) {
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    let dim = shape[axis];
+    let mut out = Vec::with_capacity(outer * indices.len() * inner);
+    for o in 0..outer {
+        for &i in indices {
+            let start = (o * dim + i) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    let mut out_shape = shape[..axis].to_vec();
+    out_shape.extend_from_slice(index_shape);
+    out_shape.extend_from_slice(&shape[axis + 1..]);
+    (out, out_shape)
+}
+
+/// GatherElements: `out[i…] = data[i… with axis replaced by indices[i…]]`; indices have the
+/// data's rank and normalized values.
+#[must_use]
+pub fn gather_elements<T: Copy>(
+    data: &[T],
+    shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    index_shape: &[usize],
+) -> Vec<T> {
+    let st = strides(shape);
+    let ist = strides(index_shape);
+    indices
+        .iter()
+        .enumerate()
+        .map(|(flat, &i)| {
+            let mut at = 0;
+            for d in 0..index_shape.len() {
+                let coordinate = (flat / ist[d]) % index_shape[d];
+                at += if d == axis { i } else { coordinate } * st[d];
+            }
+            data[at]
+        })
+        .collect()
+}
+
+/// Permutes axes.
+#[must_use]
+pub fn transpose<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> (Vec<T>, Vec<usize>) {
+    let picks: Vec<Vec<usize>> = perm.iter().map(|p| (0..shape[*p]).collect()).collect();
+    let out_shape: Vec<usize> = perm.iter().map(|p| shape[*p]).collect();
+    // Walk the output in order, reading the input through permuted strides.
+    let st = strides(shape);
+    let pst: Vec<usize> = perm.iter().map(|p| st[*p]).collect();
+    let total = product(&out_shape).unwrap_or(0);
+    let mut out = Vec::with_capacity(total);
+    if total > 0 {
+        let mut counter = vec![0usize; perm.len()];
+        'walk: loop {
+            out.push(data[counter.iter().zip(&pst).map(|(c, s)| c * s).sum::<usize>()]);
+            let mut d = perm.len();
+            loop {
+                if d == 0 {
+                    break 'walk;
+                }
+                d -= 1;
+                counter[d] += 1;
+                if counter[d] < picks[d].len() {
+                    break;
+                }
+                counter[d] = 0;
+            }
+        }
+    }
+    (out, out_shape)
+}
+
+/// Concatenates along `axis` (shapes checked by the caller).
+#[must_use]
+pub fn concat<T: Copy>(parts: &[(Vec<T>, Vec<usize>)], axis: usize) -> (Vec<T>, Vec<usize>) {
+    let mut shape = parts[0].1.clone();
+    shape[axis] = parts.iter().map(|(_, s)| s[axis]).sum();
+    let outer: usize = shape[..axis].iter().product();
+    let mut out = Vec::with_capacity(product(&shape).unwrap_or(0));
+    for o in 0..outer {
+        for (data, s) in parts {
+            let block: usize = s[axis..].iter().product();
+            out.extend_from_slice(&data[o * block..(o + 1) * block]);
+        }
+    }
+    (out, shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_maps() {
+        // [[0,1,2],[3,4,5]]
+        let data: Vec<i64> = (0..6).collect();
+        assert_eq!(
+            gather(&data, &[2, 3], 1, &[2, 0], &[2]),
+            (vec![2, 0, 5, 3], vec![2, 2])
+        );
+        assert_eq!(
+            transpose(&data, &[2, 3], &[1, 0]),
+            (vec![0, 3, 1, 4, 2, 5], vec![3, 2])
+        );
+        assert_eq!(
+            select_axes(&data, &[2, 3], &[vec![1], vec![2, 0]]),
+            vec![5, 3]
+        );
+        assert_eq!(
+            concat(&[(data.clone(), vec![2, 3]), (vec![9, 9], vec![2, 1])], 1),
+            (vec![0, 1, 2, 9, 3, 4, 5, 9], vec![2, 4])
+        );
+        assert_eq!(
+            gather_elements(&data, &[2, 3], 1, &[2, 2, 0, 1], &[2, 2]),
+            vec![2, 2, 3, 4]
+        );
+        assert!(index_of(-4, 3, "x").is_err());
+        assert_eq!(index_of(-1, 3, "x").unwrap(), 2);
+    }
+}

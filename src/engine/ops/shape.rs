@@ -1,0 +1,541 @@
+//! Data movement and shape arithmetic: Reshape, Flatten, Transpose, Concat, (Un)Squeeze,
+//! Shape, Size, Gather, GatherElements, Slice, Expand, Tile, Range, Split,
+//! ConstantOfShape. Float tensors move on their device through burn; integer tensors on
+//! the host ([`super::host`]).
+
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+
+use super::{Op, Scalar, any_input, axis_of, expand_to, host, index, lift_to};
+use crate::engine::EngineError;
+use crate::engine::elementwise::broadcast_shape;
+use crate::engine::limits::{Cap, F32, I64, product};
+use crate::engine::shapes::{resolve_reshape, unsqueezed};
+use crate::engine::value::{Float, Value, each_rank, to_array, with_rank};
+
+/// Bytes an element of `value` takes.
+pub(super) fn elem(value: &Value) -> usize {
+    if matches!(value, Value::Int { .. }) {
+        I64
+    } else {
+        F32
+    }
+}
+
+/// The value with a new shape of the same element count.
+pub(crate) fn reshape_value(value: Value, shape: Vec<usize>) -> Result<Value, EngineError> {
+    match value {
+        Value::Float(f) => {
+            let shape = if shape.is_empty() { vec![1] } else { shape };
+            Ok(Value::Float(f.reshape(&shape)?))
+        }
+        Value::Int { data, shape: from } => {
+            if product(&shape) != Some(data.len()) {
+                return Err(EngineError::Invalid(format!(
+                    "cannot reshape {from:?} to {shape:?}: the element counts differ"
+                )));
+            }
+            Ok(Value::Int { data, shape })
+        }
+        Value::Dense(mut d) => {
+            if product(&shape) != Some(d.data.len()) {
+                return Err(EngineError::Invalid(format!(
+                    "cannot reshape {:?} to {shape:?}: the element counts differ",
+                    d.shape
+                )));
+            }
+            d.shape = if shape.is_empty() { vec![1] } else { shape };
+            Ok(Value::Dense(d))
+        }
+    }
+}
+
+pub(super) fn int_index_tensor(indices: &[usize], device: &Device) -> Tensor<1, Int> {
+    let data: Vec<i64> = indices
+        .iter()
+        .map(|i| i64::try_from(*i).unwrap_or(i64::MAX))
+        .collect();
+    let n = data.len();
+    Tensor::from_data(TensorData::new(data, [n]), device)
+}
+
+pub(super) fn float_device(f: &Float) -> Device {
+    match f {
+        Float::R1(t) => t.device(),
+        Float::R2(t) => t.device(),
+        Float::R3(t) => t.device(),
+        Float::R4(t) => t.device(),
+        Float::R5(t) => t.device(),
+        Float::R6(t) => t.device(),
+    }
+}
+
+/// Selects positions along one axis of a float tensor (contiguous runs as a narrow).
+pub(crate) fn take_positions(x: Float, axis: usize, picks: &[usize]) -> Result<Float, EngineError> {
+    let size = x.dims()[axis];
+    if picks.len() == size && picks.iter().enumerate().all(|(i, p)| i == *p) {
+        return Ok(x);
+    }
+    let contiguous = picks.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous && !picks.is_empty() {
+        let (start, len) = (picks[0], picks.len());
+        return Ok(each_rank!(x, t => t.narrow(axis, start, len)));
+    }
+    let index = int_index_tensor(picks, &float_device(&x));
+    Ok(each_rank!(x, t => t.select(axis, index.clone())))
+}
+
+pub(super) fn ints_of(value: Value, what: &str) -> Result<(Vec<i64>, Vec<usize>), EngineError> {
+    match value {
+        Value::Int { data, shape } => Ok((data, shape)),
+        other => Err(EngineError::Invalid(format!(
+            "{what} takes integer indices, got a float tensor of shape {:?}",
+            other.dims()
+        ))),
+    }
+}
+
+fn to_usize(v: &[i64], what: &str) -> Result<Vec<usize>, EngineError> {
+    v.iter()
+        .map(|d| {
+            usize::try_from(*d).map_err(|_| EngineError::Invalid(format!("{what}: dimension {d}")))
+        })
+        .collect()
+}
+
+pub(super) fn run(
+    op: &Op,
+    mut inputs: Vec<Option<Value>>,
+    device: &Device,
+    cap: Cap,
+) -> Result<Vec<Value>, EngineError> {
+    let out = match op {
+        Op::Flatten { axis } => {
+            let x = any_input(&mut inputs, 0)?;
+            let dims = x.dims();
+            let axis = (*axis).min(dims.len());
+            let outer = product(&dims[..axis]).unwrap_or(0);
+            let inner = product(&dims[axis..]).unwrap_or(0);
+            reshape_value(x, vec![outer, inner])?
+        }
+        Op::Reshape(target) => {
+            let target = target.read(&inputs, "Reshape")?;
+            let x = any_input(&mut inputs, 0)?;
+            let shape = resolve_reshape(&x.dims(), &target)?;
+            reshape_value(x, shape)?
+        }
+        Op::Unsqueeze(axes) => {
+            let axes = axes.read(&inputs, "Unsqueeze")?;
+            let x = any_input(&mut inputs, 0)?;
+            let shape = unsqueezed(&x.dims(), &axes)?;
+            reshape_value(x, shape)?
+        }
+        Op::Squeeze(axes) => {
+            let axes = axes
+                .as_ref()
+                .map(|a| a.read(&inputs, "Squeeze"))
+                .transpose()?;
+            let x = any_input(&mut inputs, 0)?;
+            let dims = x.dims();
+            let drop: Vec<usize> = match axes {
+                Some(axes) => axes
+                    .iter()
+                    .map(|a| axis_of(*a, dims.len(), "Squeeze"))
+                    .collect::<Result<_, _>>()?,
+                None => (0..dims.len()).filter(|i| dims[*i] == 1).collect(),
+            };
+            if let Some(bad) = drop.iter().find(|a| dims[**a] != 1) {
+                return Err(EngineError::Invalid(format!(
+                    "Squeeze axis {bad} of shape {dims:?} is not 1"
+                )));
+            }
+            let shape = dims
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !drop.contains(i))
+                .map(|(_, d)| *d)
+                .collect();
+            reshape_value(x, shape)?
+        }
+        Op::Transpose(perm) => transpose(any_input(&mut inputs, 0)?, perm)?,
+        Op::Concat { axis } => concat(inputs.into_iter().flatten().collect(), *axis, cap)?,
+        Op::Shape { start, end } => {
+            let x = any_input(&mut inputs, 0)?;
+            let dims = x.dims();
+            let end = (*end).min(dims.len());
+            let start = (*start).min(end);
+            let data: Vec<i64> = dims[start..end]
+                .iter()
+                .map(|d| i64::try_from(*d).unwrap_or(i64::MAX))
+                .collect();
+            let n = data.len();
+            Value::Int {
+                data,
+                shape: vec![n],
+            }
+        }
+        Op::Size => {
+            let x = any_input(&mut inputs, 0)?;
+            Value::Int {
+                data: vec![i64::try_from(product(&x.dims()).unwrap_or(0)).unwrap_or(i64::MAX)],
+                shape: vec![],
+            }
+        }
+        Op::Gather { axis } => {
+            let x = any_input(&mut inputs, 0)?;
+            let (indices, index_shape) = ints_of(any_input(&mut inputs, 1)?, "Gather")?;
+            index::gather(x, *axis, &indices, index_shape, cap)?
+        }
+        Op::GatherElements { axis } => {
+            let x = any_input(&mut inputs, 0)?;
+            let (indices, index_shape) = ints_of(any_input(&mut inputs, 1)?, "GatherElements")?;
+            index::gather_elements(x, *axis, &indices, &index_shape, cap)?
+        }
+        Op::Slice {
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let starts = starts.read(&inputs, "Slice starts")?;
+            let ends = ends.read(&inputs, "Slice ends")?;
+            let axes = axes
+                .as_ref()
+                .map(|a| a.read(&inputs, "Slice axes"))
+                .transpose()?;
+            let steps = steps
+                .as_ref()
+                .map(|s| s.read(&inputs, "Slice steps"))
+                .transpose()?;
+            let x = any_input(&mut inputs, 0)?;
+            index::slice(x, &starts, &ends, axes.as_deref(), steps.as_deref())?
+        }
+        Op::Expand(shape) => {
+            let shape = to_usize(&shape.read(&inputs, "Expand")?, "Expand")?;
+            let x = any_input(&mut inputs, 0)?;
+            let out = broadcast_shape(&[&x.dims(), &shape])?;
+            cap.check(&out, elem(&x))?;
+            expand(x, &out)?
+        }
+        Op::Tile(repeats) => {
+            let repeats = to_usize(&repeats.read(&inputs, "Tile")?, "Tile")?;
+            let x = any_input(&mut inputs, 0)?;
+            tile(x, &repeats, cap)?
+        }
+        Op::Range {
+            start,
+            limit,
+            delta,
+        } => range(&inputs, *start, *limit, *delta, device, cap)?,
+        Op::Split {
+            axis,
+            sizes,
+            outputs,
+        } => {
+            let sizes = sizes
+                .as_ref()
+                .map(|s| s.read(&inputs, "Split"))
+                .transpose()?;
+            let x = any_input(&mut inputs, 0)?;
+            return split(x, *axis, sizes.as_deref(), *outputs);
+        }
+        Op::ConstantOfShape { shape, fill } => {
+            let shape = to_usize(&shape.read(&inputs, "ConstantOfShape")?, "ConstantOfShape")?;
+            constant_of_shape(shape, fill.clone(), device, cap)?
+        }
+        other => {
+            return Err(EngineError::Internal(format!(
+                "{other:?} is not a shape operator"
+            )));
+        }
+    };
+    Ok(vec![out])
+}
+
+fn transpose(x: Value, perm: &[usize]) -> Result<Value, EngineError> {
+    let rank = x.dims().len();
+    let perm: Vec<usize> = if perm.is_empty() {
+        (0..rank).rev().collect()
+    } else {
+        perm.to_vec()
+    };
+    let mut seen = perm.clone();
+    seen.sort_unstable();
+    if seen != (0..rank).collect::<Vec<_>>() {
+        return Err(EngineError::Invalid(format!(
+            "Transpose perm {perm:?} for rank {rank}"
+        )));
+    }
+    Ok(match x {
+        Value::Int { data, shape } => {
+            let (data, shape) = host::transpose(&data, &shape, &perm);
+            Value::Int { data, shape }
+        }
+        other => {
+            let f = other.float()?;
+            Value::Float(with_rank!(rank, D => lift_to::<D>(f)?.permute(to_array::<D>(&perm))))
+        }
+    })
+}
+
+/// Concat of float or integer tensors along `axis`.
+pub(crate) fn concat(parts: Vec<Value>, axis: usize, cap: Cap) -> Result<Value, EngineError> {
+    let first = parts
+        .first()
+        .ok_or_else(|| EngineError::Invalid("Concat of nothing".into()))?
+        .dims();
+    let rank = first.len();
+    if axis >= rank {
+        return Err(EngineError::Invalid(format!(
+            "Concat axis {axis} on rank {rank}"
+        )));
+    }
+    let mut out = first.clone();
+    out[axis] = 0;
+    for p in &parts {
+        let dims = p.dims();
+        if dims.len() != rank || (0..rank).any(|i| i != axis && dims[i] != first[i]) {
+            return Err(EngineError::Invalid(format!(
+                "Concat of shapes {first:?} and {dims:?} on axis {axis}"
+            )));
+        }
+        out[axis] = out[axis]
+            .checked_add(dims[axis])
+            .ok_or_else(|| EngineError::Limit(format!("Concat along axis {axis}: too large")))?;
+    }
+    let ints = parts.iter().any(|p| matches!(p, Value::Int { .. }));
+    cap.check(&out, if ints { I64 } else { F32 })?;
+    if ints {
+        let parts: Vec<(Vec<i64>, Vec<usize>)> = parts
+            .into_iter()
+            .map(|p| ints_of(p, "Concat"))
+            .collect::<Result<_, _>>()?;
+        let (data, shape) = host::concat(&parts, axis);
+        return Ok(Value::Int { data, shape });
+    }
+    let parts: Vec<Float> = parts
+        .into_iter()
+        .map(Value::float)
+        .collect::<Result<_, _>>()?;
+    Ok(Value::Float(with_rank!(rank, D => {
+        let tensors = parts.into_iter().map(lift_to::<D>).collect::<Result<Vec<_>, _>>()?;
+        Tensor::cat(tensors, axis)
+    })))
+}
+
+fn expand(x: Value, out: &[usize]) -> Result<Value, EngineError> {
+    match x {
+        Value::Int { data, shape } => {
+            let index = crate::engine::elementwise::broadcast_index(&shape, out);
+            Ok(Value::Int {
+                data: index.into_iter().map(|i| data[i]).collect(),
+                shape: out.to_vec(),
+            })
+        }
+        other => Ok(Value::Float(expand_to(other.float()?, out)?)),
+    }
+}
+
+fn tile(x: Value, repeats: &[usize], cap: Cap) -> Result<Value, EngineError> {
+    let dims = x.dims();
+    if repeats.len() != dims.len() {
+        return Err(EngineError::Invalid(format!(
+            "Tile: {} repeats for rank {}",
+            repeats.len(),
+            dims.len()
+        )));
+    }
+    let out: Vec<usize> = dims
+        .iter()
+        .zip(repeats)
+        .map(|(d, r)| d.checked_mul(*r))
+        .collect::<Option<_>>()
+        .ok_or_else(|| EngineError::Limit("Tile: too large".into()))?;
+    cap.check(&out, elem(&x))?;
+    match x {
+        Value::Int { data, shape } => {
+            let picks: Vec<Vec<usize>> = out
+                .iter()
+                .zip(&shape)
+                .map(|(o, d)| (0..*o).map(|i| i % d.max(&1)).collect())
+                .collect();
+            Ok(Value::Int {
+                data: host::select_axes(&data, &shape, &picks),
+                shape: out,
+            })
+        }
+        other => {
+            let f = other.float()?;
+            Ok(Value::Float(each_rank!(f, t => t.repeat(repeats))))
+        }
+    }
+}
+
+fn scalar(inputs: &[Option<Value>], s: Scalar) -> Result<(f64, bool), EngineError> {
+    #[expect(clippy::cast_precision_loss, reason = "Range bounds")]
+    match s {
+        Scalar::Int(v) => Ok((v as f64, true)),
+        Scalar::Float(v) => Ok((v, false)),
+        Scalar::Input(i) => match inputs.get(i).and_then(Option::as_ref) {
+            Some(Value::Int { data, .. }) if data.len() == 1 => Ok((data[0] as f64, true)),
+            Some(Value::Float(f)) => {
+                let v: Vec<f32> = f
+                    .clone()
+                    .into_data()
+                    .try_to_vec()
+                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
+                match v.as_slice() {
+                    [x] => Ok((f64::from(*x), false)),
+                    _ => Err(EngineError::Invalid("Range bounds must be scalars".into())),
+                }
+            }
+            _ => Err(EngineError::Invalid(format!(
+                "Range: input {i} must be a scalar"
+            ))),
+        },
+    }
+}
+
+fn range(
+    inputs: &[Option<Value>],
+    start: Scalar,
+    limit: Scalar,
+    delta: Scalar,
+    device: &Device,
+    cap: Cap,
+) -> Result<Value, EngineError> {
+    let (start, int_a) = scalar(inputs, start)?;
+    let (limit, int_b) = scalar(inputs, limit)?;
+    let (delta, int_c) = scalar(inputs, delta)?;
+    if delta == 0.0 || !delta.is_finite() || !start.is_finite() || !limit.is_finite() {
+        return Err(EngineError::Invalid(format!(
+            "Range({start}, {limit}, {delta})"
+        )));
+    }
+    let count = ((limit - start) / delta).ceil().max(0.0);
+    if count > 1e15 {
+        return Err(EngineError::Limit(format!("Range of {count} elements")));
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "checked above"
+    )]
+    let n = count as usize;
+    let ints = int_a && int_b && int_c;
+    cap.check(&[n], if ints { I64 } else { F32 })?;
+    #[expect(clippy::cast_possible_truncation, reason = "integer range")]
+    if ints {
+        let (s, d) = (start as i64, delta as i64);
+        return Ok(Value::Int {
+            data: (0..n)
+                .map(|i| s + d * i64::try_from(i).unwrap_or(i64::MAX))
+                .collect(),
+            shape: vec![n],
+        });
+    }
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "f32 range"
+    )]
+    let data: Vec<f32> = (0..n).map(|i| (start + delta * i as f64) as f32).collect();
+    Ok(Value::Float(Float::from_data(
+        TensorData::new(data, [n]),
+        device,
+    )?))
+}
+
+fn split(
+    x: Value,
+    axis: usize,
+    sizes: Option<&[i64]>,
+    outputs: usize,
+) -> Result<Vec<Value>, EngineError> {
+    let dims = x.dims();
+    if axis >= dims.len() {
+        return Err(EngineError::Invalid(format!(
+            "Split axis {axis} on shape {dims:?}"
+        )));
+    }
+    let total = dims[axis];
+    let sizes: Vec<usize> = match sizes {
+        Some(s) => to_usize(s, "Split")?,
+        None => {
+            // Equal parts, the last smaller when the axis does not divide (opset 18).
+            let part = total.div_ceil(outputs);
+            (0..outputs)
+                .map(|i| part.min(total.saturating_sub(i * part)))
+                .collect()
+        }
+    };
+    if sizes.len() != outputs || sizes.iter().sum::<usize>() != total {
+        return Err(EngineError::Invalid(format!(
+            "Split of {total} on axis {axis} into {sizes:?} for {outputs} outputs"
+        )));
+    }
+    let mut start = 0;
+    let mut out = Vec::with_capacity(outputs);
+    for size in sizes {
+        let picks: Vec<usize> = (start..start + size).collect();
+        start += size;
+        out.push(match &x {
+            Value::Int { data, shape } => {
+                let mut all: Vec<Vec<usize>> = shape.iter().map(|d| (0..*d).collect()).collect();
+                all[axis] = picks;
+                let mut s = shape.clone();
+                s[axis] = size;
+                Value::Int {
+                    data: host::select_axes(data, shape, &all),
+                    shape: s,
+                }
+            }
+            other => {
+                let f = other.clone().float()?;
+                if size == 0 {
+                    let mut s = dims.clone();
+                    s[axis] = 0;
+                    Value::Float(Float::from_data(
+                        TensorData::new(Vec::<f32>::new(), s),
+                        &float_device(&f),
+                    )?)
+                } else {
+                    Value::Float(take_positions(f, axis, &picks)?)
+                }
+            }
+        });
+    }
+    Ok(out)
+}
+
+fn constant_of_shape(
+    shape: Vec<usize>,
+    fill: Option<TensorData>,
+    device: &Device,
+    cap: Cap,
+) -> Result<Value, EngineError> {
+    let is_int = fill
+        .as_ref()
+        .is_some_and(|v| !matches!(v.dtype(), DType::F32 | DType::F64 | DType::F16));
+    // Refused before allocating: a few bytes of model can ask for any size.
+    let count = cap.check(&shape, if is_int { I64 } else { F32 })?;
+    if is_int {
+        let v: Vec<i64> = fill
+            .map(|f| f.convert::<i64>().try_to_vec::<i64>())
+            .transpose()
+            .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
+            .unwrap_or_default();
+        return Ok(Value::Int {
+            data: vec![v.first().copied().unwrap_or(0); count],
+            shape,
+        });
+    }
+    let v: Vec<f32> = fill
+        .map(|f| f.convert::<f32>().try_to_vec::<f32>())
+        .transpose()
+        .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
+        .unwrap_or_default();
+    Ok(Value::Float(Float::from_data(
+        TensorData::new(vec![v.first().copied().unwrap_or(0.0); count], shape),
+        device,
+    )?))
+}
