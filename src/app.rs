@@ -203,6 +203,8 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
         "Readiness probes run (a durable store write and statvfs); concurrent checks share one",
         readiness_probes.clone(),
     );
+    let intra_op = crate::engine::threads::configure(config.engine.intra_op_threads as usize);
+    tracing::info!(threads = intra_op, "intra-op CPU pool");
     let engine_device = select_engine_device(&mut metrics).await;
     let auth_config = auth_config(&config);
     metrics

@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use crate::engine::device::{DeviceChoice, select};
 use crate::engine::elementwise::to_declared;
-use crate::engine::{Model, inspect, npy};
+use crate::engine::{Model, inspect, npy, threads};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
@@ -37,6 +37,10 @@ pub enum ModelCommand {
         iterations: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// CPU threads one inference spreads over (0: every core), as
+        /// `engine.intra_op_threads`.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Time of every step, the device synchronised after each (burn's sync): where an
     /// inference spends its time, issuing work (host) and waiting for it (device).
@@ -49,6 +53,9 @@ pub enum ModelCommand {
         iterations: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// CPU threads one inference spreads over (0: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// How many of the slowest steps to list (all of them by operator in any case).
         #[arg(long, default_value_t = 25)]
         top: usize,
@@ -175,8 +182,10 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             batch,
             iterations,
             device: choice,
+            threads,
         } => {
             let device = device(choice)?;
+            eprintln!("intra-op threads: {}", threads::configure(threads));
             let bytes = read_model(&file)?;
             let started = Instant::now();
             let model = Model::load(&bytes, &device)?;
@@ -221,9 +230,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             batch,
             iterations,
             device: choice,
+            threads,
             top,
         } => {
             let device = device(choice)?;
+            eprintln!("intra-op threads: {}", threads::configure(threads));
             let model = Model::load(&read_model(&file)?, &device)?;
             let inputs = synthetic_inputs(&model, batch)?;
             // One run first: first-use allocations and shader compilation stay out.

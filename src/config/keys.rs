@@ -172,6 +172,11 @@ pub const KEYS: &[Key] = &[
         form: "a size such as 1GiB",
     },
     Key {
+        path: "engine.intra_op_threads",
+        kind: KeyKind::Integer,
+        form: "a thread count (0: every core)",
+    },
+    Key {
         path: "registry.require_signature",
         kind: KeyKind::Bool,
         form: "true or false",

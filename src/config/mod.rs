@@ -187,6 +187,9 @@ pub struct EngineSection {
     pub max_model_memory: ByteSize,
     /// No tensor a model makes (at load or per request) may exceed this.
     pub max_tensor_bytes: ByteSize,
+    /// Threads one inference may spread over on the CPU (convolution and GEMM tiles,
+    /// large element-wise ops); 0 takes every core. Shared by all concurrent inferences.
+    pub intra_op_threads: u32,
 }
 
 impl Default for EngineSection {
@@ -194,6 +197,7 @@ impl Default for EngineSection {
         Self {
             max_model_memory: ByteSize(2 << 30),
             max_tensor_bytes: ByteSize(1 << 30),
+            intra_op_threads: 0,
         }
     }
 }
@@ -601,6 +605,9 @@ impl Config {
             bail!(
                 "config keys `limits.max_model_bytes` and `limits.body_read_timeout`: must be above zero"
             );
+        }
+        if self.engine.intra_op_threads > 1024 {
+            bail!("config key `engine.intra_op_threads`: at most 1024 (0 takes every core)");
         }
         if self.engine.max_tensor_bytes.0 == 0 {
             bail!("config key `engine.max_tensor_bytes`: must be at least 1 byte");

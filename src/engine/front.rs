@@ -105,6 +105,19 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
     let model =
         ModelProto::parse_from_bytes(bytes).map_err(|e| EngineError::Parse(e.to_string()))?;
     let graph = &model.graph;
+    if let Some(t) = graph
+        .initializer
+        .iter()
+        .find(|t| !t.external_data.is_empty())
+    {
+        return Err(EngineError::Unsupported(format!(
+            "weights in external data files (initializer {} and others): cairn loads one \
+             self-contained .onnx file; inline them with python3 -c \"import onnx; \
+             onnx.save_model(onnx.load('model.onnx'), 'inlined.onnx', \
+             save_as_external_data=False)\" (models under 2 GB)",
+            t.name
+        )));
+    }
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph
@@ -157,7 +170,10 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineErr
     }
     let (graph, raw) = catch_unwind(AssertUnwindSafe(|| {
         let raw = read_raw(bytes)?;
+        // No pattern rewrites: onnx-ir's coalescing of decomposed attention into one
+        // Attention node changed what some graphs compute; the graph runs as written.
         let graph = OnnxGraphBuilder::new()
+            .simplify(false)
             .parse_bytes(bytes)
             .map_err(|e| EngineError::Parse(e.to_string()))?;
         Ok::<_, EngineError>((graph, raw))
@@ -261,5 +277,22 @@ mod tests {
     fn type_names() {
         assert_eq!(onnx_type_name(1), "FLOAT");
         assert_eq!(onnx_type_name(99), "UNSUPPORTED");
+    }
+}
+
+#[cfg(test)]
+mod external_data_tests {
+    /// A model whose weights sit in `model.onnx.data` (what torch's exporter writes for
+    /// large models) is refused with the way to inline them, not a parse error.
+    #[test]
+    fn external_weights_are_refused_with_the_way_to_inline_them() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/models/external_data.onnx");
+        let bytes = std::fs::read(path).unwrap();
+        let e = super::inspect(&bytes).unwrap_err().to_string();
+        assert!(
+            e.contains("external data") && e.contains("save_as_external_data=False"),
+            "{e}"
+        );
     }
 }

@@ -114,8 +114,21 @@ pub fn matmul(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(m, n, k),
         );
+    }
+}
+
+/// Products of at least this many multiply-adds are split across the intra-op pool; below
+/// it, waking threads costs more than it saves.
+const PARALLEL_MACS: usize = 1 << 18;
+
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let work = m.saturating_mul(n).saturating_mul(k);
+    if work >= PARALLEL_MACS && super::threads::intra_op() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
     }
 }
 
@@ -275,37 +288,63 @@ impl Conv2d {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
-        let mut col = if direct {
-            Vec::new()
-        } else {
-            vec![0f32; k * plane]
-        };
-        for n in 0..batch {
-            for g in 0..groups {
-                let input = &x.data[(n * channels + g * cin_g) * h * w..][..cin_g * h * w];
-                let rhs: &[f32] = if direct {
-                    input
-                } else {
-                    self.im2col(input, cin_g, [h, w], [oh, ow], pads, (&mut col, plane, 0));
-                    &col
-                };
-                let dst =
-                    &mut out[(n * self.out_channels + g * cout_g) * plane..][..cout_g * plane];
-                let weight = &self.weight[g * cout_g * k..][..cout_g * k];
-                matmul(
-                    cout_g,
-                    plane,
-                    k,
-                    dst,
-                    (weight, k, 1),
-                    (rhs, plane, 1),
-                    false,
-                    1.0,
+        // One GEMM per image and group; grouped (depthwise) convolutions are many small
+        // ones, spread across the intra-op pool with a scratch buffer per thread.
+        let work = |col: &mut Vec<f32>, index: usize, dst: &mut [f32]| {
+            let (n, g) = (index / groups, index % groups);
+            let input = &x.data[(n * channels + g * cin_g) * h * w..][..cin_g * h * w];
+            let rhs: &[f32] = if direct {
+                input
+            } else {
+                self.im2col(
+                    input,
+                    cin_g,
+                    [h, w],
+                    [oh, ow],
+                    pads,
+                    (col.as_mut_slice(), plane, 0),
                 );
+                col.as_slice()
+            };
+            let weight = &self.weight[g * cout_g * k..][..cout_g * k];
+            matmul(
+                cout_g,
+                plane,
+                k,
+                dst,
+                (weight, k, 1),
+                (rhs, plane, 1),
+                false,
+                1.0,
+            );
+        };
+        let scratch = || {
+            if direct {
+                Vec::new()
+            } else {
+                vec![0f32; k * plane]
             }
-            let image = &mut out[n * self.out_channels * plane..][..self.out_channels * plane];
-            for (row, bias) in image.chunks_exact_mut(plane).zip(&self.bias) {
-                bias_relu(row, *bias, self.relu);
+        };
+        let chunk = (cout_g * plane).max(1);
+        let total_macs = batch
+            .saturating_mul(self.out_channels)
+            .saturating_mul(plane)
+            .saturating_mul(k);
+        if groups > 1 && total_macs >= PARALLEL_MACS && super::threads::intra_op() > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each_init(scratch, |col, (index, dst)| work(col, index, dst));
+        } else {
+            let mut col = scratch();
+            for (index, dst) in out.chunks_mut(chunk).enumerate() {
+                work(&mut col, index, dst);
+            }
+        }
+        if plane > 0 {
+            let cout = self.out_channels;
+            for (row, channel) in out.chunks_exact_mut(plane).zip((0..cout).cycle()) {
+                bias_relu(row, self.bias[channel], self.relu);
             }
         }
         Dense::new(out, vec![batch, self.out_channels, oh, ow])

@@ -46,6 +46,7 @@ pub mod ops;
 pub mod proto;
 pub mod runner;
 pub mod shapes;
+pub mod threads;
 pub mod value;
 
 pub use limits::LoadLimits;

@@ -117,11 +117,11 @@ async fn registry_lifecycle_validation_and_blobs() {
     assert!(junk["error"].as_str().unwrap().contains("ONNX"), "{junk}");
     let mut odd = fixture("mlp.onnx");
     let at = odd.windows(7).position(|w| w == b"Softmax").unwrap();
-    odd[at..at + 7].copy_from_slice(b"Hardmax");
+    odd[at..at + 7].copy_from_slice(b"BitCast");
     let (_, unsupported) = upload(&server, &key, "mlp", odd).await;
     assert_eq!(unsupported["state"], "invalid");
     assert!(
-        unsupported["error"].as_str().unwrap().contains("Hardmax"),
+        unsupported["error"].as_str().unwrap().contains("BitCast"),
         "{unsupported}"
     );
     // An empty body is refused.

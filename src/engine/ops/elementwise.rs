@@ -165,6 +165,25 @@ pub(super) fn run(
         Op::Cast(to) => values::cast(any_input(&mut inputs, 0)?, *to, device)?,
         Op::Unary(u) => {
             let u = *u;
+            if let Some(Some(Value::Int { .. })) = inputs.first()
+                && let Value::Int { data, shape } = any_input(&mut inputs, 0)?
+            {
+                let f: fn(i64) -> i64 = match u {
+                    Unary::Neg => i64::wrapping_neg,
+                    Unary::Abs => i64::wrapping_abs,
+                    Unary::Sign => i64::signum,
+                    Unary::Relu => |v| v.max(0),
+                    other => {
+                        return Err(EngineError::Invalid(format!(
+                            "{other:?} of an integer tensor"
+                        )));
+                    }
+                };
+                return Ok(vec![Value::Int {
+                    data: data.into_iter().map(f).collect(),
+                    shape,
+                }]);
+            }
             Value::Float(each_rank!(x(&mut inputs)?, t => unary(t, u)))
         }
         Op::LeakyRelu(alpha) => {
@@ -198,6 +217,14 @@ pub(super) fn run(
             Value::Float(each_rank!(x(&mut inputs)?, t => {
                 let keep = t.clone().greater_elem(a).float();
                 t.mul(keep)
+            }))
+        }
+        Op::Shrink { lambda, bias } => {
+            let (l, b) = (*lambda, *bias);
+            Value::Float(each_rank!(x(&mut inputs)?, t => {
+                let low = t.clone().lower_elem(-l).float();
+                let high = t.clone().greater_elem(l).float();
+                low.mul(t.clone().add_scalar(b)).add(high.mul(t.sub_scalar(b)))
             }))
         }
         Op::HardSigmoid { alpha, beta } => {

@@ -22,6 +22,7 @@ use super::elementwise::{Arithmetic, Compare, Logic, broadcast_shape};
 use super::limits::{Cap, F32};
 use super::value::{Float, Value, to_array, with_rank};
 
+pub mod attention;
 pub mod elementwise;
 pub mod host;
 pub mod index;
@@ -29,6 +30,7 @@ pub mod nn;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
+pub mod small;
 mod translate;
 
 pub use translate::{onnx_name, translate};
@@ -73,6 +75,19 @@ pub enum Bound {
     None,
     Static(f32),
     Input(usize),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PadAmounts {
+    Static(Vec<(usize, usize)>),
+    Input { pads: usize, axes: Option<Ints> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
 }
 
 /// Float functions of one tensor, element by element.
@@ -164,6 +179,10 @@ pub enum Op {
     Cast(DType),
     Unary(Unary),
     LeakyRelu(f32),
+    Shrink {
+        lambda: f32,
+        bias: f32,
+    },
     Elu(f32),
     Selu {
         alpha: f32,
@@ -194,6 +213,7 @@ pub enum Op {
     Conv(Conv2dConfig),
     /// A 1-D operator run as 2-D on a height of one.
     Conv1d(Conv2dConfig),
+    ConvTranspose(Box<nn::ConvTransposeOp>),
     MaxPool(MaxPool2dConfig),
     MaxPool1d(MaxPool2dConfig),
     AvgPool(AvgPool2dConfig),
@@ -220,6 +240,18 @@ pub enum Op {
         epsilon: f32,
     },
     Lrn(LrnConfig),
+    LpNorm {
+        axis: usize,
+        p: i64,
+    },
+    GroupNorm {
+        groups: usize,
+        epsilon: f32,
+    },
+    MeanVarianceNorm {
+        axes: Vec<usize>,
+    },
+    NonZero,
     Softmax {
         axis: usize,
         log: bool,
@@ -269,6 +301,61 @@ pub enum Op {
         fill: Option<TensorData>,
     },
     Resize(Box<ResizeOp>),
+    Attention(Box<attention::AttentionOp>),
+    Pad {
+        /// `(begin, end)` per axis, or read at run time: input `pads` (ONNX order: all
+        /// begins then all ends, over `axes` when given).
+        pads: PadAmounts,
+        value: Bound,
+        mode: PadMode,
+    },
+    DepthToSpace {
+        block: usize,
+        /// CRD (column-row-depth) order; DCR otherwise.
+        crd: bool,
+    },
+    SpaceToDepth {
+        block: usize,
+    },
+    // Computed on the host whatever the device (`small`).
+    Trilu {
+        upper: bool,
+        /// The diagonal offset, or `None` to read it from input 1 (0 when absent).
+        k: Option<i64>,
+    },
+    Hardmax {
+        axis: usize,
+    },
+    TopK {
+        axis: usize,
+        k: Option<usize>,
+        largest: bool,
+        sorted: bool,
+    },
+    OneHot {
+        depth: Option<usize>,
+        values: Option<[f32; 2]>,
+        axis: i64,
+    },
+    EyeLike {
+        k: i64,
+        dtype: Option<DType>,
+    },
+    CumSum {
+        axis: Option<usize>,
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// ScatterElements (`nd` false) and ScatterND; reduction 0 none, 1 add, 2 mul, 3 max,
+    /// 4 min.
+    Scatter {
+        nd: bool,
+        axis: usize,
+        reduction: u8,
+    },
+    BitShift {
+        left: bool,
+    },
     // Reductions (`reduce`).
     Reduce {
         kind: Reduction,
@@ -307,6 +394,7 @@ impl Op {
         match self {
             Self::Conv(_)
             | Self::Conv1d(_)
+            | Self::ConvTranspose(_)
             | Self::MaxPool(_)
             | Self::MaxPool1d(_)
             | Self::AvgPool(_)
@@ -318,7 +406,19 @@ impl Op {
             | Self::BatchNorm { .. }
             | Self::LayerNorm { .. }
             | Self::InstanceNorm { .. }
-            | Self::Lrn(_) => nn::run(self, inputs, cap),
+            | Self::Lrn(_)
+            | Self::LpNorm { .. }
+            | Self::GroupNorm { .. }
+            | Self::MeanVarianceNorm { .. } => nn::run(self, inputs, cap),
+            Self::Trilu { .. }
+            | Self::Hardmax { .. }
+            | Self::TopK { .. }
+            | Self::OneHot { .. }
+            | Self::EyeLike { .. }
+            | Self::CumSum { .. }
+            | Self::Scatter { .. }
+            | Self::BitShift { .. }
+            | Self::NonZero => small::run(self, inputs, device, cap),
             Self::Softmax { .. } | Self::Reduce { .. } | Self::ArgExtreme { .. } => {
                 reduce::run(self, inputs, device, cap)
             }
@@ -337,8 +437,12 @@ impl Op {
             | Self::Tile(_)
             | Self::Range { .. }
             | Self::Split { .. }
-            | Self::ConstantOfShape { .. } => shape::run(self, inputs, device, cap),
+            | Self::ConstantOfShape { .. }
+            | Self::DepthToSpace { .. }
+            | Self::Pad { .. }
+            | Self::SpaceToDepth { .. } => shape::run(self, inputs, device, cap),
             Self::Resize(r) => resize::run(r, inputs, device, cap),
+            Self::Attention(a) => attention::run(a, inputs, cap),
             _ => elementwise::run(self, inputs, device, cap),
         }
     }

@@ -305,6 +305,111 @@ pub(super) fn lrn(c: &LrnConfig, x: Float, cap: Cap) -> Result<Float, EngineErro
     Ok(Float::R4(x.div(denominator)))
 }
 
+/// ConvTranspose's settings along the spatial axes (1-D runs as 2-D of height one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvTransposeOp {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    /// Begin = end pads (`auto_pad` NOTSET without `output_shape`).
+    pub pads: [usize; 2],
+    pub output_padding: [usize; 2],
+    pub groups: usize,
+    /// `Some(true)` SAME_UPPER, `Some(false)` SAME_LOWER.
+    pub same_upper: Option<bool>,
+    pub output_shape: Option<[usize; 2]>,
+    pub one_d: bool,
+}
+
+/// ONNX ConvTranspose: the full transposed convolution (burn's, no padding), then the
+/// window the pads, `auto_pad` or `output_shape` keep (asymmetric pads included).
+fn conv_transpose(
+    c: &ConvTransposeOp,
+    x: Float,
+    w: Float,
+    bias: Option<Float>,
+    cap: Cap,
+) -> Result<Float, EngineError> {
+    let x = x.rank4()?;
+    let w = w.rank4()?;
+    let [batch, channels, h, wd] = x.dims();
+    let [cin, cout_g, kh, kw] = w.dims();
+    let groups = c.groups.max(1);
+    if cin != channels || channels % groups != 0 || [kh, kw] != c.kernel {
+        return Err(EngineError::Invalid(format!(
+            "ConvTranspose: input {:?} and weights {:?} in {groups} groups do not match",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    let cout = cout_g * groups;
+    let bias = bias.map(Float::rank1).transpose()?;
+    let mut window = [(0usize, 0usize); 2];
+    let mut full = [0usize; 2];
+    let mut output_padding = c.output_padding;
+    for (i, input) in [h, wd].into_iter().enumerate() {
+        let reach = (c.kernel[i] - 1)
+            .checked_mul(c.dilation[i])
+            .and_then(|r| r.checked_add(1))
+            .ok_or_else(|| EngineError::Limit("ConvTranspose: kernel too large".into()))?;
+        let span = input
+            .saturating_sub(1)
+            .checked_mul(c.stride[i])
+            .and_then(|s| s.checked_add(reach))
+            .and_then(|s| s.checked_add(c.output_padding[i]))
+            .ok_or_else(|| EngineError::Limit("ConvTranspose: output too large".into()))?;
+        let mut span = span;
+        if let Some(shape) = c.output_shape
+            && shape[i] > span
+        {
+            // A larger output_shape extends the end, as output_padding does.
+            output_padding[i] += shape[i] - span;
+            span = shape[i];
+        }
+        full[i] = span;
+        let (begin, size) = match (c.output_shape, c.same_upper) {
+            (Some(shape), upper) => {
+                let total = span - shape[i];
+                let begin = if upper == Some(true) {
+                    total / 2
+                } else {
+                    total - total / 2
+                };
+                (begin, shape[i])
+            }
+            (None, Some(upper)) => {
+                let size = input * c.stride[i];
+                let total = span.saturating_sub(size);
+                (
+                    if upper { total / 2 } else { total - total / 2 },
+                    size.min(span),
+                )
+            }
+            (None, None) => {
+                let size = span.checked_sub(2 * c.pads[i]).ok_or_else(|| {
+                    EngineError::Invalid(format!("ConvTranspose: pads {:?}", c.pads))
+                })?;
+                (c.pads[i], size)
+            }
+        };
+        window[i] = (begin, size);
+    }
+    cap.check(&[batch, cout, full[0], full[1]], F32)?;
+    let options = burn::tensor::ops::ConvTransposeOptions::new(
+        c.stride,
+        [0, 0],
+        output_padding,
+        c.dilation,
+        groups,
+    );
+    let y = burn::tensor::module::conv_transpose2d(x, w, bias, options);
+    Ok(Float::R4(y.narrow(2, window[0].0, window[0].1).narrow(
+        3,
+        window[1].0,
+        window[1].1,
+    )))
+}
+
 /// A 1-D operator's input `[N, C, L]` as `[N, C, 1, L]`, and back.
 fn to_2d(x: Float) -> Result<Float, EngineError> {
     let d = x.dims();
@@ -362,6 +467,15 @@ pub(super) fn run(
             let w = to_2d(float_input(&mut inputs, 1)?)?;
             let bias = optional_float(&mut inputs, 2)?;
             from_2d(conv(c, x, w, bias, cap)?)?
+        }
+        Op::ConvTranspose(c) => {
+            let (mut x, mut w) = (float_input(&mut inputs, 0)?, float_input(&mut inputs, 1)?);
+            if c.one_d {
+                (x, w) = (to_2d(x)?, to_2d(w)?);
+            }
+            let bias = optional_float(&mut inputs, 2)?;
+            let y = conv_transpose(c, x, w, bias, cap)?;
+            if c.one_d { from_2d(y)? } else { y }
         }
         Op::MaxPool(c) => max_pool(c, float_input(&mut inputs, 0)?, cap)?,
         Op::MaxPool1d(c) => from_2d(max_pool(c, to_2d(float_input(&mut inputs, 0)?)?, cap)?)?,
@@ -471,6 +585,69 @@ pub(super) fn run(
             binary(scaled, bias.reshape(&shape)?, Arithmetic::Add, cap)?
         }
         Op::Lrn(c) => lrn(c, float_input(&mut inputs, 0)?, cap)?,
+        Op::GroupNorm { groups, epsilon } => {
+            let x = float_input(&mut inputs, 0)?;
+            let scale = float_input(&mut inputs, 1)?;
+            let bias = float_input(&mut inputs, 2)?;
+            let dims = x.dims();
+            let groups = *groups;
+            if dims.len() < 3 || groups == 0 || dims[1] % groups != 0 {
+                return Err(EngineError::Invalid(format!(
+                    "GroupNormalization of {dims:?} in {groups} groups"
+                )));
+            }
+            let mut grouped = vec![dims[0], groups, dims[1] / groups];
+            grouped.extend(&dims[2..]);
+            let [normed, _, _] = normalize_from(x.reshape(&grouped)?, 2, *epsilon)?;
+            let mut shape = vec![1; dims.len()];
+            shape[1] = dims[1];
+            let normed = normed.reshape(&dims)?;
+            let scaled = binary(normed, scale.reshape(&shape)?, Arithmetic::Mul, cap)?;
+            binary(scaled, bias.reshape(&shape)?, Arithmetic::Add, cap)?
+        }
+        Op::MeanVarianceNorm { axes } => {
+            let x = float_input(&mut inputs, 0)?;
+            let rank = x.rank();
+            if axes.iter().any(|a| *a >= rank) {
+                return Err(EngineError::Invalid(format!(
+                    "MeanVarianceNormalization axes {axes:?} of rank {rank}"
+                )));
+            }
+            let axes = axes.clone();
+            let mean_over = |t: Float| -> Float {
+                let mut t = t;
+                for a in &axes {
+                    t = each_rank!(t, u => u.mean_dim(*a));
+                }
+                t
+            };
+            let mean = mean_over(x.clone());
+            let centered = binary(x, mean, Arithmetic::Sub, cap)?;
+            let var = mean_over(each_rank!(centered.clone(), t => t.clone().mul(t)));
+            let std = each_rank!(var, t => t.sqrt().add_scalar(1e-9));
+            binary(centered, std, Arithmetic::Div, cap)?
+        }
+        Op::LpNorm { axis, p } => {
+            let x = float_input(&mut inputs, 0)?;
+            let axis = *axis;
+            if axis >= x.rank() || !matches!(p, 1 | 2) {
+                return Err(EngineError::Invalid(format!(
+                    "LpNormalization p={p} on axis {axis} of rank {}",
+                    x.rank()
+                )));
+            }
+            let l1 = *p == 1;
+            each_rank!(x, t => {
+                let norm = if l1 {
+                    t.clone().abs().sum_dim(axis)
+                } else {
+                    t.clone().mul(t.clone()).sum_dim(axis).sqrt()
+                };
+                // An all-zero slice stays zero (0/0 would be NaN).
+                let zero = norm.clone().equal_elem(0.0).float();
+                t.div(norm.add(zero))
+            })
+        }
         other => {
             return Err(EngineError::Internal(format!(
                 "{other:?} is not a network operator"

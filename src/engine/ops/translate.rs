@@ -95,6 +95,30 @@ fn avg_pool(c: &AvgPool2dConfig) -> Result<(), EngineError> {
     same_pad(&c.auto_pad, c.strides)
 }
 
+fn same(auto_pad: &AutoPad) -> Option<bool> {
+    match auto_pad {
+        AutoPad::SameUpper => Some(true),
+        AutoPad::SameLower => Some(false),
+        _ => None,
+    }
+}
+
+fn conv_transpose(c: super::nn::ConvTransposeOp) -> Result<Op, EngineError> {
+    window(c.kernel, c.stride, c.dilation)?;
+    if c.groups == 0 {
+        return Err(EngineError::Invalid("group 0".into()));
+    }
+    Ok(Op::ConvTranspose(Box::new(c)))
+}
+
+fn nonzero(v: usize, what: &str) -> Result<usize, EngineError> {
+    if v == 0 {
+        Err(EngineError::Invalid(format!("{what} 0")))
+    } else {
+        Ok(v)
+    }
+}
+
 fn usize_ints(v: &[usize]) -> Ints {
     Ints::Static(
         v.iter()
@@ -239,6 +263,34 @@ pub fn translate(node: &Node) -> Result<Op, EngineError> {
             };
             conv2d(&config)?;
             Ok(Op::Conv1d(config))
+        }
+        Node::ConvTranspose2d(t) => {
+            let c = &t.config;
+            conv_transpose(super::nn::ConvTransposeOp {
+                kernel: c.kernel_size,
+                stride: c.stride,
+                dilation: c.dilation,
+                pads: c.padding,
+                output_padding: c.padding_out,
+                groups: c.groups,
+                same_upper: same(&c.auto_pad),
+                output_shape: c.output_shape,
+                one_d: false,
+            })
+        }
+        Node::ConvTranspose1d(t) => {
+            let c = &t.config;
+            conv_transpose(super::nn::ConvTransposeOp {
+                kernel: [1, c.kernel_size],
+                stride: [1, c.stride],
+                dilation: [1, c.dilation],
+                pads: [0, c.padding],
+                output_padding: [0, c.padding_out],
+                groups: c.groups,
+                same_upper: same(&c.auto_pad),
+                output_shape: c.output_shape.map(|s| [1, s]),
+                one_d: true,
+            })
         }
         Node::MaxPool2d(p) => {
             max_pool(&p.config)?;
@@ -400,7 +452,7 @@ pub fn translate(node: &Node) -> Result<Op, EngineError> {
             },
             fill: c.config.value.clone(),
         }),
-        Node::Resize(r) => {
+        Node::Resize(r) | Node::Upsample(r) => {
             let c = &r.config;
             if c.antialias != 0 {
                 return Err(EngineError::Unsupported("Resize with antialias".into()));
@@ -430,6 +482,145 @@ pub fn translate(node: &Node) -> Result<Op, EngineError> {
                 }),
             })))
         }
+        Node::Attention(a) => {
+            use n::attention::AttentionQkMatmulOutputMode as Mode;
+            let c = &a.config;
+            Ok(Op::Attention(Box::new(super::attention::AttentionOp {
+                q_heads: c.q_num_heads,
+                kv_heads: c.kv_num_heads,
+                scale: c.scale.map(f32_of),
+                softcap: f32_of(c.softcap),
+                causal: c.is_causal,
+                qk_mode: match c.qk_matmul_output_mode {
+                    Mode::Matmul => 0,
+                    Mode::MatmulAfterSoftcap => 1,
+                    Mode::MatmulPlusAttentionMask => 2,
+                    Mode::MatmulAfterSoftmax => 3,
+                },
+                outputs: a.outputs.len(),
+            })))
+        }
+        Node::Pad(p) => {
+            use n::pad::{AxesInput, ConstantValueInput, PadInput, PadMode};
+            let c = &p.config;
+            Ok(Op::Pad {
+                pads: match &c.pads {
+                    PadInput::Static(v) => super::PadAmounts::Static(v.clone()),
+                    PadInput::Runtime { input, axes } => super::PadAmounts::Input {
+                        pads: input.input_index,
+                        axes: axes.as_ref().map(|a| match a {
+                            AxesInput::Static(a) => usize_ints(a),
+                            AxesInput::Runtime(r) => Ints::Input(r.input_index),
+                        }),
+                    },
+                },
+                value: match &c.constant_value {
+                    ConstantValueInput::Static(v) => Bound::Static(*v),
+                    ConstantValueInput::Runtime(r) => Bound::Input(r.input_index),
+                },
+                mode: match c.mode {
+                    PadMode::Constant => super::PadMode::Constant,
+                    PadMode::Reflect => super::PadMode::Reflect,
+                    PadMode::Edge => super::PadMode::Edge,
+                },
+            })
+        }
+        Node::DepthToSpace(d) => Ok(Op::DepthToSpace {
+            block: nonzero(d.config.block_size, "blocksize")?,
+            crd: matches!(d.config.mode, n::depth_to_space::DepthToSpaceMode::Crd),
+        }),
+        Node::SpaceToDepth(d) => Ok(Op::SpaceToDepth {
+            block: nonzero(d.config.block_size, "blocksize")?,
+        }),
+        Node::Trilu(t) => Ok(Op::Trilu {
+            upper: t.config.upper,
+            k: match &t.config.diagonal {
+                n::trilu::TriluDiagonal::Static(k) => Some(*k),
+                n::trilu::TriluDiagonal::Runtime(_) => None,
+            },
+        }),
+        Node::Hardmax(h) => Ok(Op::Hardmax {
+            axis: h.config.axis,
+        }),
+        Node::TopK(t) => Ok(Op::TopK {
+            axis: t.config.axis,
+            k: match &t.config.k {
+                n::topk::TopKInput::Static(k) => Some(*k),
+                n::topk::TopKInput::Runtime(_) => None,
+            },
+            largest: t.config.largest,
+            sorted: t.config.sorted,
+        }),
+        Node::OneHot(o) => Ok(Op::OneHot {
+            depth: match &o.config.depth {
+                n::one_hot::OneHotDepthInput::Static(d) => Some(*d),
+                n::one_hot::OneHotDepthInput::Runtime(_) => None,
+            },
+            values: match &o.config.values {
+                n::one_hot::OneHotValuesInput::Static(v) => Some(*v),
+                n::one_hot::OneHotValuesInput::Runtime(_) => None,
+            },
+            axis: o.config.axis,
+        }),
+        Node::EyeLike(e) => Ok(Op::EyeLike {
+            k: e.config.k,
+            dtype: e.config.dtype,
+        }),
+        Node::CumSum(c) => Ok(Op::CumSum {
+            axis: match &c.config.axis {
+                n::cumsum::CumSumAxis::Static(a) => Some(*a),
+                n::cumsum::CumSumAxis::Runtime(_) => None,
+            },
+            exclusive: c.config.exclusive,
+            reverse: c.config.reverse,
+        }),
+        Node::ScatterElements(s) | Node::Scatter(s) => {
+            use n::scatter_elements::ScatterElementsReduction as R;
+            Ok(Op::Scatter {
+                nd: false,
+                axis: s.config.axis,
+                reduction: match s.config.reduction {
+                    R::None => 0,
+                    R::Add => 1,
+                    R::Mul => 2,
+                    R::Max => 3,
+                    R::Min => 4,
+                },
+            })
+        }
+        Node::ScatterND(s) => {
+            use n::scatter_nd::ScatterNDReduction as R;
+            Ok(Op::Scatter {
+                nd: true,
+                axis: 0,
+                reduction: match s.config.reduction {
+                    R::None => 0,
+                    R::Add => 1,
+                    R::Mul => 2,
+                    R::Max => 3,
+                    R::Min => 4,
+                },
+            })
+        }
+        Node::BitShift(b) => Ok(Op::BitShift {
+            left: matches!(b.config.direction, n::bitshift::Direction::Left),
+        }),
+        Node::Shrink(s) => Ok(Op::Shrink {
+            lambda: f32_of(s.config.lambda),
+            bias: f32_of(s.config.bias),
+        }),
+        Node::GroupNormalization(g) => Ok(Op::GroupNorm {
+            groups: g.config.num_groups,
+            epsilon: f32_of(g.config.epsilon),
+        }),
+        Node::MeanVarianceNormalization(m) => Ok(Op::MeanVarianceNorm {
+            axes: m.config.axes.clone(),
+        }),
+        Node::NonZero(_) => Ok(Op::NonZero),
+        Node::LpNormalization(l) => Ok(Op::LpNorm {
+            axis: l.config.axis,
+            p: l.config.p,
+        }),
         Node::ReduceMean(r) => Ok(reduce(Reduction::Mean, &r.config)),
         Node::ReduceSum(r) => Ok(reduce(Reduction::Sum, &r.config)),
         Node::ReduceMax(r) => Ok(reduce(Reduction::Max, &r.config)),
