@@ -239,11 +239,23 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let inputs = synthetic_inputs(&model, batch)?;
             // One run first: first-use allocations and shader compilation stay out.
             model.run(inputs.clone())?;
+            let before = crate::engine::value::transfers::snapshot();
             let started = Instant::now();
             model.run(inputs.clone())?;
             let unfenced = started.elapsed();
+            let after = crate::engine::value::transfers::snapshot();
             let steps = model.profile(&inputs, iterations)?;
             print_profile(&steps, iterations.max(1), unfenced, top);
+            let d = |i: usize| after[i] - before[i];
+            println!(
+                "\nper run: {} float uploads ({} bytes), {} float read-backs ({} bytes), \
+                 inputs and outputs included; {} steps, each synchronised only when profiled",
+                d(0),
+                d(1),
+                d(2),
+                d(3),
+                steps.len()
+            );
             Ok(())
         }
     }

@@ -288,6 +288,10 @@ impl Conv2d {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
+        if cin_g == 1 && cout_g == 1 {
+            self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
+            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+        }
         // One GEMM per image and group; grouped (depthwise) convolutions are many small
         // ones, spread across the intra-op pool with a scratch buffer per thread.
         let work = |col: &mut Vec<f32>, index: usize, dst: &mut [f32]| {
@@ -348,6 +352,79 @@ impl Conv2d {
             }
         }
         Dense::new(out, vec![batch, self.out_channels, oh, ow])
+    }
+
+    /// Depthwise convolution (one input and one output channel per group) computed
+    /// directly: per kernel tap, a scaled input row added into each output row, a
+    /// contiguous loop the compiler vectorizes when the stride is 1. Channels spread over
+    /// the intra-op pool when the layer is large enough.
+    fn run_depthwise(
+        &self,
+        x: &Dense,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        pads: [(usize, usize); 2],
+        out: &mut [f32],
+    ) {
+        let [kh, kw] = self.kernel;
+        let [sh, sw] = self.stride;
+        let [dh, dw] = self.dilation;
+        let channels = self.out_channels;
+        let plane = oh * ow;
+        let one = |index: usize, dst: &mut [f32]| {
+            let c = index % channels;
+            let input = &x.data[index * h * w..][..h * w];
+            let weight = &self.weight[c * kh * kw..][..kh * kw];
+            dst.fill(0.0);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wv = weight[ky * kw + kx];
+                    // Output columns whose tap falls inside the row: ox·sw + kx·dw - left ∈ [0, w).
+                    let shift = kx * dw;
+                    let first = pads[1].0.saturating_sub(shift).div_ceil(sw);
+                    let last = (w + pads[1].0).saturating_sub(shift).div_ceil(sw).min(ow);
+                    if first >= last {
+                        continue;
+                    }
+                    for oy in 0..oh {
+                        let Some(iy) = (oy * sh + ky * dh).checked_sub(pads[0].0) else {
+                            continue;
+                        };
+                        if iy >= h {
+                            continue;
+                        }
+                        let row = &input[iy * w..][..w];
+                        let dst_row = &mut dst[oy * ow..][..ow];
+                        let start = first * sw + shift - pads[1].0;
+                        if sw == 1 {
+                            let src = &row[start..start + (last - first)];
+                            for (d, v) in dst_row[first..last].iter_mut().zip(src) {
+                                *d += wv * v;
+                            }
+                        } else {
+                            for (i, d) in dst_row[first..last].iter_mut().enumerate() {
+                                *d += wv * row[start + i * sw];
+                            }
+                        }
+                    }
+                }
+            }
+            bias_relu(dst, self.bias[c], self.relu);
+        };
+        let work = out.len().saturating_mul(kh * kw);
+        if plane == 0 {
+            return;
+        }
+        if work >= PARALLEL_MACS && super::threads::intra_op() > 1 {
+            use rayon::prelude::*;
+            out.par_chunks_mut(plane)
+                .enumerate()
+                .for_each(|(index, dst)| one(index, dst));
+        } else {
+            for (index, dst) in out.chunks_mut(plane).enumerate() {
+                one(index, dst);
+            }
+        }
     }
 
     /// Several images per GEMM (ungrouped convolutions): their unfolded fields side by
@@ -578,13 +655,17 @@ mod tests {
 
     #[test]
     fn conv_matches_the_direct_loop() {
-        for (groups, kernel, stride, dilation, pads, relu) in [
-            (1, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
-            (1, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
-            (2, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)], true),
-            (4, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], false),
+        for (groups, cout, kernel, stride, dilation, pads, relu) in [
+            (1, 8, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
+            (1, 8, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            (2, 8, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)], true),
+            (4, 8, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], false),
+            // Depthwise (one channel in and out per group): the direct kernel.
+            (4, 4, [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)], true),
+            (4, 4, [3, 2], [2, 3], [2, 1], [(0, 2), (1, 0)], false),
+            (4, 4, [3, 3], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
         ] {
-            let (cin, cout) = (4, 8);
+            let cin = 4;
             let k = cin / groups * kernel[0] * kernel[1];
             let conv = Conv2d {
                 weight: ramp(cout * k, 1),

@@ -97,9 +97,13 @@ impl Float {
         }
     }
 
-    /// Host data of the tensor (f32).
+    /// Host data of the tensor (f32). Counted in [`transfers`] (a read-back on a GPU).
     #[must_use]
     pub fn into_data(self) -> TensorData {
+        transfers::count(
+            &transfers::READ_BACKS,
+            self.dims().iter().product::<usize>() * 4,
+        );
         match self {
             Self::R1(t) => t.into_data(),
             Self::R2(t) => t.into_data(),
@@ -115,6 +119,10 @@ impl Float {
     /// # Errors
     /// Rank 0 is stored as rank 1; ranks above [`MAX_RANK`] are unsupported.
     pub fn from_data(data: TensorData, device: &Device) -> Result<Self, EngineError> {
+        transfers::count(
+            &transfers::UPLOADS,
+            data.shape().iter().product::<usize>() * 4,
+        );
         let data = if data.dtype() == burn::tensor::DType::F32 {
             data
         } else {
@@ -305,5 +313,31 @@ impl Value {
             Self::Int { shape, .. } => shape.clone(),
             Self::Dense(d) => d.shape.clone(),
         }
+    }
+}
+
+/// Host ↔ device transfers of float tensors (uploads and read-backs, with their bytes),
+/// counted process-wide; `cairn model profile` reports them per run. On the CPU device
+/// they are host copies between burn and cairn's kernels.
+pub mod transfers {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static UPLOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    pub static READ_BACKS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+    pub(super) fn count(counter: &[AtomicU64; 2], bytes: usize) {
+        counter[0].fetch_add(1, Ordering::Relaxed);
+        counter[1].fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// `(uploads, upload bytes, read-backs, read-back bytes)` so far.
+    #[must_use]
+    pub fn snapshot() -> [u64; 4] {
+        [
+            UPLOADS[0].load(Ordering::Relaxed),
+            UPLOADS[1].load(Ordering::Relaxed),
+            READ_BACKS[0].load(Ordering::Relaxed),
+            READ_BACKS[1].load(Ordering::Relaxed),
+        ]
     }
 }

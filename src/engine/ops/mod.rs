@@ -23,17 +23,21 @@ use super::limits::{Cap, F32};
 use super::value::{Float, Value, to_array, with_rank};
 
 pub mod attention;
+mod attrs;
 pub mod elementwise;
 pub mod host;
 pub mod index;
 pub mod nn;
+pub mod norm;
+pub mod pad;
 pub mod reduce;
 pub mod resize;
 pub mod shape;
 pub mod small;
 mod translate;
 
-pub use translate::{onnx_name, translate};
+pub use attrs::onnx_name;
+pub use translate::translate;
 
 /// An operand that is either fixed in the model or read from one of the node's inputs at
 /// run time (ONNX moved many attributes to inputs: shapes, axes, pads, sizes).
@@ -403,13 +407,13 @@ impl Op {
             | Self::Gemm(_)
             | Self::MatMul
             | Self::Linear { .. }
-            | Self::BatchNorm { .. }
+            | Self::Lrn(_) => nn::run(self, inputs, cap),
+            Self::BatchNorm { .. }
             | Self::LayerNorm { .. }
             | Self::InstanceNorm { .. }
-            | Self::Lrn(_)
             | Self::LpNorm { .. }
             | Self::GroupNorm { .. }
-            | Self::MeanVarianceNorm { .. } => nn::run(self, inputs, cap),
+            | Self::MeanVarianceNorm { .. } => norm::run(self, inputs, cap),
             Self::Trilu { .. }
             | Self::Hardmax { .. }
             | Self::TopK { .. }
