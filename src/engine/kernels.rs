@@ -371,6 +371,38 @@ impl Conv2d {
         let [dh, dw] = self.dilation;
         let channels = self.out_channels;
         let plane = oh * ow;
+        // Stride 1: the plane padded once, the output computed `pw` wide, so every tap is
+        // one contiguous multiply-add over the whole plane (small planes would otherwise
+        // spend their time in per-row loop overhead); the valid columns are kept.
+        let (pw, ph) = (w + pads[1].0 + pads[1].1, h + pads[0].0 + pads[0].1);
+        let wide = self.stride == [1, 1] && oh > 0 && ow > 0;
+        let one_wide = |index: usize, dst: &mut [f32], scratch: &mut Vec<f32>| {
+            let c = index % channels;
+            let input = &x.data[index * h * w..][..h * w];
+            let weight = &self.weight[c * kh * kw..][..kh * kw];
+            // [padded plane | wide output], the padded plane one row longer so the last
+            // tap's contiguous read stays inside it.
+            let (plane_len, out_len) = ((ph + 1) * pw, oh * pw);
+            scratch.clear();
+            scratch.resize(plane_len + out_len, 0.0);
+            let (padded, out_wide) = scratch.split_at_mut(plane_len);
+            for (y, row) in input.chunks_exact(w).enumerate() {
+                padded[(y + pads[0].0) * pw + pads[1].0..][..w].copy_from_slice(row);
+            }
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let wv = weight[ky * kw + kx];
+                    let src = &padded[ky * dh * pw + kx * dw..][..out_len];
+                    for (d, v) in out_wide.iter_mut().zip(src) {
+                        *d += wv * v;
+                    }
+                }
+            }
+            for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
+                row.copy_from_slice(&out_wide[oy * pw..][..ow]);
+            }
+            bias_relu(dst, self.bias[c], self.relu);
+        };
         let one = |index: usize, dst: &mut [f32]| {
             let c = index % channels;
             let input = &x.data[index * h * w..][..h * w];
@@ -415,14 +447,33 @@ impl Conv2d {
         if plane == 0 {
             return;
         }
-        if work >= PARALLEL_MACS && super::threads::intra_op() > 1 {
-            use rayon::prelude::*;
-            out.par_chunks_mut(plane)
-                .enumerate()
-                .for_each(|(index, dst)| one(index, dst));
-        } else {
-            for (index, dst) in out.chunks_mut(plane).enumerate() {
-                one(index, dst);
+        let parallel = work >= PARALLEL_MACS && super::threads::intra_op() > 1;
+        match (wide, parallel) {
+            (true, true) => {
+                use rayon::prelude::*;
+                out.par_chunks_mut(plane).enumerate().for_each_init(
+                    Vec::new,
+                    |scratch, (index, dst)| {
+                        one_wide(index, dst, scratch);
+                    },
+                );
+            }
+            (true, false) => {
+                let mut scratch = Vec::new();
+                for (index, dst) in out.chunks_mut(plane).enumerate() {
+                    one_wide(index, dst, &mut scratch);
+                }
+            }
+            (false, true) => {
+                use rayon::prelude::*;
+                out.par_chunks_mut(plane)
+                    .enumerate()
+                    .for_each(|(index, dst)| one(index, dst));
+            }
+            (false, false) => {
+                for (index, dst) in out.chunks_mut(plane).enumerate() {
+                    one(index, dst);
+                }
             }
         }
     }
