@@ -58,6 +58,12 @@ pub enum HostOp {
         relu: bool,
     },
     Relu,
+    /// HardSwish (`x · relu6(x + 3) / 6`) or HardSigmoid (`clamp(αx + β, 0, 1)`), in place.
+    Hard {
+        swish: bool,
+        alpha: f32,
+        beta: f32,
+    },
     /// Softmax over the last axis (other axes go to burn).
     Softmax {
         axis: usize,
@@ -170,6 +176,16 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
     let op = match &step.op {
         Op::Identity if step.outputs.len() == 1 => HostOp::Pass,
         Op::Unary(Unary::Relu) => HostOp::Relu,
+        Op::Unary(Unary::HardSwish) => HostOp::Hard {
+            swish: true,
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+        },
+        Op::HardSigmoid { alpha, beta } => HostOp::Hard {
+            swish: false,
+            alpha: *alpha,
+            beta: *beta,
+        },
         Op::Softmax { axis, log: false } => HostOp::Softmax { axis: *axis },
         Op::Flatten { axis } => HostOp::Flatten { axis: *axis },
         Op::Reshape(target) => HostOp::Reshape(target.clone()),

@@ -108,6 +108,15 @@ impl HostOp {
                 kernels::relu(&mut x.data);
                 Value::Dense(x)
             }
+            Self::Hard { swish, alpha, beta } => {
+                let mut x = dense(take(&mut args, 0, op)?)?;
+                // HardSwish is x · HardSigmoid(x) with α = 1/6, β = 1/2.
+                for v in &mut x.data {
+                    let gate = (*v * alpha + beta).clamp(0.0, 1.0);
+                    *v = if *swish { *v * gate } else { gate };
+                }
+                Value::Dense(x)
+            }
             Self::Softmax { axis } => {
                 let x = take(&mut args, 0, op)?;
                 let axis = *axis;
