@@ -248,6 +248,14 @@ impl Conv2d {
         .ok_or_else(bad)?;
         let out = [batch, self.out_channels, oh, ow];
         cap.check(&out, F32)?;
+        // The padded plane the depthwise kernel builds (one row more), and its wide output.
+        let padded = |size: usize, (a, b): (usize, usize)| {
+            size.checked_add(a)
+                .and_then(|v| v.checked_add(b))
+                .and_then(|v| v.checked_add(1))
+                .ok_or_else(|| EngineError::Limit(format!("Conv: pads {pads:?} are too large")))
+        };
+        cap.check(&[2, padded(h, pads[0])?, padded(w, pads[1])?], F32)?;
         let col = cap.check(
             &[
                 channels / self.groups,

@@ -247,6 +247,21 @@ fn crafted() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            // A depthwise convolution whose pads and dilation cancel out in its output
+            // size, while the padded plane would take terabytes.
+            "depthwise_huge_pads",
+            conv(
+                "crafted_conv",
+                vec![
+                    int("group", 3),
+                    ints("pads", &[1 << 20, 1 << 20, 1 << 20, 1 << 20]),
+                    ints("dilations", &[1 << 20, 1 << 20]),
+                    ints("kernel_shape", &[3, 3]),
+                ],
+                &[3, 1, 3, 3],
+            ),
+        ),
+        (
             "constant_of_shape_256gib",
             model(Graph {
                 nodes: vec![with(
@@ -417,6 +432,19 @@ fn reshape_whose_size_wraps_is_refused() {
     refused(
         model.run(vec![("x".into(), input(&[0, 4])), ("shape".into(), shape)]),
         Some("crafted_reshape"),
+    );
+}
+
+#[test]
+fn depthwise_scratch_past_the_cap_is_refused() {
+    let model = Model::load(&bytes_of("depthwise_huge_pads"), &cpu()).unwrap();
+    let text = refused(
+        model.run(vec![("x".into(), input(&[1, 3, 8, 8]))]),
+        Some("crafted_conv"),
+    );
+    assert!(
+        text.contains("max_tensor_bytes") || text.contains("too large"),
+        "{text}"
     );
 }
 

@@ -202,6 +202,8 @@ pub(super) fn run(
     }
     cap.check(&[b, hq, sq, skv], F32)?;
     cap.check(&[b, hq, sq, dv], F32)?;
+    // Grouped-query heads repeat the keys and values up to the query heads.
+    cap.check(&[b, hq, skv, d.max(dv)], F32)?;
     #[expect(clippy::cast_precision_loss, reason = "a head size")]
     let scale = a.scale.unwrap_or_else(|| 1.0 / (d as f32).sqrt());
     let (present_k, present_v) = (k.clone(), v.clone());
