@@ -58,6 +58,7 @@ pub enum HostOp {
         relu: bool,
     },
     Relu,
+    Sigmoid,
     /// HardSwish (`x · relu6(x + 3) / 6`) or HardSigmoid (`clamp(αx + β, 0, 1)`), in place.
     Hard {
         swish: bool,
@@ -176,6 +177,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
     let op = match &step.op {
         Op::Identity if step.outputs.len() == 1 => HostOp::Pass,
         Op::Unary(Unary::Relu) => HostOp::Relu,
+        Op::Unary(Unary::Sigmoid) => HostOp::Sigmoid,
         Op::Unary(Unary::HardSwish) => HostOp::Hard {
             swish: true,
             alpha: 1.0 / 6.0,

@@ -108,6 +108,11 @@ impl HostOp {
                 kernels::relu(&mut x.data);
                 Value::Dense(x)
             }
+            Self::Sigmoid => {
+                let mut x = dense(take(&mut args, 0, op)?)?;
+                kernels::sigmoid(&mut x.data);
+                Value::Dense(x)
+            }
             Self::Hard { swish, alpha, beta } => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 // HardSwish is x · HardSigmoid(x) with α = 1/6, β = 1/2.
