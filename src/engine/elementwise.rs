@@ -12,12 +12,13 @@ use super::EngineError;
 use super::value::{Float, Value};
 
 /// Host elements of a value.
-enum Host {
+pub(crate) enum Host {
     F(Vec<f32>),
     I(Vec<i64>),
 }
 
-fn host(value: Value) -> Result<(Host, Vec<usize>), EngineError> {
+/// A value's elements read to the host, by kind (a device read-back for GPU floats).
+pub(crate) fn host(value: Value) -> Result<(Host, Vec<usize>), EngineError> {
     let read = |data: TensorData| -> Result<Vec<f32>, EngineError> {
         data.try_to_vec::<f32>()
             .map_err(|e| EngineError::Internal(format!("{e:?}")))

@@ -8,29 +8,9 @@ use burn::tensor::{Device, TensorData};
 use super::host::{index_of, strides};
 use super::{Op, any_input};
 use crate::engine::EngineError;
+use crate::engine::elementwise::{Host as Buf, host as to_host};
 use crate::engine::limits::{Cap, F32, I64};
 use crate::engine::value::{Float, Value};
-
-/// Host elements of a value, by kind.
-pub(crate) enum Buf {
-    F(Vec<f32>),
-    I(Vec<i64>),
-}
-
-pub(crate) fn to_host(value: Value) -> Result<(Buf, Vec<usize>), EngineError> {
-    Ok(match value {
-        Value::Int { data, shape } => (Buf::I(data), shape),
-        Value::Dense(d) => (Buf::F(d.data), d.shape),
-        Value::Float(f) => {
-            let shape = f.dims();
-            let data = f
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
-            (Buf::F(data), shape)
-        }
-    })
-}
 
 pub(crate) fn from_host(
     buf: Buf,
