@@ -1,7 +1,8 @@
 //! The task scheduler through its Rust API on a temp store: durable enqueues per second
 //! (many submitters, each waiting for its commit), drain (tasks started and finished per
 //! second once released), and the round trip of one no-op task (submit → commit → start →
-//! finish → commit → the waiter hears of it) with nothing else running.
+//! finish → commit → the waiter hears of it) with nothing else running; and, as the floor
+//! under that round trip, one durable commit of one task record on this disk.
 //!
 //! `cargo bench --bench scheduler`
 //!
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cairn::scheduler::kinds::Kind;
 use cairn::scheduler::{DepRef, NewTask, Scheduler, SchedulerConfig, Services};
-use cairn::store::{STORE_FILE, Store};
+use cairn::store::{STORE_FILE, Store, TaskWrite};
 use cairn::telemetry::metrics::SchedulerMetrics;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -26,6 +27,15 @@ const NOOP: Kind = Kind::SystemSleep {
 fn scheduler(runtime: &tokio::runtime::Runtime) -> (tempfile::TempDir, Arc<Scheduler>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join(STORE_FILE)).unwrap());
+    let scheduler = scheduler_on(runtime, store, dir.path());
+    (dir, scheduler)
+}
+
+fn scheduler_on(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<Store>,
+    dir: &std::path::Path,
+) -> Arc<Scheduler> {
     let config = SchedulerConfig {
         workers: 64,
         max_queued: 10_000_000,
@@ -35,16 +45,15 @@ fn scheduler(runtime: &tokio::runtime::Runtime) -> (tempfile::TempDir, Arc<Sched
     let services = Services {
         store,
         registry: None,
-        data_dir: dir.path().to_path_buf(),
+        data_dir: dir.to_path_buf(),
     };
-    let scheduler = runtime
+    runtime
         .block_on(Scheduler::start(
             config,
             services,
             SchedulerMetrics::default(),
         ))
-        .unwrap();
-    (dir, scheduler)
+        .unwrap()
 }
 
 /// `total` durable submissions from `clients` concurrent submitters, delayed by an hour
@@ -157,6 +166,46 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
     runtime.block_on(scheduler.shutdown(Duration::from_secs(1)));
+    commit_floor(c);
+}
+
+/// The floor under the round trip: one durable redb commit of one task record, alone, on
+/// this disk (a round trip makes two: the submission with its start, and the finish).
+fn commit_floor(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join(STORE_FILE)).unwrap());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A real record, as the scheduler writes it for a finished no-op.
+    let scheduler = scheduler_on(&runtime, Arc::clone(&store), dir.path());
+    let id = runtime
+        .block_on(scheduler.submit(vec![NewTask::new(NOOP, 5)], "bench"))
+        .unwrap()[0];
+    let view = runtime
+        .block_on(scheduler.wait(id, Duration::from_secs(10)))
+        .unwrap();
+    assert!(view.status.is_finished());
+    runtime.block_on(scheduler.shutdown(Duration::from_secs(1)));
+    let record = store.task(id).unwrap().unwrap();
+    let mut group = c.benchmark_group("store");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("durable_commit_one_task", |b| {
+        b.iter(|| {
+            let write = TaskWrite::Put {
+                id,
+                record: record.clone(),
+                new: false,
+            };
+            store
+                .apply_task_writes(std::iter::once(&write), true)
+                .unwrap();
+        });
+    });
+    group.finish();
 }
 
 criterion_group!(scheduler_benches, benches);

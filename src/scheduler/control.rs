@@ -183,7 +183,13 @@ impl Core {
             );
         }
         for mut task in created {
-            let (status, reason) = self.entry_status(&task, now_ms);
+            let (mut status, reason) = self.entry_status(&task, now_ms);
+            let at_once = status == Status::Queued && self.starts_at_once(task.kind.index());
+            if at_once {
+                status = Status::Running;
+                task.attempts = 1;
+                task.started_ms = Some(now_ms);
+            }
             task.status = status;
             if status.is_finished() {
                 task.finished_ms = Some(now_ms);
@@ -196,8 +202,12 @@ impl Core {
                 record: task.to_record(),
                 new: true,
             });
+            // Placing a running task launches its attempt: after the commit.
             self.batch.acks.push(Ack::Place { id, version: 1 });
             self.tasks.insert(id, Live { task, version: 1 });
+            if at_once {
+                self.open_run(id, now_ms);
+            }
         }
         Ok((ids, new))
     }

@@ -90,6 +90,9 @@ pub(super) struct Run {
     pub token: CancellationToken,
     pub started_ms: u64,
     pub soft_expired: bool,
+    /// The attempt has been handed to the driver. A task started with its submission
+    /// ([`Core::starts_at_once`]) is launched only once that write has committed.
+    pub launched: bool,
 }
 
 /// What is kept of a finished task: enough for dependencies, retention and keys.
@@ -134,6 +137,8 @@ pub(super) struct Core {
     pub waiting_on: HashMap<u64, Vec<u64>>,
     pub running: HashMap<u64, Run>,
     pub running_by_kind: [usize; KINDS],
+    /// Tasks in `queued` status, committed or not.
+    pub queued: usize,
     pub pending: usize,
     pub pending_by_kind: [usize; KINDS],
     pub schedules: HashMap<u64, Schedule>,
@@ -164,6 +169,7 @@ impl Core {
             waiting_on: HashMap::new(),
             running: HashMap::new(),
             running_by_kind: [0; KINDS],
+            queued: 0,
             pending: 0,
             pending_by_kind: [0; KINDS],
             schedules: HashMap::new(),
@@ -201,6 +207,9 @@ impl Core {
     /// Counts a task entering `status` (and leaving `old`) in capacity and metrics.
     pub fn count(&mut self, kind: usize, priority: u8, old: Option<Status>, new: Option<Status>) {
         if let Some(old) = old {
+            if old == Status::Queued {
+                self.queued -= 1;
+            }
             if old.is_pending() {
                 self.pending -= 1;
                 self.pending_by_kind[kind] -= 1;
@@ -210,6 +219,9 @@ impl Core {
             }
         }
         if let Some(new) = new {
+            if new == Status::Queued {
+                self.queued += 1;
+            }
             if new.is_pending() {
                 self.pending += 1;
                 self.pending_by_kind[kind] += 1;
@@ -331,6 +343,9 @@ impl Core {
         self.uncommitted.remove(&id);
         if let Some(live) = self.tasks.remove(&id) {
             let t = live.task;
+            if self.running.remove(&id).is_some() {
+                self.running_by_kind[t.kind.index()] -= 1;
+            }
             self.count(t.kind.index(), t.priority, Some(t.status), None);
             if let Some(key) = t.idempotency_key {
                 self.keys.remove(&key);
@@ -373,7 +388,8 @@ impl Core {
                     status => self.leave_waiting(id, status, reason, now_ms),
                 }
             }
-            Status::Running | Status::Paused => {}
+            Status::Running => self.launch(id),
+            Status::Paused => {}
             Status::Succeeded | Status::Failed | Status::Canceled => {
                 self.event(id, now_ms);
                 self.retire(id, now_ms);
@@ -463,35 +479,68 @@ impl Core {
         t.started_ms = Some(now_ms);
         t.finished_ms = None;
         live.version += 1;
-        let (attempt, kind, priority) = (t.attempts, t.kind.clone(), t.priority);
-        let (soft, hard) = (t.soft_limit_ms, t.hard_limit_ms);
-        self.metrics
-            .queued_for(kind.name(), now_ms.saturating_sub(t.enqueued_ms));
-        self.count(kind.index(), priority, Some(old), Some(Status::Running));
-        self.running_by_kind[kind.index()] += 1;
-        let token = CancellationToken::new();
-        self.running.insert(
-            id,
-            Run {
-                attempt,
-                token: token.clone(),
-                started_ms: now_ms,
-                soft_expired: false,
-            },
-        );
-        self.timers.add(now_ms + soft, Timer::Soft { id, attempt });
-        self.timers.add(now_ms + hard, Timer::Hard { id, attempt });
+        let (kind, priority) = (t.kind.index(), t.priority);
+        self.count(kind, priority, Some(old), Some(Status::Running));
+        self.open_run(id, now_ms);
         // The start is committed durably (in the step's group), so the attempt counts
         // after a crash; the attempt itself begins without waiting for that commit.
         self.dirty.insert(id);
         self.batch.durable = true;
+        self.launch(id);
+        self.event(id, now_ms);
+    }
+
+    /// Whether a task of `kind` submitted now may start with its submission: a worker
+    /// and its kind's limit are free and no queued task is passed over. Its submission
+    /// write then records the start, and one commit stands for both.
+    pub fn starts_at_once(&self, kind: usize) -> bool {
+        !self.draining
+            && self.queued == 0
+            && self.running.len() < self.cfg.workers
+            && self.running_by_kind[kind] < self.cfg.kind_concurrency[kind]
+    }
+
+    /// Books the attempt a task (already marked running) is starting: its worker, its
+    /// time limits. [`Core::launch`] hands it to the driver.
+    pub fn open_run(&mut self, id: u64, now_ms: u64) {
+        let Some(live) = self.tasks.get(&id) else {
+            return;
+        };
+        let t = &live.task;
+        let (attempt, kind) = (t.attempts, t.kind.index());
+        let (soft, hard) = (t.soft_limit_ms, t.hard_limit_ms);
+        self.metrics
+            .queued_for(KIND_NAMES[kind], now_ms.saturating_sub(t.enqueued_ms));
+        self.running_by_kind[kind] += 1;
+        self.running.insert(
+            id,
+            Run {
+                attempt,
+                token: CancellationToken::new(),
+                started_ms: now_ms,
+                soft_expired: false,
+                launched: false,
+            },
+        );
+        self.timers.add(now_ms + soft, Timer::Soft { id, attempt });
+        self.timers.add(now_ms + hard, Timer::Hard { id, attempt });
+    }
+
+    /// Hands a booked attempt to the driver, once.
+    fn launch(&mut self, id: u64) {
+        let (Some(run), Some(live)) = (self.running.get_mut(&id), self.tasks.get(&id)) else {
+            return;
+        };
+        if run.launched {
+            return;
+        }
+        run.launched = true;
         self.effects.push(Effect::Start {
             id,
-            attempt,
-            kind,
-            token,
+            attempt: run.attempt,
+            kind: live.task.kind.clone(),
+            token: run.token.clone(),
         });
-        self.event(id, now_ms);
     }
 
     /// An attempt ended (or was abandoned).

@@ -18,7 +18,7 @@ use super::model::Failure;
 use crate::engine::device::{DeviceChoice, select};
 use crate::engine::{LoadLimits, Model};
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// What tasks work on.
 #[derive(Debug, Clone)]
@@ -57,6 +57,9 @@ impl Attempt {
         }
     }
 }
+
+/// How long `store.compact` waits for open reads (a backup, a long listing) to end.
+const COMPACT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The built-in model `system.selftest` runs (the demo model's file).
 const SELFTEST_MODEL: &[u8] = include_bytes!("../../assets/models/digits.onnx");
@@ -268,20 +271,21 @@ fn write_backup(ctx: &Attempt, dir: &Path) -> Result<Value, Failure> {
 /// the live file. The live file cannot be compacted in place while cairn serves (redb
 /// needs exclusive access); the report says how much a compaction would give back.
 fn compact(ctx: &Attempt) -> Result<Value, Failure> {
-    let services = &ctx.services;
-    let dir = services.data_dir.join("backups");
-    std::fs::create_dir_all(&dir).map_err(io("cannot create the work directory"))?;
-    let copy = dir.join(format!(".compact-task{}.redb", ctx.id));
-    let _ = std::fs::remove_file(&copy);
-    let result = services.store.backup_to(&copy);
-    let compacted = std::fs::metadata(&copy).map_or(0, |m| m.len());
-    let _ = std::fs::remove_file(&copy);
-    result.map_err(|e| Failure::retryable(format!("compact copy: {e}")))?;
-    let live = services.store.file_size();
+    ctx.check()?;
+    let started = Instant::now();
+    let (before, after) = ctx
+        .services
+        .store
+        .compact(COMPACT_WAIT)
+        .map_err(|e| match e {
+            StoreError::InUse(m) => Failure::retryable(m),
+            e => Failure::retryable(format!("compaction failed: {e}")),
+        })?;
     Ok(json!({
-        "file_bytes": live,
-        "compacted_bytes": compacted,
-        "reclaimable_bytes": live.saturating_sub(compacted),
+        "file_bytes_before": before,
+        "file_bytes_after": after,
+        "reclaimed_bytes": before.saturating_sub(after),
+        "took_ms": started.elapsed().as_millis(),
     }))
 }
 

@@ -399,6 +399,50 @@ fn restart(store: &Arc<Store>, cfg: SchedulerConfig, now: u64) -> Bench {
     b
 }
 
+/// A task that finds a worker free starts with its submission: one durable commit records
+/// both, and the attempt is launched only after it.
+#[test]
+fn a_task_with_a_free_worker_starts_in_its_submission_commit() {
+    let (_dir, store) = store();
+    let mut b = restart(&store, config(), 0);
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 0);
+    let (batch, effects) = b.core.take_output();
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Start { .. })),
+        "an attempt began before its submission committed"
+    );
+    assert!(batch.durable);
+    store.apply_task_writes(&batch.writes, true).unwrap();
+    b.core.committed(&Ok(()), batch.acks, 0);
+    let id = answer.try_recv().unwrap().unwrap()[0];
+    let stored = super::views::TaskView::from_record(id, &store.task(id).unwrap().unwrap());
+    assert_eq!((stored.status, stored.attempts), (Status::Running, 1));
+    b.step(0);
+    assert_eq!(b.started, [(id, 1)]);
+
+    // The one worker is busy: the next task queues, and starts when the worker is free.
+    let second = b.one(task(sleep(), 5), 1);
+    assert_eq!(b.status(second), Status::Queued);
+    b.done(id, Ok("{}"), 2);
+    assert_eq!(b.started_ids(), [id, second]);
+
+    // A submission whose commit fails leaves nothing behind: no task, no busy worker.
+    let mut b = Bench::new(config());
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 0);
+    let (batch, _) = b.core.take_output();
+    b.core.committed(&Err("disk full".into()), batch.acks, 0);
+    assert!(matches!(
+        answer.try_recv().unwrap(),
+        Err(TaskError::Store(_))
+    ));
+    assert!(b.core.running.is_empty() && b.core.tasks.is_empty());
+    assert_eq!(b.core.running_by_kind.iter().sum::<usize>(), 0);
+    let id = b.one(task(sleep(), 5), 1);
+    assert_eq!(b.started, [(id, 1)]);
+}
+
 #[test]
 fn a_restart_queues_interrupted_tasks_once_and_fails_those_out_of_attempts() {
     let (_dir, store) = store();

@@ -8,8 +8,8 @@
 //! disk is still full), every transaction fails fast with a clear error, readiness says
 //! false, and another attempt is made at most once a second.
 //!
-//! `Db` offers the two calls the store makes (`begin_write`, and `begin_read` through
-//! [`ReadableDatabase`]) with redb's own signatures.
+//! `Db` offers the calls the store makes (`begin_write`, and `begin_read` through
+//! [`ReadableDatabase`]) with redb's own signatures, and an in-place [`Db::compact`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{
-    CacheStats, Database, DatabaseError, ReadTransaction, ReadableDatabase, StorageError,
-    TransactionError, WriteTransaction,
+    CacheStats, CompactionError, Database, DatabaseError, ReadTransaction, ReadableDatabase,
+    StorageError, TransactionError, WriteTransaction,
 };
+
+/// How often a compaction looks again for open transactions to end.
+const COMPACT_RETRY: Duration = Duration::from_millis(20);
 
 /// Reopen attempts are this far apart at least.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -89,6 +92,49 @@ impl Db {
     /// Like `Database::begin_write`, plus a clear error while the file cannot be reopened.
     pub fn begin_write(&self) -> Result<WriteTransaction, TransactionError> {
         self.begin(Database::begin_write)
+    }
+
+    /// Compacts the file in place and gives its free pages back to the file system.
+    /// redb needs the database to itself: new transactions wait (on `current`) while it
+    /// runs, and it starts only once every open read transaction has ended, waiting up to
+    /// `wait` for them (released between tries, so a holder that needs one more
+    /// transaction to finish is not deadlocked). `Ok(false)`: nothing to reclaim.
+    ///
+    /// # Errors
+    /// Transactions stayed open past `wait`, a savepoint exists, or the I/O failed.
+    pub fn compact(&self, wait: Duration) -> Result<bool, redb::Error> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let mut current = self.current.write().expect("poisoned");
+            let Some(slot) = current.as_mut() else {
+                return Err(redb::Error::Io(io::Error::other(REOPENING)));
+            };
+            // A handle is cloned only for the moment a transaction begins.
+            if let Some(db) = Arc::get_mut(slot) {
+                // Caught here, so that a panic inside redb cannot poison `current`.
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.compact()))
+                        .unwrap_or_else(|_| {
+                            Err(CompactionError::Storage(StorageError::Io(
+                                io::Error::other("the compaction panicked; the store is reopened"),
+                            )))
+                        });
+                match result {
+                    Err(CompactionError::TransactionInProgress) => {}
+                    Err(CompactionError::Storage(e)) => {
+                        // Whatever state redb was left in, the next transaction reopens.
+                        self.failed.store(true, Ordering::Release);
+                        return Err(e.into());
+                    }
+                    other => return other.map_err(redb::Error::from),
+                }
+            }
+            drop(current);
+            if Instant::now() >= deadline {
+                return Err(redb::Error::TransactionInProgress);
+            }
+            std::thread::sleep(COMPACT_RETRY);
+        }
     }
 
     /// Drops the failed database and opens the file again (at most once a second).

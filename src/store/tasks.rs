@@ -335,6 +335,9 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
     use super::*;
     use crate::store::STORE_FILE;
 
@@ -468,5 +471,57 @@ mod tests {
             page.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
             [6, 4, 2]
         );
+    }
+
+    #[test]
+    fn compaction_gives_space_back_in_place_and_waits_for_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join(STORE_FILE)).unwrap();
+        let big = |id: u64| TaskWrite::Put {
+            id,
+            record: record_with_result(64 * 1024),
+            new: true,
+        };
+        let writes: Vec<TaskWrite> = (1..=300).map(big).collect();
+        store.apply_task_writes(&writes, true).unwrap();
+        let deletes: Vec<TaskWrite> = (2..=300).map(|id| TaskWrite::Delete { id }).collect();
+        store.apply_task_writes(&deletes, true).unwrap();
+        let full = store.file_size();
+        assert!(full > 10 << 20, "{full}");
+
+        // An open read holds it off, with a clear error once the wait is over.
+        let reading = store.db.begin_read().unwrap();
+        let err = store.compact(Duration::from_millis(50)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::InUse(ref m) if m.contains("busy")),
+            "{err}"
+        );
+        drop(reading);
+
+        // A writer at the same moment goes first or waits for it; nothing is lost.
+        let writer = {
+            let store = Arc::new(store);
+            let compactor = Arc::clone(&store);
+            let compaction =
+                std::thread::spawn(move || compactor.compact(Duration::from_secs(5)).unwrap());
+            store.apply_task_writes(&[big(1000)], true).unwrap();
+            let (before, after) = compaction.join().unwrap();
+            assert_eq!(before, full);
+            assert!(after < full / 4, "{after} of {full}");
+            store
+        };
+        let kept = writer.task(1).unwrap().expect("a live task survives");
+        assert_eq!(kept, record_with_result(64 * 1024));
+        assert!(writer.task(1000).unwrap().is_some());
+        assert!(writer.task(2).unwrap().is_none());
+        let (_, again) = writer.compact(Duration::from_secs(5)).unwrap();
+        assert!(again <= writer.file_size());
+    }
+
+    fn record_with_result(len: usize) -> TaskRecord {
+        let mut r = record(5, None);
+        let TaskRecord::V1 { result, .. } = &mut r;
+        *result = Some("x".repeat(len));
+        r
     }
 }
