@@ -160,6 +160,7 @@ impl ConfigArgs {
 /// Runs the command line; the exit code is 0 on success, 1 on error, 2 on usage errors.
 #[must_use]
 pub fn main() -> ExitCode {
+    crate::system::allocator::tune();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(&args),

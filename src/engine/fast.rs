@@ -59,6 +59,8 @@ pub enum HostOp {
     },
     Relu,
     Sigmoid,
+    /// `x · sigmoid(x)` (SiLU, Swish) in place: a Sigmoid and the Mul that reads it.
+    Silu,
     /// HardSwish (`x · relu6(x + 3) / 6`) or HardSigmoid (`clamp(αx + β, 0, 1)`), in place.
     Hard {
         swish: bool,
@@ -382,9 +384,58 @@ pub(super) fn plan(
         }
     }
     guarded(|| {
+        fuse_silu(steps, outputs);
         fuse(steps, outputs);
         Ok(())
     })
+}
+
+/// `x · sigmoid(x)` (SiLU, the activation of every YOLO and EfficientNet) becomes one
+/// in-place pass: a Mul whose operands are a value and the Sigmoid of it, when that
+/// Sigmoid's output is read by the Mul alone. The Sigmoid step takes the Mul's output (it
+/// keeps its node name and operator for errors and profiles).
+fn fuse_silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    let mut producer: HashMap<usize, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        for slot in step.inputs.iter().flatten() {
+            *readers.entry(*slot).or_default() += 1;
+        }
+        for slot in &step.outputs {
+            producer.insert(*slot, i);
+        }
+    }
+    let mut removed = vec![false; steps.len()];
+    for j in 0..steps.len() {
+        if !matches!(steps[j].op, Op::Arithmetic(Arithmetic::Mul)) || steps[j].outputs.len() != 1 {
+            continue;
+        }
+        let [Some(a), Some(b)] = steps[j].inputs[..] else {
+            continue;
+        };
+        for (x, gate) in [(a, b), (b, a)] {
+            let Some(&i) = producer.get(&gate) else {
+                continue;
+            };
+            let sigmoid = &steps[i];
+            if matches!(sigmoid.kernel, Kernel::Host(HostOp::Sigmoid))
+                && sigmoid.inputs[..] == [Some(x)]
+                && sigmoid.outputs[..] == [gate]
+                && readers.get(&gate) == Some(&1)
+                && !outputs.contains(&gate)
+            {
+                steps[i].kernel = Kernel::Host(HostOp::Silu);
+                steps[i].outputs = steps[j].outputs.clone();
+                removed[j] = true;
+                break;
+            }
+        }
+    }
+    let mut index = 0;
+    steps.retain(|_| {
+        index += 1;
+        !removed[index - 1]
+    });
 }
 
 impl HostOp {

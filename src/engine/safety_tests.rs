@@ -576,3 +576,40 @@ fn write_fuzz_seeds() {
         std::fs::write(run.join(format!("{name}.bin")), seed).unwrap();
     }
 }
+
+/// Not a crash case, but built with the same helpers: SiLU (`Mul(x, Sigmoid(x))`) runs as
+/// one fused step on the CPU, and unfused when the Sigmoid is also a graph output; both
+/// agree with `x / (1 + e^-x)`.
+#[test]
+fn silu_fused_or_not_is_x_times_its_sigmoid() {
+    for sigmoid_is_output in [false, true] {
+        let mut outputs = vec![info("y", 1, &[])];
+        if sigmoid_is_output {
+            outputs.push(info("s", 1, &[]));
+        }
+        let bytes = model(Graph {
+            nodes: vec![
+                node("Sigmoid", "gate", &["x"], &["s"]),
+                node("Mul", "silu", &["s", "x"], &["y"]),
+            ],
+            inputs: vec![info("x", 1, &[Some(2), Some(5)])],
+            outputs,
+            initializers: vec![],
+        });
+        let loaded = Model::load(&bytes, &cpu()).unwrap();
+        let xs = vec![-20.0f32, -3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.0, 5.0, 30.0];
+        let feed = vec![("x".to_owned(), TensorData::new(xs.clone(), vec![2, 5]))];
+        let steps = loaded.profile(&feed, 1).unwrap().len();
+        assert_eq!(steps, if sigmoid_is_output { 2 } else { 1 });
+        let out = loaded.run(feed).unwrap();
+        assert_eq!(out.len(), 1 + usize::from(sigmoid_is_output));
+        let y: Vec<f32> = out[0].1.try_to_vec().unwrap();
+        for (got, x) in y.iter().zip(&xs) {
+            let want = x / (1.0 + (-x).exp());
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs() + 1e-7,
+                "{got} vs {want}"
+            );
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! The operating system seen from cairn: the data-dir lock, systemd notifications,
-//! signals, disk space and process statistics. Everything here goes through nix
-//! (or sd-notify), never through raw `libc` calls.
+//! signals, disk space, process statistics and the allocator's settings. Everything here
+//! goes through nix (or sd-notify), never through raw `libc` calls, except `mallopt`
+//! (`allocator.rs`), which nix does not wrap.
 
+pub mod allocator;
 pub mod health;
 pub mod lock;
 pub mod notify;

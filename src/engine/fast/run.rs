@@ -113,6 +113,11 @@ impl HostOp {
                 kernels::sigmoid(&mut x.data);
                 Value::Dense(x)
             }
+            Self::Silu => {
+                let mut x = dense(take(&mut args, 0, op)?)?;
+                kernels::silu(&mut x.data);
+                Value::Dense(x)
+            }
             Self::Hard { swish, alpha, beta } => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 // HardSwish is x · HardSigmoid(x) with α = 1/6, β = 1/2.

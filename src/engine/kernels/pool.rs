@@ -81,6 +81,35 @@ impl Pool {
             self.run_inside(&x.data, [h, w], [oh, ow], &mut out);
             return Dense::new(out, vec![batch, channels, oh, ow]);
         }
+        // Max with padding (YOLO's SPPF: 5×5, stride 1, pads 2): pads below the kernel
+        // leave a real value in every window, so padding with -∞ changes nothing, and the
+        // padded planes take the vectorized path.
+        let [(top, bottom), (left, right)] = pads;
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        if self.kind == PoolKind::Max
+            && self.dilation == [1, 1]
+            && top.max(bottom) < self.kernel[0]
+            && left.max(right) < self.kernel[1]
+            && (oh - 1) * self.stride[0] + self.kernel[0] <= ph
+            && (ow - 1) * self.stride[1] + self.kernel[1] <= pw
+        {
+            cap.check(&[batch, channels, ph, pw], F32)?;
+            let mut padded = vec![f32::NEG_INFINITY; batch * channels * ph * pw];
+            for (plane, dst) in x
+                .data
+                .chunks_exact(h * w)
+                .zip(padded.chunks_exact_mut(ph * pw))
+            {
+                for (row, dst_row) in plane
+                    .chunks_exact(w)
+                    .zip(dst[top * pw..].chunks_exact_mut(pw))
+                {
+                    dst_row[left..left + w].copy_from_slice(row);
+                }
+            }
+            self.run_inside(&padded, [ph, pw], [oh, ow], &mut out);
+            return Dense::new(out, vec![batch, channels, oh, ow]);
+        }
         // Per output column: the first valid input column and how many follow.
         let cols: Vec<(usize, usize, usize)> =
             (0..ow).map(|x| self.span(x, pads[1], w, 1)).collect();
@@ -329,5 +358,51 @@ mod tests {
         };
         let y = exclude.run(&x, [(1, 1), (1, 1)], Cap::unlimited()).unwrap();
         assert!((y.data[0] - 2.5).abs() < 1e-6);
+    }
+
+    /// Padded max pooling (the -∞ copy) against the window taken tap by tap.
+    #[test]
+    fn padded_max_matches_every_window() {
+        let (h, w) = (7, 6);
+        let values: Vec<f32> = (0..2 * h * w)
+            .map(|v| ((v * 37) % 23) as f32 - 11.0)
+            .collect();
+        let x = Dense::new(values, vec![1, 2, h, w]).unwrap();
+        for (k, s, pads) in [
+            (5, 1, [(2, 2), (2, 2)]),
+            (3, 2, [(1, 0), (0, 2)]),
+            (2, 1, [(1, 1), (1, 1)]),
+        ] {
+            let pool = Pool {
+                kernel: [k, k],
+                stride: [s, s],
+                dilation: [1, 1],
+                ceil: false,
+                kind: PoolKind::Max,
+            };
+            let y = pool.run(&x, pads, Cap::unlimited()).unwrap();
+            let [_, _, oh, ow] = <[usize; 4]>::try_from(y.shape.as_slice()).unwrap();
+            for c in 0..2 {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = f32::NEG_INFINITY;
+                        for ty in 0..k {
+                            for tx in 0..k {
+                                let iy = (oy * s + ty).checked_sub(pads[0].0).filter(|i| *i < h);
+                                let ix = (ox * s + tx).checked_sub(pads[1].0).filter(|i| *i < w);
+                                if let (Some(iy), Some(ix)) = (iy, ix) {
+                                    best = best.max(x.data[(c * h + iy) * w + ix]);
+                                }
+                            }
+                        }
+                        assert_eq!(
+                            y.data[(c * oh + oy) * ow + ox],
+                            best,
+                            "k {k} s {s} at {c},{oy},{ox}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -39,22 +39,33 @@ pub fn select_axes<T: Copy>(data: &[T], shape: &[usize], picks: &[Vec<usize>]) -
     if total == 0 {
         return out;
     }
-    let mut counter = vec![0usize; picks.len()];
+    let Some((last, outer)) = picks.split_last() else {
+        out.push(data[0]); // rank 0: the one element
+        return out;
+    };
+    // Rows of the last axis: copied whole when they are taken as they are, else gathered.
+    let whole = shape.last() == Some(&last.len()) && last.iter().enumerate().all(|(i, p)| i == *p);
+    let mut counter = vec![0usize; outer.len()];
     loop {
-        let at: usize = counter
+        let base: usize = counter
             .iter()
             .enumerate()
-            .map(|(d, c)| picks[d][*c] * st[d])
+            .map(|(d, c)| outer[d][*c] * st[d])
             .sum();
-        out.push(data[at]);
-        let mut d = picks.len();
+        let row = &data[base..];
+        if whole {
+            out.extend_from_slice(&row[..last.len()]);
+        } else {
+            out.extend(last.iter().map(|p| row[*p]));
+        }
+        let mut d = outer.len();
         loop {
             if d == 0 {
                 return out;
             }
             d -= 1;
             counter[d] += 1;
-            if counter[d] < picks[d].len() {
+            if counter[d] < outer[d].len() {
                 break;
             }
             counter[d] = 0;
