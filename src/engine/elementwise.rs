@@ -366,7 +366,21 @@ pub fn to_declared(data: TensorData, dtype: DType) -> Result<TensorData, EngineE
             )
         }
         _ => {
-            let values: Vec<i64> = data.convert::<i64>().try_to_vec().map_err(bad)?;
+            let values: Vec<i64> = if data.dtype().is_float() {
+                // burn's float-to-int conversion panics on NaN, ±∞ and out-of-range values
+                // (found by the `model_run` fuzzer); `as` saturates (NaN → 0).
+                #[expect(clippy::cast_possible_truncation, reason = "saturating on purpose")]
+                let ints = data
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .map_err(bad)?
+                    .into_iter()
+                    .map(|v| v as i64)
+                    .collect();
+                ints
+            } else {
+                data.convert::<i64>().try_to_vec().map_err(bad)?
+            };
             let wrapped = values.into_iter().map(|v| wrap(v, dtype));
             #[expect(
                 clippy::cast_possible_truncation,
@@ -547,5 +561,23 @@ mod tests {
             panic!()
         };
         assert_eq!(data, vec![1, 3, 3]);
+    }
+
+    /// Floats declared as integers saturate (NaN → 0) instead of panicking in burn's
+    /// conversion (a `model_run` fuzzer finding).
+    #[test]
+    fn floats_to_declared_integers_saturate() {
+        let data = TensorData::new(
+            vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -2.7, 3.9],
+            vec![6],
+        );
+        let ints: Vec<i64> = to_declared(data.clone(), DType::I64)
+            .unwrap()
+            .try_to_vec()
+            .unwrap();
+        assert_eq!(ints, [0, i64::MAX, i64::MIN, i64::MAX, -2, 3]);
+        let small: Vec<i32> = to_declared(data, DType::I32).unwrap().try_to_vec().unwrap();
+        assert_eq!(small[0], 0);
+        assert_eq!(small[4..], [-2, 3]);
     }
 }
