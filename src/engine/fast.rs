@@ -431,11 +431,7 @@ fn fuse_silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
             }
         }
     }
-    let mut index = 0;
-    steps.retain(|_| {
-        index += 1;
-        !removed[index - 1]
-    });
+    drop_removed(steps, &removed);
 }
 
 impl HostOp {
@@ -490,6 +486,11 @@ fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
             removed[j] = true;
         }
     }
+    drop_removed(steps, &removed);
+}
+
+/// Drops the steps a fusion marked as absorbed, keeping the others in order.
+fn drop_removed(steps: &mut Vec<Step>, removed: &[bool]) {
     let mut index = 0;
     steps.retain(|_| {
         index += 1;

@@ -29,6 +29,7 @@ pub mod queue;
 pub mod run;
 pub mod views;
 
+mod attempts;
 mod control;
 mod core;
 mod driver;
