@@ -1,8 +1,9 @@
 //! The task scheduler through its Rust API on a temp store: durable enqueues per second
 //! (many submitters, each waiting for its commit), drain (tasks started and finished per
-//! second once released), and the round trip of one no-op task (submit → commit → start →
-//! finish → commit → the waiter hears of it) with nothing else running; and, as the floor
-//! under that round trip, one durable commit of one task record on this disk.
+//! second once released), and the round trip of one no-op task with nothing else running
+//! (submit → the attempt runs ahead → submission and end in one commit → the waiter hears
+//! of it); and, as the floor under that round trip, one durable commit of one task record
+//! on this disk.
 //!
 //! `cargo bench --bench scheduler`
 //!
@@ -170,7 +171,7 @@ fn benches(c: &mut Criterion) {
 }
 
 /// The floor under the round trip: one durable redb commit of one task record, alone, on
-/// this disk (a round trip makes two: the submission with its start, and the finish).
+/// this disk (a round trip makes one when the attempt ends inside `scheduler.run_ahead`).
 fn commit_floor(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join(STORE_FILE)).unwrap());

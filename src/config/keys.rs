@@ -261,6 +261,11 @@ pub const KEYS: &[Key] = &[
         kind: KeyKind::Text,
         form: "a cron expression such as `0 17 * * * *`, or off",
     },
+    Key {
+        path: "scheduler.run_ahead",
+        kind: KeyKind::Text,
+        form: "a duration such as 2ms (0s: off)",
+    },
 ];
 
 impl Key {

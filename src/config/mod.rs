@@ -87,6 +87,10 @@ pub struct SchedulerSection {
     /// When the built-in `tasks.purge` runs: a cron expression (seconds first, or the
     /// classic five fields), or `off`.
     pub purge_schedule: String,
+    /// A task that can start at once begins while its submission commits; a submission
+    /// is held up to this long so that a short task's end shares its commit (0s: off).
+    #[serde(with = "values::duration")]
+    pub run_ahead: Duration,
 }
 
 impl Default for SchedulerSection {
@@ -112,6 +116,7 @@ impl Default for SchedulerSection {
             retention: Duration::from_secs(7 * 86400),
             retention_max_tasks: 10_000,
             purge_schedule: "0 17 * * * *".into(),
+            run_ahead: Duration::from_millis(2),
         }
     }
 }

@@ -99,6 +99,11 @@ impl Core {
         if run.attempt != attempt {
             return;
         }
+        if self.uncommitted.contains(&id) && !self.held.contains_key(&id) {
+            // Ran ahead and ended while its submission commits: that commit comes first.
+            self.early.insert(id, (attempt, outcome));
+            return;
+        }
         let run = self.running.remove(&id).expect("checked");
         let Some(live) = self.tasks.get(&id) else {
             return;
@@ -152,6 +157,8 @@ impl Core {
                 }
             }
         });
+        // A held submission and its attempt's end: one transaction, one commit.
+        self.release(id);
     }
 
     /// A running task reports progress (written lazily, without durability).

@@ -1,7 +1,7 @@
 //! The commands of the scheduler loop (submit, cancel, pause, resume, retry, delete,
 //! purge) and restart recovery, as methods of [`Core`].
 
-use super::core::{Ack, Core, Finished, Live, Reply};
+use super::core::{Ack, Batch, Core, Finished, Live, Reply};
 use super::kinds::KIND_NAMES;
 use super::model::{AttemptError, Status, Task};
 use super::queue::Timer;
@@ -50,7 +50,30 @@ impl Core {
         reply: Reply<Vec<u64>>,
         now_ms: u64,
     ) {
+        let mark = (self.batch.writes.len(), self.batch.acks.len());
         match self.admit(specs, creator, now_ms) {
+            Ok((ids, new)) if self.runs_ahead(&new) => {
+                // One task starting at once: its attempt begins now and its submission
+                // is held for up to `run_ahead_ms`. An attempt that ends within it is
+                // committed with its submission (one fsync for the round trip); else
+                // the release timer sends the submission alone. Nothing is answered or
+                // published before that commit.
+                let id = new[0];
+                let writes = self.batch.writes.split_off(mark.0);
+                let mut acks = self.batch.acks.split_off(mark.1);
+                acks.push(Ack::Submitted { reply, ids, new });
+                self.held.insert(
+                    id,
+                    Batch {
+                        writes,
+                        durable: true,
+                        acks,
+                    },
+                );
+                self.timers
+                    .add(now_ms + self.cfg.run_ahead_ms, Timer::Release { id });
+                self.launch(id);
+            }
             Ok((ids, new)) => {
                 self.batch.durable = true;
                 self.batch.writes.push(TaskWrite::NextIds {
@@ -63,6 +86,18 @@ impl Core {
                 let _ = reply.send(Err(e));
             }
         }
+    }
+
+    /// Whether a submission's attempt runs ahead of its commit: one new task, started
+    /// with its submission, of a kind whose work leaves nothing outside the store.
+    fn runs_ahead(&self, new: &[u64]) -> bool {
+        let [id] = new else { return false };
+        self.cfg.run_ahead_ms > 0
+            && self.running.contains_key(id)
+            && self
+                .tasks
+                .get(id)
+                .is_some_and(|l| l.task.kind.may_run_ahead())
     }
 
     pub(super) fn admit(

@@ -91,7 +91,8 @@ pub(super) struct Run {
     pub started_ms: u64,
     pub soft_expired: bool,
     /// The attempt has been handed to the driver. A task started with its submission
-    /// ([`Core::starts_at_once`]) is launched only once that write has committed.
+    /// ([`Core::starts_at_once`]) is launched once that write has committed, or at once
+    /// when it runs ahead (`Core::held`).
     pub launched: bool,
 }
 
@@ -148,6 +149,12 @@ pub(super) struct Core {
     /// Shutting down: nothing new starts or is accepted.
     pub draining: bool,
     pub batch: Batch,
+    /// Submissions held back while their attempt runs ahead (`Core::submit`): sent to
+    /// the writer with the attempt's end, or alone at their release timer.
+    pub held: HashMap<u64, Batch>,
+    /// Outcomes of attempts that ended while their submission's commit was in flight:
+    /// applied once it commits, dropped if it fails.
+    pub early: HashMap<u64, (u32, Result<String, Failure>)>,
     /// Tasks whose in-memory state is newer than the store (progress, start), written
     /// without durability at the end of the step.
     pub dirty: BTreeSet<u64>,
@@ -178,6 +185,8 @@ impl Core {
             rng,
             draining: false,
             batch: Batch::default(),
+            held: HashMap::new(),
+            early: HashMap::new(),
             dirty: BTreeSet::new(),
             effects: Vec::new(),
             metrics,
@@ -202,6 +211,23 @@ impl Core {
             std::mem::take(&mut self.batch),
             std::mem::take(&mut self.effects),
         )
+    }
+
+    /// Sends a held submission to the writer: its writes go before this step's (which
+    /// may end its attempt), with the id counters as they are now.
+    pub(super) fn release(&mut self, id: u64) {
+        let Some(mut held) = self.held.remove(&id) else {
+            return;
+        };
+        held.writes.push(TaskWrite::NextIds {
+            task: self.next_id,
+            schedule: self.next_schedule_id,
+        });
+        held.writes.append(&mut self.batch.writes);
+        held.acks.append(&mut self.batch.acks);
+        self.batch.writes = held.writes;
+        self.batch.acks = held.acks;
+        self.batch.durable = true;
     }
 
     /// Counts a task entering `status` (and leaving `old`) in capacity and metrics.
@@ -318,9 +344,15 @@ impl Core {
                             self.uncommitted.remove(id);
                         }
                         let _ = reply.send(Ok(ids));
+                        for id in new {
+                            if let Some((attempt, outcome)) = self.early.remove(&id) {
+                                self.attempt_done(id, attempt, outcome, now_ms);
+                            }
+                        }
                     }
                     Err(e) => {
                         for id in new {
+                            self.early.remove(&id);
                             self.forget_uncommitted(id);
                         }
                         let _ = reply.send(Err(TaskError::Store(e.clone())));
@@ -343,8 +375,13 @@ impl Core {
         self.uncommitted.remove(&id);
         if let Some(live) = self.tasks.remove(&id) {
             let t = live.task;
-            if self.running.remove(&id).is_some() {
+            if let Some(run) = self.running.remove(&id) {
                 self.running_by_kind[t.kind.index()] -= 1;
+                // An attempt that ran ahead of its failed submission is stopped.
+                if run.launched {
+                    run.token.cancel();
+                    self.effects.push(Effect::Abort { id });
+                }
             }
             self.count(t.kind.index(), t.priority, Some(t.status), None);
             if let Some(key) = t.idempotency_key {
@@ -520,6 +557,7 @@ impl Core {
                     }
                 }
                 Timer::Cron { schedule, version } => self.fire_schedule(schedule, version, now_ms),
+                Timer::Release { id } => self.release(id),
             }
         }
     }
@@ -535,6 +573,10 @@ impl Core {
     /// start.
     pub fn drain(&mut self) {
         self.draining = true;
+        let held: Vec<u64> = self.held.keys().copied().collect();
+        for id in held {
+            self.release(id);
+        }
     }
 
     /// A new task id (ids are never reused).

@@ -205,6 +205,15 @@ impl Kind {
         KIND_NAMES[self.index()]
     }
 
+    /// Whether an attempt of this kind may begin before its submission is durable (see
+    /// `Core::submit`): true where everything it does stays inside the store or is
+    /// read-only, so a crash before that commit leaves nothing behind but an unanswered
+    /// submission. A backup writes files and compaction rewrites the store: they wait.
+    #[must_use]
+    pub fn may_run_ahead(&self) -> bool {
+        !matches!(self, Self::StoreBackup | Self::StoreCompact)
+    }
+
     /// The kind's slot in per-kind tables (its place in [`KIND_NAMES`]).
     #[must_use]
     pub fn index(&self) -> usize {

@@ -114,6 +114,9 @@ pub struct SchedulerConfig {
     pub retention_max_tasks: u64,
     /// The built-in purge schedule's cron expression; `None`: off.
     pub purge_schedule: Option<String>,
+    /// How long a submission that starts at once may be held while its attempt runs
+    /// ahead (0: attempts wait for their submission's commit).
+    pub run_ahead_ms: u64,
     /// Seeds the back-off jitter (tests); random otherwise.
     pub seed: Option<u64>,
     /// Commit inside the loop instead of on the writer thread (tests with paused time).
@@ -164,6 +167,7 @@ impl SchedulerConfig {
             retention_max_tasks: section.retention_max_tasks,
             purge_schedule: (section.purge_schedule != "off")
                 .then(|| section.purge_schedule.clone()),
+            run_ahead_ms: millis(section.run_ahead),
             seed: None,
             inline_writes: false,
         })

@@ -85,6 +85,8 @@ pub enum Timer {
     Grace { id: u64, attempt: u32 },
     /// A schedule fires.
     Cron { schedule: u64, version: u64 },
+    /// A submission held while its attempt runs ahead goes to the writer.
+    Release { id: u64 },
 }
 
 #[derive(Debug, Default)]

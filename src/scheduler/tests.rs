@@ -26,6 +26,8 @@ fn config() -> SchedulerConfig {
         soft_limit_ms: 60_000,
         hard_limit_ms: 120_000,
         cancel_grace_ms: 5_000,
+        // Attempts wait for their submission's commit, unless a test says otherwise.
+        run_ahead_ms: 0,
         ..SchedulerConfig::default()
     }
 }
@@ -441,6 +443,100 @@ fn a_task_with_a_free_worker_starts_in_its_submission_commit() {
     assert_eq!(b.core.running_by_kind.iter().sum::<usize>(), 0);
     let id = b.one(task(sleep(), 5), 1);
     assert_eq!(b.started, [(id, 1)]);
+}
+
+#[test]
+fn an_attempt_runs_ahead_of_its_submission_and_a_short_one_shares_its_commit() {
+    let (_dir, store) = store();
+    let cfg = SchedulerConfig {
+        run_ahead_ms: 2,
+        ..config()
+    };
+    let mut b = restart(&store, cfg.clone(), 0);
+    let commit = |b: &mut Bench, now| {
+        let (batch, effects) = b.core.take_output();
+        store
+            .apply_task_writes(&batch.writes, batch.durable)
+            .unwrap();
+        b.core.committed(&Ok(()), batch.acks, now);
+        (batch.durable, batch.writes.len(), effects)
+    };
+
+    // Starts at once: the attempt begins, the submission is held, nothing is answered.
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 0);
+    let (batch, effects) = b.core.take_output();
+    assert!(batch.is_empty(), "the submission is held");
+    let Some(Effect::Start { id, attempt, .. }) = effects.first() else {
+        panic!("the attempt begins at once: {effects:?}");
+    };
+    let (id, attempt) = (*id, *attempt);
+    assert!(answer.try_recv().is_err() && store.task(id).unwrap().is_none());
+    // It ends inside the window: submission and end in one durable commit.
+    b.core.attempt_done(id, attempt, Ok("{}".into()), 1);
+    let (durable, writes, _) = commit(&mut b, 1);
+    assert!(durable && writes >= 2);
+    assert_eq!(answer.try_recv().unwrap().unwrap(), [id]);
+    let stored = super::views::TaskView::from_record(id, &store.task(id).unwrap().unwrap());
+    assert_eq!((stored.status, stored.attempts), (Status::Succeeded, 1));
+    assert!(b.core.running.is_empty() && b.core.tasks.is_empty());
+
+    // A longer one: released alone at the window's end, then ends on its own.
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 10);
+    let _ = b.core.take_output();
+    let id = *b.core.running.keys().next().unwrap();
+    b.step(11);
+    assert!(answer.try_recv().is_err(), "still inside the window");
+    b.core.fire_timers(12);
+    let _ = commit(&mut b, 12);
+    assert_eq!(answer.try_recv().unwrap().unwrap(), [id]);
+    assert_eq!(b.status(id), Status::Running);
+    b.core.attempt_done(id, 1, Ok("{}".into()), 13);
+    let _ = commit(&mut b, 13);
+    assert_eq!(b.status(id), Status::Succeeded);
+
+    // It ends while its released submission commits: the end waits for that commit.
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 20);
+    let id = *b.core.running.keys().next().unwrap();
+    b.core.fire_timers(22);
+    let (submission, _) = b.core.take_output();
+    b.core.attempt_done(id, 1, Ok("{}".into()), 22);
+    let (nothing, _) = b.core.take_output();
+    assert!(nothing.is_empty(), "no write for a task not yet stored");
+    store
+        .apply_task_writes(&submission.writes, submission.durable)
+        .unwrap();
+    b.core.committed(&Ok(()), submission.acks, 23);
+    assert_eq!(answer.try_recv().unwrap().unwrap(), [id]);
+    let _ = commit(&mut b, 23);
+    let stored = super::views::TaskView::from_record(id, &store.task(id).unwrap().unwrap());
+    assert_eq!(stored.status, Status::Succeeded);
+
+    // Its submission fails: the attempt is stopped, nothing is stored or left busy.
+    let (reply, mut answer) = oneshot::channel();
+    b.core.submit(vec![task(sleep(), 5)], "tester", reply, 30);
+    let id = *b.core.running.keys().next().unwrap();
+    b.core.fire_timers(32);
+    let (submission, _) = b.core.take_output();
+    b.core
+        .committed(&Err("disk full".into()), submission.acks, 32);
+    assert!(matches!(
+        answer.try_recv().unwrap(),
+        Err(TaskError::Store(_))
+    ));
+    let (_, effects) = b.core.take_output();
+    assert!(matches!(effects[..], [Effect::Abort { id: a }] if a == id));
+    assert!(b.core.running.is_empty() && store.task(id).unwrap().is_none());
+    assert_eq!(b.core.running_by_kind.iter().sum::<usize>(), 0);
+
+    // A backup writes files: it never begins before its submission is stored.
+    let (reply, _answer) = oneshot::channel();
+    b.core
+        .submit(vec![task(Kind::StoreBackup, 5)], "tester", reply, 40);
+    let (batch, effects) = b.core.take_output();
+    assert!(!batch.is_empty() && effects.is_empty());
 }
 
 #[test]
