@@ -61,6 +61,10 @@ pub enum HostOp {
     Sigmoid,
     /// `x · sigmoid(x)` (SiLU, Swish) in place: a Sigmoid and the Mul that reads it.
     Silu,
+    Erf,
+    Gelu {
+        tanh: bool,
+    },
     /// HardSwish (`x · relu6(x + 3) / 6`) or HardSigmoid (`clamp(αx + β, 0, 1)`), in place.
     Hard {
         swish: bool,
@@ -180,6 +184,8 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Identity if step.outputs.len() == 1 => HostOp::Pass,
         Op::Unary(Unary::Relu) => HostOp::Relu,
         Op::Unary(Unary::Sigmoid) => HostOp::Sigmoid,
+        Op::Unary(Unary::Erf) => HostOp::Erf,
+        Op::Gelu { tanh } => HostOp::Gelu { tanh: *tanh },
         Op::Unary(Unary::HardSwish) => HostOp::Hard {
             swish: true,
             alpha: 1.0 / 6.0,

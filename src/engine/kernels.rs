@@ -12,7 +12,7 @@ mod depthwise;
 mod pointwise;
 mod pool;
 pub use conv::Conv2d;
-pub use pointwise::{exp_fast, sigmoid, silu};
+pub use pointwise::{erf, erf_fast, exp_fast, gelu, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 
 /// A dense row-major f32 tensor on the host.
@@ -283,6 +283,67 @@ mod tests {
                 (got - want).abs() <= 1e-6 * want.abs() + 1e-30,
                 "{got} vs {want}"
             );
+        }
+    }
+
+    /// erf in f64: its Maclaurin series for |x| ≤ 3 (terms below 1e4, so cancellation
+    /// costs under 1e-11), past it 1 − erfc by the asymptotic series (erfc(3) = 2e-5 and
+    /// the truncation is below 1e-3 of it).
+    fn erf_reference(x: f64) -> f64 {
+        if x.abs() > 3.0 {
+            let a = x.abs();
+            let inverse = 1.0 / (2.0 * a * a);
+            let series = 1.0 - inverse + 3.0 * inverse.powi(2) - 15.0 * inverse.powi(3)
+                + 105.0 * inverse.powi(4);
+            let erfc = (-a * a).exp() / (a * std::f64::consts::PI.sqrt()) * series;
+            return x.signum() * (1.0 - erfc);
+        }
+        let (mut term, mut sum) = (x, x);
+        for n in 1..200 {
+            let n = f64::from(n);
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn fast_erf_and_gelu_match_the_reference() {
+        let mut points: Vec<f32> = (-6000..=6000).map(|i| i as f32 / 1000.0 + 3e-4).collect();
+        points.extend((-300..=0).map(|e| 10f32.powf(e as f32 / 10.0)));
+        points.extend([0.0, -0.0, 1e-30, -1e-30, 4.0, -4.0, 9.0, f32::INFINITY]);
+        let mut worst = 0f64;
+        let mut erfs = points.clone();
+        erf(&mut erfs);
+        for (&x, &got) in points.iter().zip(&erfs) {
+            let want = erf_reference(f64::from(x));
+            let error = (f64::from(got) - want).abs() / want.abs().max(1e-37);
+            worst = worst.max(error);
+        }
+        assert!(worst < 1e-6, "erf: relative error {worst}");
+        assert!(erf_fast(f32::NAN).is_nan());
+        assert_eq!(erf_fast(f32::NEG_INFINITY), -1.0);
+        for tanh in [false, true] {
+            let mut v = points.clone();
+            gelu(&mut v, tanh);
+            for (&x, &got) in points.iter().zip(&v) {
+                if !x.is_finite() {
+                    continue;
+                }
+                let x = f64::from(x);
+                let want = if tanh {
+                    let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044_715 * x * x * x);
+                    0.5 * x * (1.0 + u.tanh())
+                } else {
+                    0.5 * x * (1.0 + erf_reference(x / std::f64::consts::SQRT_2))
+                };
+                // Far left, 1 + erf(x/√2) cancels: erf's absolute error (up to ~4e-7
+                // near ±4, where erff's is 6e-8) times x/2 is what is left.
+                assert!(
+                    (f64::from(got) - want).abs() <= 2e-6 * want.abs() + 2e-7 * x.abs().max(1.0),
+                    "gelu(tanh: {tanh}) of {x}: {got} vs {want}"
+                );
+            }
         }
     }
 

@@ -182,6 +182,18 @@ fn onnx_node_suite() {
         };
         outcomes.push((name, op, types, Some(outcome)));
     }
+    // Why each case did not pass, for whoever picks the next operator.
+    let reasons: String = outcomes
+        .iter()
+        .filter_map(|(name, op, _, outcome)| {
+            let why = outcome.as_deref()?.replace('\n', " ");
+            Some(format!("{op}\t{name}\t{why}\n"))
+        })
+        .collect();
+    let _ = std::fs::write(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/conformance-not-passed.tsv"),
+        reasons,
+    );
     for (name, op, types, outcome) in outcomes {
         let claimed = types.iter().all(|t| translated.contains(t));
         let tally = by_op.entry(op).or_default();

@@ -113,6 +113,18 @@ impl HostOp {
                 kernels::sigmoid(&mut x.data);
                 Value::Dense(x)
             }
+            Self::Erf | Self::Gelu { .. } => {
+                let x = take(&mut args, 0, op)?;
+                if matches!(x, Value::Int { .. }) {
+                    return general(vec![Some(x)]);
+                }
+                let mut x = dense(x)?;
+                match self {
+                    Self::Gelu { tanh } => kernels::gelu(&mut x.data, *tanh),
+                    _ => kernels::erf(&mut x.data),
+                }
+                Value::Dense(x)
+            }
             Self::Silu => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 kernels::silu(&mut x.data);
