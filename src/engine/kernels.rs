@@ -131,6 +131,7 @@ const PARALLEL_MACS: usize = 1 << 22;
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let work = m.saturating_mul(n).saturating_mul(k);
     if work >= PARALLEL_MACS && super::threads::intra_op() > 1 {
+        super::threads::entering_parallel_region();
         gemm::Parallelism::Rayon(0)
     } else {
         gemm::Parallelism::None

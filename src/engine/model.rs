@@ -8,6 +8,7 @@
 //! each intermediate can be freed.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, Device, TensorData};
@@ -38,6 +39,17 @@ pub(super) struct Step {
     pub(super) kernel: Kernel,
 }
 
+/// Bytes of the weights the host kernels hold (packed copies, folded scales and biases).
+fn host_weight_bytes(steps: &[Step]) -> u64 {
+    steps
+        .iter()
+        .map(|s| match &s.kernel {
+            Kernel::Host(op) => op.held_bytes(),
+            Kernel::Burn => 0,
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
 /// A loaded, runnable model.
 pub struct Model {
     /// The name errors give each node (the model's own where known).
@@ -50,6 +62,9 @@ pub struct Model {
     device: Device,
     /// A CPU plan: float inputs stay in host memory for cairn's own kernels.
     host: bool,
+    /// The last run split work over the intra-op pool: the next goes to a pool thread
+    /// ([`super::threads::spread`]).
+    parallel: AtomicBool,
     limits: LoadLimits,
     /// The size of the model file (its parsed graph keeps those bytes).
     file_bytes: u64,
@@ -341,6 +356,7 @@ impl Model {
         mark_last_uses(&mut steps, &constants, &outputs);
         Ok(Self {
             host,
+            parallel: AtomicBool::new(host),
             names,
             steps,
             slot_count,
@@ -370,14 +386,7 @@ impl Model {
             .iter()
             .map(|(_, v)| value_bytes(v))
             .fold(0u64, u64::saturating_add);
-        let held = self
-            .steps
-            .iter()
-            .map(|s| match &s.kernel {
-                Kernel::Host(op) => op.held_bytes(),
-                Kernel::Burn => 0,
-            })
-            .fold(0u64, u64::saturating_add);
+        let held = host_weight_bytes(&self.steps);
         constants
             .saturating_add(held)
             .saturating_add(self.file_bytes)
@@ -428,7 +437,10 @@ impl Model {
         &self,
         inputs: Vec<(String, TensorData)>,
     ) -> Result<Vec<(String, TensorData)>, EngineError> {
-        guarded(|| self.run_unguarded(inputs))
+        if !self.host {
+            return guarded(|| self.run_unguarded(inputs));
+        }
+        super::threads::spread(&self.parallel, || guarded(|| self.run_unguarded(inputs)))
     }
 
     /// The slot vector of a run: constants and the checked inputs in place.

@@ -179,6 +179,7 @@ impl Conv2d {
             .saturating_mul(k);
         if groups > 1 && total_macs >= PARALLEL_MACS && crate::engine::threads::intra_op() > 1 {
             use rayon::prelude::*;
+            crate::engine::threads::entering_parallel_region();
             out.par_chunks_mut(chunk)
                 .enumerate()
                 .for_each_init(scratch, |col, (index, dst)| work(col, index, dst));

@@ -108,6 +108,9 @@ impl Conv2d {
             return;
         }
         let parallel = work >= PARALLEL_MACS && crate::engine::threads::intra_op() > 1;
+        if parallel {
+            crate::engine::threads::entering_parallel_region();
+        }
         match (wide, parallel) {
             (true, true) => {
                 use rayon::prelude::*;

@@ -49,7 +49,12 @@ pub fn erf_fast(x: f32) -> f32 {
         p = p * x2 + c;
     }
     let mut q = -1.456_607_15e-5_f32;
-    for c in [-2.133_740_5e-4, -1.682_827e-3, -7.373_329_3e-3, -1.426_473_9e-2] {
+    for c in [
+        -2.133_740_5e-4,
+        -1.682_827e-3,
+        -7.373_329_3e-3,
+        -1.426_473_9e-2,
+    ] {
         q = q * x2 + c;
     }
     // Near ±4 the quotient can pass ±1 by a few ulps: erf never does.
