@@ -2,6 +2,7 @@
 //! (start, serve, drain, stop).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,14 +124,21 @@ impl App {
     }
 }
 
+/// Under the data dir: what cubecl learns about the GPU (autotune results).
+pub const GPU_CACHE_DIR: &str = "gpu-cache";
+
 /// Picks the inference device (`auto`: a real GPU, else the CPU) off the runtime, logs and
 /// reports it.
-async fn select_engine_device(metrics: &mut Metrics) -> Option<String> {
-    use crate::engine::device::{DeviceChoice, select};
-    let selected = tokio::task::spawn_blocking(|| select(DeviceChoice::Auto))
-        .await
-        .ok()?
-        .ok()?;
+async fn select_engine_device(metrics: &mut Metrics, data_dir: &Path) -> Option<String> {
+    use crate::engine::device::{DeviceChoice, keep_gpu_cache_in, select};
+    let cache = data_dir.join(GPU_CACHE_DIR);
+    let selected = tokio::task::spawn_blocking(move || {
+        keep_gpu_cache_in(&cache);
+        select(DeviceChoice::Auto)
+    })
+    .await
+    .ok()?
+    .ok()?;
     let adapter = selected
         .adapter
         .clone()
@@ -205,7 +213,7 @@ pub async fn start(config: Config, bootstrap: Bootstrap) -> anyhow::Result<Runni
     );
     let intra_op = crate::engine::threads::configure(config.engine.intra_op_threads as usize);
     tracing::info!(threads = intra_op, "intra-op CPU pool");
-    let engine_device = select_engine_device(&mut metrics).await;
+    let engine_device = select_engine_device(&mut metrics, &config.data_dir).await;
     let auth_config = auth_config(&config);
     metrics
         .auth

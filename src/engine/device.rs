@@ -41,6 +41,26 @@ pub struct Selected {
     pub reason: String,
 }
 
+/// Keeps what cubecl learns about the GPU (kernel autotune results with `gpu-tuned`, and
+/// its other caches) under `dir` — the appliance's data dir, not the service user's home
+/// or `/tmp` — so tuning is done once per device and model shape and survives restarts.
+/// Call before the GPU starts; the first call wins (false when cubecl was configured
+/// already). `CUBECL_*` environment variables still apply.
+#[cfg(feature = "gpu")]
+pub fn keep_gpu_cache_in(dir: &std::path::Path) -> bool {
+    use burn::cubecl::config::cache::CacheConfig;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::default().override_from_env();
+    config.environment.path = CacheConfig::Directory(dir.to_path_buf());
+    CubeClRuntimeConfig::try_set(config)
+}
+
+/// Without GPU support there is nothing to keep.
+#[cfg(not(feature = "gpu"))]
+pub fn keep_gpu_cache_in(_dir: &std::path::Path) -> bool {
+    false
+}
+
 /// The outcome of bringing up wgpu, once per process (a wgpu runtime cannot be set up twice).
 #[cfg(feature = "gpu")]
 fn vulkan() -> &'static Result<(Device, AdapterInfo), String> {

@@ -398,13 +398,23 @@ impl Model {
     /// # Errors
     /// The model cannot run on inputs of its declared shapes.
     pub fn warmup(&self) -> Result<(), EngineError> {
+        self.warmup_at(1)
+    }
+
+    /// Runs the model once with every dynamic dimension set to `batch`: on a GPU, the
+    /// kernels for that size are compiled (and, with `gpu-tuned`, tuned) here rather than
+    /// on the first request of that size.
+    ///
+    /// # Errors
+    /// The model cannot run on inputs of its declared shapes.
+    pub fn warmup_at(&self, batch: usize) -> Result<(), EngineError> {
         let cap = Cap::of(&self.limits);
         guarded(|| {
             let inputs = self
                 .inputs
                 .iter()
                 .map(|(_, spec)| {
-                    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
                     let n = cap
                         .check(&shape, I64)
                         .map_err(|e| EngineError::Input(format!("input {}: {e}", spec.name)))?;

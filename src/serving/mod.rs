@@ -401,6 +401,15 @@ impl Serving {
             let model = Model::load_with(&bytes, &selected.device, registry.limits())
                 .and_then(|m| m.warmup().map(|()| m))
                 .map_err(|e: EngineError| ServeError::LoadFailed(e.to_string()))?;
+            // On a GPU, the largest batch the deployment forms gets its kernels compiled
+            // (and tuned) now, not on the first request that size.
+            let largest = settings.max_batch_size as usize;
+            if selected.kind == "gpu"
+                && largest > 1
+                && let Err(e) = model.warmup_at(largest)
+            {
+                tracing::warn!(model = %name, batch = largest, error = %e, "warm-up at the largest batch failed; that size compiles on first use");
+            }
             let model = Arc::new(model);
             let counters = Arc::new(Counters::default());
             let pool = Pool::start(
