@@ -65,6 +65,13 @@ pub enum HostOp {
     Gelu {
         tanh: bool,
     },
+    /// LayerNormalization with constant scale and bias, over rows of `scale.len()` values;
+    /// its inputs stay on the step, so other shapes go to burn unchanged.
+    LayerNorm {
+        epsilon: f32,
+        scale: Vec<f32>,
+        bias: Option<Vec<f32>>,
+    },
     /// HardSwish (`x · relu6(x + 3) / 6`) or HardSigmoid (`clamp(αx + β, 0, 1)`), in place.
     Hard {
         swish: bool,
@@ -186,6 +193,24 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Unary(Unary::Sigmoid) => HostOp::Sigmoid,
         Op::Unary(Unary::Erf) => HostOp::Erf,
         Op::Gelu { tanh } => HostOp::Gelu { tanh: *tanh },
+        Op::LayerNorm {
+            epsilon, outputs, ..
+        } if *outputs == 1 && step.outputs.len() == 1 => {
+            let (scale, _) = constant_f32(constants, input(1))?;
+            let bias = match input(2) {
+                None => None,
+                Some(_) => Some(
+                    constant_f32(constants, input(2))
+                        .filter(|(b, _)| b.len() == scale.len())?
+                        .0,
+                ),
+            };
+            HostOp::LayerNorm {
+                epsilon: *epsilon,
+                scale,
+                bias,
+            }
+        }
         Op::Unary(Unary::HardSwish) => HostOp::Hard {
             swish: true,
             alpha: 1.0 / 6.0,
@@ -448,6 +473,7 @@ impl HostOp {
             Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len(),
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
             Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
+            Self::LayerNorm { scale, bias, .. } => scale.len() + bias.as_ref().map_or(0, Vec::len),
             _ => 0,
         };
         u64::try_from(floats.saturating_mul(F32)).unwrap_or(u64::MAX)

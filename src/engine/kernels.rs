@@ -225,23 +225,16 @@ pub fn relu(values: &mut [f32]) {
     }
 }
 
-/// Softmax along the last axis (rows of length `row`), numerically stable.
+/// Softmax over each row of `row` values, in place (vectorized `exp`; see `pointwise`).
 pub fn softmax_rows(values: &mut [f32], row: usize) {
-    if row == 0 {
-        return;
-    }
-    for r in values.chunks_exact_mut(row) {
-        let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
-        for v in r.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in r.iter_mut() {
-            *v *= inv;
-        }
-    }
+    pointwise::softmax_rows(values, row);
+}
+
+/// Layer normalization of each row of `scale.len()` values, in place: `(x − mean) /
+/// √(var + ε) · scale + bias`, mean and (biased) variance over the row, as ONNX
+/// LayerNormalization computes them in f32.
+pub fn layer_norm_rows(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+    pointwise::layer_norm_rows(values, scale, bias, epsilon);
 }
 
 pub(super) fn rank4(shape: &[usize], op: &str) -> Result<[usize; 4], EngineError> {
@@ -349,11 +342,52 @@ mod tests {
     }
 
     #[test]
+    fn layer_norm_rows_match_the_definition() {
+        let width = 37; // a tail past the 8 lanes
+        let x: Vec<f32> = (0..3 * width)
+            .map(|i| ((i * 7919) % 101) as f32 / 10.0 - 5.0)
+            .collect();
+        let scale: Vec<f32> = (0..width).map(|i| 0.5 + i as f32 / 50.0).collect();
+        let bias: Vec<f32> = (0..width).map(|i| i as f32 / 10.0 - 1.0).collect();
+        for with_bias in [false, true] {
+            let mut got = x.clone();
+            layer_norm_rows(&mut got, &scale, with_bias.then_some(&bias[..]), 1e-5);
+            for (row, out) in x.chunks(width).zip(got.chunks(width)) {
+                let n = width as f64;
+                let mean = row.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+                let var = row
+                    .iter()
+                    .map(|v| (f64::from(*v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                for (i, (v, o)) in row.iter().zip(out).enumerate() {
+                    let b = if with_bias { f64::from(bias[i]) } else { 0.0 };
+                    let want =
+                        (f64::from(*v) - mean) / (var + 1e-5).sqrt() * f64::from(scale[i]) + b;
+                    assert!((f64::from(*o) - want).abs() < 1e-5, "{o} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn softmax_rows_sum_to_one() {
         let mut v = vec![1.0, 2.0, 3.0, 1000.0, 1000.0, 1000.0];
         softmax_rows(&mut v, 3);
         assert!((v[..3].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((v[3] - 1.0 / 3.0).abs() < 1e-6);
+        // A row past the 8 lanes, against the definition.
+        let x: Vec<f32> = (0..21).map(|i| (i as f32 - 10.0) * 0.7).collect();
+        let mut got = x.clone();
+        softmax_rows(&mut got, 21);
+        let total: f64 = x.iter().map(|v| f64::from(*v).exp()).sum();
+        for (v, g) in x.iter().zip(&got) {
+            let want = f64::from(*v).exp() / total;
+            assert!(
+                (f64::from(*g) - want).abs() <= 1e-6 * want + 1e-9,
+                "{g} vs {want}"
+            );
+        }
     }
 
     #[test]

@@ -125,6 +125,26 @@ impl HostOp {
                 }
                 Value::Dense(x)
             }
+            Self::LayerNorm {
+                epsilon,
+                scale,
+                bias,
+            } => {
+                let x = take(&mut args, 0, op)?;
+                let Some(&last) = x.dims().last() else {
+                    return general(std::iter::once(Some(x)).chain(args.drain(1..)).collect());
+                };
+                // The kernel's case: rows along the last axis, scale and bias of that
+                // length; anything else (other axes, broadcast scales) goes to burn.
+                let axis_is_last = matches!(general_op, Op::LayerNorm { axis, .. }
+                    if *axis == -1 || usize::try_from(*axis).ok() == x.dims().len().checked_sub(1));
+                if matches!(x, Value::Int { .. }) || !axis_is_last || last != scale.len() {
+                    return general(std::iter::once(Some(x)).chain(args.drain(1..)).collect());
+                }
+                let mut x = dense(x)?;
+                kernels::layer_norm_rows(&mut x.data, scale, bias.as_deref(), *epsilon);
+                Value::Dense(x)
+            }
             Self::Silu => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 kernels::silu(&mut x.data);

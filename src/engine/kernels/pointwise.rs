@@ -138,3 +138,93 @@ fn on_best_cpu(values: &mut [f32], activation: Activation) {
     }
     apply(values, activation);
 }
+
+/// Sums in 8 lanes, so the loop vectorizes (a single running sum is a chain the compiler
+/// must keep in order).
+#[inline(always)]
+fn lane_sum(values: &[f32], mut term: impl FnMut(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += term(*v);
+        }
+    }
+    lanes.iter().sum::<f32>() + rest.iter().map(|v| term(*v)).sum::<f32>()
+}
+
+#[inline(always)]
+fn softmax_apply(values: &mut [f32], row: usize) {
+    for r in values.chunks_exact_mut(row) {
+        let max = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        r.iter_mut().for_each(|v| *v = exp_fast(*v - max));
+        let inv = 1.0 / lane_sum(r, |v| v);
+        r.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[inline(always)]
+fn layer_norm_apply(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+    let width = scale.len();
+    #[expect(clippy::cast_precision_loss, reason = "a row length")]
+    let n = width as f32;
+    for r in values.chunks_exact_mut(width) {
+        let mean = lane_sum(r, |v| v) / n;
+        let var = lane_sum(r, |v| (v - mean) * (v - mean)) / n;
+        let inv = 1.0 / (var + epsilon).sqrt();
+        match bias {
+            Some(bias) => {
+                for ((v, s), b) in r.iter_mut().zip(scale).zip(bias) {
+                    *v = (*v - mean) * inv * s + b;
+                }
+            }
+            None => {
+                for (v, s) in r.iter_mut().zip(scale) {
+                    *v = (*v - mean) * inv * s;
+                }
+            }
+        }
+    }
+}
+
+/// Softmax over each row of `row` values, in place; rows stay finite for finite inputs
+/// (the row's maximum is subtracted first).
+pub fn softmax_rows(values: &mut [f32], row: usize) {
+    if row == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(values: &mut [f32], row: usize) {
+            softmax_apply(values, row);
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { avx2(values, row) };
+            return;
+        }
+    }
+    softmax_apply(values, row);
+}
+
+/// Layer normalization of rows of `scale.len()` values, in place (see `kernels`).
+pub fn layer_norm_rows(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+    if scale.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
+            layer_norm_apply(values, scale, bias, epsilon);
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { avx2(values, scale, bias, epsilon) };
+            return;
+        }
+    }
+    layer_norm_apply(values, scale, bias, epsilon);
+}
