@@ -1,0 +1,89 @@
+//! Runs on synthetic or given inputs beside serving: the warm-up after a load (at batch 1
+//! and, on a GPU, at the largest batch a deployment forms) and the per-step profile.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::{DType, TensorData};
+
+use super::{Model, StepProfile};
+use crate::engine::EngineError;
+use crate::engine::elementwise;
+use crate::engine::limits::{Cap, I64, guarded};
+
+impl Model {
+    /// Runs the model once on synthetic inputs (dynamic dimensions set to 1), so the first
+    /// real request does not pay for first-use allocations.
+    ///
+    /// # Errors
+    /// The model cannot run on inputs of its declared shapes.
+    pub fn warmup(&self) -> Result<(), EngineError> {
+        self.warmup_at(1)
+    }
+
+    /// Runs the model once with every dynamic dimension set to `batch`: on a GPU, the
+    /// kernels for that size are compiled (and, with `gpu-tuned`, tuned) here rather than
+    /// on the first request of that size.
+    ///
+    /// # Errors
+    /// The model cannot run on inputs of its declared shapes.
+    pub fn warmup_at(&self, batch: usize) -> Result<(), EngineError> {
+        let cap = Cap::of(&self.limits);
+        guarded(|| {
+            let inputs = self
+                .inputs
+                .iter()
+                .map(|(_, spec)| {
+                    let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
+                    let n = cap
+                        .check(&shape, I64)
+                        .map_err(|e| EngineError::Input(format!("input {}: {e}", spec.name)))?;
+                    let zeros = TensorData::new(vec![0f32; n], shape);
+                    let dtype = spec.element_type().unwrap_or(DType::F32);
+                    Ok((spec.name.clone(), elementwise::to_declared(zeros, dtype)?))
+                })
+                .collect::<Result<_, EngineError>>()?;
+            self.run(inputs).map(|_| ())
+        })
+    }
+
+    /// Runs the model `iterations` times with the device synchronised after every step, and
+    /// returns each step's share: the time to issue its work (host) and the time until the
+    /// device finished it (host + device), summed over the runs.
+    ///
+    /// # Errors
+    /// As [`Model::run`], or a device that fails to synchronise.
+    pub fn profile(
+        &self,
+        inputs: &[(String, TensorData)],
+        iterations: usize,
+    ) -> Result<Vec<StepProfile>, EngineError> {
+        let cap = Cap::of(&self.limits);
+        let sync = || {
+            self.device
+                .sync()
+                .map_err(|e| EngineError::Internal(format!("device sync: {e:?}")))
+        };
+        let mut profile: Vec<StepProfile> = self
+            .steps
+            .iter()
+            .map(|s| StepProfile {
+                node: self.names[s.node].clone(),
+                op: s.onnx.clone(),
+                issue: Duration::ZERO,
+                total: Duration::ZERO,
+            })
+            .collect();
+        for _ in 0..iterations.max(1) {
+            let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
+            sync()?;
+            for (step, entry) in self.steps.iter().zip(&mut profile) {
+                let started = Instant::now();
+                self.execute_step(step, &mut slots, cap)?;
+                entry.issue += started.elapsed();
+                sync()?;
+                entry.total += started.elapsed();
+            }
+        }
+        Ok(profile)
+    }
+}
