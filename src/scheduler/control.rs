@@ -50,6 +50,17 @@ impl Core {
         reply: Reply<Vec<u64>>,
         now_ms: u64,
     ) {
+        // A key naming a task whose submission is still held answers with that task: the
+        // held writes go out first, so this answer cannot be committed before them.
+        let held_keys: Vec<u64> = specs
+            .iter()
+            .filter_map(|s| s.idempotency_key.as_ref().and_then(|k| self.keys.get(k)))
+            .filter(|id| self.held.contains_key(id))
+            .copied()
+            .collect();
+        for id in held_keys {
+            self.release(id);
+        }
         let mark = (self.batch.writes.len(), self.batch.acks.len());
         match self.admit(specs, creator, now_ms) {
             Ok((ids, new)) if self.runs_ahead(&new) => {

@@ -138,10 +138,37 @@ fn an_attempt_runs_ahead_of_its_submission_and_a_short_one_shares_its_commit() {
     assert!(b.core.running.is_empty() && store.task(id).unwrap().is_none());
     assert_eq!(b.core.running_by_kind.iter().sum::<usize>(), 0);
 
+    // The same idempotency key while the first submission is held: the held writes go
+    // out first, in the batch that answers the second, so no answer precedes them.
+    let keyed = || {
+        let mut t = task(sleep(), 5);
+        t.idempotency_key = Some("once".into());
+        t
+    };
+    let (reply, mut first) = oneshot::channel();
+    b.core.submit(vec![keyed()], "tester", reply, 50);
+    let (reply, mut second) = oneshot::channel();
+    b.core.submit(vec![keyed()], "tester", reply, 50);
+    let (batch, _) = b.core.take_output();
+    assert!(b.core.held.is_empty(), "released by the second submission");
+    store
+        .apply_task_writes(&batch.writes, batch.durable)
+        .unwrap();
+    b.core.committed(&Ok(()), batch.acks, 50);
+    let id = first.try_recv().unwrap().unwrap()[0];
+    assert_eq!(second.try_recv().unwrap().unwrap(), [id]);
+    assert!(store.task(id).unwrap().is_some());
+    b.core.attempt_done(id, 1, Ok("{}".into()), 51);
+    let _ = commit(&mut b, 51);
+
     // A backup writes files: it never begins before its submission is stored.
     let (reply, _answer) = oneshot::channel();
     b.core
         .submit(vec![task(Kind::StoreBackup, 5)], "tester", reply, 40);
     let (batch, effects) = b.core.take_output();
-    assert!(!batch.is_empty() && effects.is_empty());
+    assert!(!batch.is_empty());
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Start { .. })),
+        "a backup began before its submission was stored"
+    );
 }
