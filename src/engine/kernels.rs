@@ -5,7 +5,7 @@
 
 use super::EngineError;
 use super::limits::product;
-pub use super::shapes::window_out;
+pub use super::shapes::{window_out, window_out_2d};
 
 mod conv;
 mod depthwise;

@@ -67,6 +67,22 @@ pub fn pads_2d(
     }
 }
 
+/// Output sizes of a 2-D window op (height, width); `None` as for [`window_out`].
+#[must_use]
+pub fn window_out_2d(
+    input: [usize; 2],
+    pads: [(usize, usize); 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    ceil: bool,
+) -> Option<[usize; 2]> {
+    Some([
+        window_out(input[0], pads[0], kernel[0], stride[0], dilation[0], ceil)?,
+        window_out(input[1], pads[1], kernel[1], stride[1], dilation[1], ceil)?,
+    ])
+}
+
 /// Output size of a window op along one axis; `None` when the window does not fit, a
 /// size is zero, or the arithmetic overflows.
 #[must_use]

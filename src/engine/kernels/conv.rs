@@ -2,7 +2,7 @@
 //! product for small ungrouped layers, a deep layer's unfolded input built a few channels
 //! at a time; depthwise layers go to `depthwise.rs`.
 
-use super::{Dense, PARALLEL_MACS, bias_relu, fmax, matmul, rank4, window_out};
+use super::{Dense, PARALLEL_MACS, bias_relu, fmax, matmul, rank4, window_out_2d};
 use crate::engine::EngineError;
 use crate::engine::limits::{Cap, F32};
 
@@ -42,24 +42,8 @@ impl Conv2d {
             )));
         }
         let bad = || EngineError::Invalid(format!("Conv: kernel larger than input {h}×{w}"));
-        let oh = window_out(
-            h,
-            pads[0],
-            self.kernel[0],
-            self.stride[0],
-            self.dilation[0],
-            false,
-        )
-        .ok_or_else(bad)?;
-        let ow = window_out(
-            w,
-            pads[1],
-            self.kernel[1],
-            self.stride[1],
-            self.dilation[1],
-            false,
-        )
-        .ok_or_else(bad)?;
+        let [oh, ow] = window_out_2d([h, w], pads, self.kernel, self.stride, self.dilation, false)
+            .ok_or_else(bad)?;
         let out = [batch, self.out_channels, oh, ow];
         cap.check(&out, F32)?;
         // The padded plane the depthwise kernel builds (one row more), and its wide output.
@@ -334,8 +318,7 @@ mod tests {
     /// Direct 7-loop convolution, the reference for im2col + GEMM.
     fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
         let [n, ch, h, w] = rank4(&x.shape, "").unwrap();
-        let oh = window_out(h, pads[0], c.kernel[0], c.stride[0], c.dilation[0], false).unwrap();
-        let ow = window_out(w, pads[1], c.kernel[1], c.stride[1], c.dilation[1], false).unwrap();
+        let [oh, ow] = window_out_2d([h, w], pads, c.kernel, c.stride, c.dilation, false).unwrap();
         let cin_g = ch / c.groups;
         let cout_g = c.out_channels / c.groups;
         let mut out = vec![0f32; n * c.out_channels * oh * ow];

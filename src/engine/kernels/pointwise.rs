@@ -63,7 +63,7 @@ pub fn erf_fast(x: f32) -> f32 {
 
 /// `erf` in place, vectorized.
 pub fn erf(values: &mut [f32]) {
-    on_best_cpu(values, Activation::Erf);
+    on_best_cpu(Activate(values, Activation::Erf));
 }
 
 /// GELU in place, vectorized: `x/2 · (1 + erf(x/√2))`, or with `tanh` the approximation
@@ -71,24 +71,24 @@ pub fn erf(values: &mut [f32]) {
 /// absolute error is up to `2e-7·|x|` (a few times `1 + erff`'s); the outputs there are
 /// below 1e-6.
 pub fn gelu(values: &mut [f32], tanh: bool) {
-    on_best_cpu(
+    on_best_cpu(Activate(
         values,
         if tanh {
             Activation::GeluTanh
         } else {
             Activation::Gelu
         },
-    );
+    ));
 }
 
 /// The logistic function in place, `1 / (1 + e^-x)`, vectorized.
 pub fn sigmoid(values: &mut [f32]) {
-    on_best_cpu(values, Activation::Sigmoid);
+    on_best_cpu(Activate(values, Activation::Sigmoid));
 }
 
 /// SiLU in place, `x · sigmoid(x) = x / (1 + e^-x)`, vectorized.
 pub fn silu(values: &mut [f32]) {
-    on_best_cpu(values, Activation::Silu);
+    on_best_cpu(Activate(values, Activation::Silu));
 }
 
 #[derive(Clone, Copy)]
@@ -98,6 +98,17 @@ enum Activation {
     Erf,
     Gelu,
     GeluTanh,
+}
+
+/// An activation over a buffer, in place.
+struct Activate<'a>(&'a mut [f32], Activation);
+
+impl Loop for Activate<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Self(values, activation) = self;
+        apply(values, activation);
+    }
 }
 
 #[inline(always)]
@@ -121,22 +132,28 @@ fn apply(values: &mut [f32], activation: Activation) {
     }
 }
 
-/// The loop compiled for AVX2 (8 lanes) when the CPU has it, else for the baseline (4):
-/// about 4× faster than the scalar loop it replaced on this machine's EPYC.
-fn on_best_cpu(values: &mut [f32], activation: Activation) {
+/// A loop over host buffers whose body is inlined into [`on_best_cpu`]'s copies.
+trait Loop {
+    fn run(self);
+}
+
+/// Runs `work` compiled for AVX2 (8 lanes) when the CPU has it, else for the baseline (4):
+/// about 4× faster than the scalar loops it replaced on this machine's EPYC. Every
+/// `Loop::run` is `#[inline(always)]`, so its body is compiled with the AVX2 features.
+fn on_best_cpu(work: impl Loop) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
-        fn avx2(values: &mut [f32], activation: Activation) {
-            apply(values, activation);
+        fn avx2(work: impl Loop) {
+            work.run();
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { avx2(values, activation) };
+            unsafe { avx2(work) };
             return;
         }
     }
-    apply(values, activation);
+    work.run();
 }
 
 /// Sums in 8 lanes, so the loop vectorizes (a single running sum is a chain the compiler
@@ -191,40 +208,43 @@ fn layer_norm_apply(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps
 /// Softmax over each row of `row` values, in place; rows stay finite for finite inputs
 /// (the row's maximum is subtracted first).
 pub fn softmax_rows(values: &mut [f32], row: usize) {
-    if row == 0 {
-        return;
+    if row > 0 {
+        on_best_cpu(Softmax(values, row));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(values: &mut [f32], row: usize) {
-            softmax_apply(values, row);
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { avx2(values, row) };
-            return;
-        }
+}
+
+struct Softmax<'a>(&'a mut [f32], usize);
+
+impl Loop for Softmax<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let Self(values, row) = self;
+        softmax_apply(values, row);
     }
-    softmax_apply(values, row);
 }
 
 /// Layer normalization of rows of `scale.len()` values, in place (see `kernels`).
 pub fn layer_norm_rows(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
-    if scale.is_empty() {
-        return;
+    if !scale.is_empty() {
+        on_best_cpu(LayerNorm {
+            values,
+            scale,
+            bias,
+            epsilon,
+        });
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
-            layer_norm_apply(values, scale, bias, epsilon);
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { avx2(values, scale, bias, epsilon) };
-            return;
-        }
+}
+
+struct LayerNorm<'a> {
+    values: &'a mut [f32],
+    scale: &'a [f32],
+    bias: Option<&'a [f32]>,
+    epsilon: f32,
+}
+
+impl Loop for LayerNorm<'_> {
+    #[inline(always)]
+    fn run(self) {
+        layer_norm_apply(self.values, self.scale, self.bias, self.epsilon);
     }
-    layer_norm_apply(values, scale, bias, epsilon);
 }

@@ -1,6 +1,6 @@
 //! Max and average pooling as direct loops, and global average pooling.
 
-use super::{Dense, fmax, rank4, window_out};
+use super::{Dense, fmax, rank4, window_out_2d};
 use crate::engine::EngineError;
 use crate::engine::limits::{Cap, F32};
 
@@ -37,21 +37,12 @@ impl Pool {
     ) -> Result<[usize; 4], EngineError> {
         let [batch, channels, h, w] = rank4(shape, "pool")?;
         let bad = || EngineError::Invalid(format!("pool: window larger than input {h}×{w}"));
-        let oh = window_out(
-            h,
-            pads[0],
-            self.kernel[0],
-            self.stride[0],
-            self.dilation[0],
-            self.ceil,
-        )
-        .ok_or_else(bad)?;
-        let ow = window_out(
-            w,
-            pads[1],
-            self.kernel[1],
-            self.stride[1],
-            self.dilation[1],
+        let [oh, ow] = window_out_2d(
+            [h, w],
+            pads,
+            self.kernel,
+            self.stride,
+            self.dilation,
             self.ceil,
         )
         .ok_or_else(bad)?;

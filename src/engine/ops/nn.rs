@@ -16,7 +16,7 @@ use crate::engine::EngineError;
 use crate::engine::elementwise::Arithmetic;
 use crate::engine::elementwise::broadcast_shape;
 use crate::engine::limits::{Cap, F32};
-use crate::engine::shapes::{pads_2d, window_out};
+use crate::engine::shapes::{pads_2d, window_out_2d};
 use crate::engine::value::{Float, Value, each_rank, with_rank};
 
 /// Checks the padded input a window op may build (burn pads before it slides) against
@@ -47,17 +47,12 @@ fn window_sizes(
     dilation: [usize; 2],
     ceil: bool,
 ) -> Result<[usize; 2], EngineError> {
-    let mut out = [0; 2];
-    for i in 0..2 {
-        out[i] = window_out(input[i], pads[i], kernel[i], stride[i], dilation[i], ceil)
-            .ok_or_else(|| {
-                EngineError::Invalid(format!(
-                    "a {kernel:?} window (strides {stride:?}, dilations {dilation:?}, pads \
-                     {pads:?}) does not fit input {input:?}"
-                ))
-            })?;
-    }
-    Ok(out)
+    window_out_2d(input, pads, kernel, stride, dilation, ceil).ok_or_else(|| {
+        EngineError::Invalid(format!(
+            "a {kernel:?} window (strides {stride:?}, dilations {dilation:?}, pads \
+             {pads:?}) does not fit input {input:?}"
+        ))
+    })
 }
 
 /// ONNX Conv on a rank-4 input.
