@@ -15,7 +15,7 @@ use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 
 use super::EngineError;
 use super::elementwise::Arithmetic;
-use super::kernels::{Conv2d, Dense, Pool, PoolKind};
+use super::kernels::{self, Conv2d, Dense, Pool, PoolKind};
 use super::limits::{F32, at_node, guarded};
 use super::model::Step;
 use super::ops::{Ints, Op, Unary, Variadic};
@@ -132,9 +132,10 @@ impl Padding {
 /// `Y = scale · op(A) · B + bias`, then ReLU when fused.
 #[derive(Debug, Clone)]
 pub struct Gemm {
-    /// B, `k × n`, read through `b_strides` (row, column).
+    /// B, `k × n`: in the panel kernel's layout (scaled by `scale` there) when
+    /// `panels`, else row-major for the `gemm` crate.
     b: Vec<f32>,
-    b_strides: (usize, usize),
+    panels: bool,
     k: usize,
     n: usize,
     trans_a: bool,
@@ -144,6 +145,38 @@ pub struct Gemm {
     relu: bool,
     /// MatMul semantics: A of any rank ≥ 2, leading dimensions kept.
     matmul: bool,
+}
+
+impl Gemm {
+    /// A product with the row-major `k × n` weights `b`, packed into panels when the CPU
+    /// runs the panel kernel.
+    fn new(
+        b: Vec<f32>,
+        k: usize,
+        n: usize,
+        trans_a: bool,
+        scale: f32,
+        bias: Option<Vec<f32>>,
+        matmul: bool,
+    ) -> Self {
+        let panels = kernels::panels::available();
+        let (b, scale) = if panels {
+            (kernels::panels::pack(&b, k, n, (n, 1), scale), 1.0)
+        } else {
+            (b, scale)
+        };
+        Self {
+            b,
+            panels,
+            k,
+            n,
+            trans_a,
+            scale,
+            bias,
+            relu: false,
+            matmul,
+        }
+    }
 }
 
 /// Host f32 values of a constant operand, or `None` when it is not a float constant.
@@ -291,7 +324,6 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
             let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
             // B is stored row-major `k × n` for the kernel, transposed once here if need be.
             let (k, n_out, b) = row_major_b(b, rows, cols, c.trans_b != 0);
-            let b_strides = (n_out, 1);
             let bias = match input(2) {
                 None => None,
                 Some(_) => {
@@ -305,17 +337,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
                 }
             };
             step.inputs.truncate(1);
-            HostOp::Gemm(Gemm {
-                b,
-                b_strides,
-                k,
-                n: n_out,
-                trans_a: c.trans_a != 0,
-                scale: c.alpha,
-                bias,
-                relu: false,
-                matmul: false,
-            })
+            HostOp::Gemm(Gemm::new(b, k, n_out, c.trans_a != 0, c.alpha, bias, false))
         }
         Op::Linear { transpose_weight } => {
             let (w, shape) = constant_f32(constants, input(1))?;
@@ -333,33 +355,13 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
                 }
             };
             step.inputs.truncate(1);
-            HostOp::Gemm(Gemm {
-                b,
-                b_strides: (n_out, 1),
-                k,
-                n: n_out,
-                trans_a: false,
-                scale: 1.0,
-                bias,
-                relu: false,
-                matmul: true,
-            })
+            HostOp::Gemm(Gemm::new(b, k, n_out, false, 1.0, bias, true))
         }
         Op::MatMul => {
             let (b, shape) = constant_f32(constants, input(1))?;
             let [k, n_out] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
             step.inputs.truncate(1);
-            HostOp::Gemm(Gemm {
-                b,
-                b_strides: (n_out, 1),
-                k,
-                n: n_out,
-                trans_a: false,
-                scale: 1.0,
-                bias: None,
-                relu: false,
-                matmul: true,
-            })
+            HostOp::Gemm(Gemm::new(b, k, n_out, false, 1.0, None, true))
         }
         Op::BatchNorm { epsilon } if step.outputs.len() == 1 => {
             let mut params = Vec::with_capacity(4);

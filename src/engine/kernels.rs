@@ -9,6 +9,7 @@ pub use super::shapes::{window_out, window_out_2d};
 
 mod conv;
 mod depthwise;
+pub mod panels;
 mod pointwise;
 mod pool;
 pub use conv::Conv2d;
@@ -198,6 +199,30 @@ fn row_times_matrix(
     portable(dst, a, a_stride, b, b_stride, k, scale);
 }
 
+/// A loop over host buffers whose body is inlined into [`on_best_cpu`]'s copies.
+pub(super) trait Loop {
+    fn run(self);
+}
+
+/// Runs `work` compiled for AVX2 (8 lanes) when the CPU has it, else for the baseline (4):
+/// about 4× faster than the scalar loops it replaced on this machine's EPYC. Every
+/// `Loop::run` is `#[inline(always)]`, so its body is compiled with the AVX2 features.
+pub(super) fn on_best_cpu(work: impl Loop) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(work: impl Loop) {
+            work.run();
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { avx2(work) };
+            return;
+        }
+    }
+    work.run();
+}
+
 /// Adds `bias` to every value, then clamps at zero when `relu`.
 pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
     if relu {
@@ -211,11 +236,12 @@ pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
     }
 }
 
-/// The larger of two values in the form that compiles to one `maxps` lane (f32::max's
-/// NaN rules keep the loop scalar); a NaN in `a` yields `b`.
+/// The larger of two values, NaN losing to a number (`f32::max`). Not `if a > b { a }
+/// else { b }`: written back in place (`*v = fmax(*v, t)`), that select becomes a masked
+/// store, microcoded on AMD's cores, which made max pooling 5× slower.
 #[inline]
 pub(super) fn fmax(a: f32, b: f32) -> f32 {
-    if a > b { a } else { b }
+    a.max(b)
 }
 
 /// Clamps every value at zero.

@@ -5,7 +5,7 @@ use burn::tensor::{DType, Device, TensorData};
 
 use super::{Gemm, HostOp};
 use crate::engine::EngineError;
-use crate::engine::kernels::{self, Dense};
+use crate::engine::kernels::{self, Dense, panels};
 use crate::engine::limits::{Cap, F32, product};
 use crate::engine::ops::Op;
 use crate::engine::shapes::resolve_reshape;
@@ -318,28 +318,56 @@ impl Gemm {
                 self.k
             )));
         }
-        // The element count the unsafe GEMM call writes, checked before allocating.
+        // The element count the GEMM writes, checked before allocating.
         let count = cap.check(&[m, self.n], F32)?;
         let mut out = vec![0f32; count];
-        if let Some(bias) = &self.bias
-            && self.n > 0
-        {
-            for row in out.chunks_exact_mut(self.n) {
-                row.copy_from_slice(bias);
+        if self.panels {
+            // The panel kernel reads A's rows contiguously: a transposed A is laid out
+            // once (m·k values, against m·k·n multiply-adds).
+            let transposed;
+            let a_rows: &[f32] = if a_strides == (k, 1) {
+                &a.data
+            } else {
+                transposed = (0..m * k)
+                    .map(|i| a.data[(i / k) * a_strides.0 + (i % k) * a_strides.1])
+                    .collect::<Vec<f32>>();
+                &transposed
+            };
+            let start = match &self.bias {
+                Some(bias) => panels::Start::ColumnBias(bias),
+                None => panels::Start::Zero,
+            };
+            panels::multiply(
+                m,
+                self.n,
+                k,
+                (a_rows, k),
+                &self.b,
+                (&mut out, self.n),
+                start,
+                self.relu,
+            );
+        } else {
+            if let Some(bias) = &self.bias
+                && self.n > 0
+            {
+                for row in out.chunks_exact_mut(self.n) {
+                    row.copy_from_slice(bias);
+                }
             }
-        }
-        kernels::matmul(
-            m,
-            self.n,
-            k,
-            &mut out,
-            (&a.data, a_strides.0, a_strides.1),
-            (&self.b, self.b_strides.0, self.b_strides.1),
-            self.bias.is_some(),
-            self.scale,
-        );
-        if self.relu {
-            kernels::relu(&mut out);
+            kernels::matmul(
+                m,
+                self.n,
+                k,
+                &mut out,
+                (&a.data, a_strides.0, a_strides.1),
+                (&self.b, self.n, 1),
+                self.bias.is_some(),
+                self.scale,
+            );
+            if self.relu {
+                kernels::relu(&mut out);
+            }
         }
         shape.push(self.n);
         Dense::new(out, shape)

@@ -1,7 +1,41 @@
 //! Depthwise convolution (one input and one output channel per group), computed directly
 //! rather than as many one-row GEMMs.
 
-use super::{Conv2d, Dense, PARALLEL_MACS, bias_relu};
+use super::{Conv2d, Dense, Loop, PARALLEL_MACS, bias_relu};
+
+/// Kernel taps the register path takes (7×7 and below).
+const MAX_TAPS: usize = 49;
+
+/// `out[i] = bias + Σ weight · padded[origin + offset + i]` over the taps, ReLU when
+/// asked, 8 outputs at a time with every tap summed in registers; `out.len()` is a
+/// multiple of 8 and `padded` has room for the last chunk's reads.
+struct Taps<'a> {
+    padded: &'a [f32],
+    origin: usize,
+    taps: &'a [(usize, f32)],
+    out: &'a mut [f32],
+    bias: f32,
+    relu: bool,
+}
+
+impl Loop for Taps<'_> {
+    #[inline(always)]
+    fn run(self) {
+        for (i, out8) in self.out.chunks_exact_mut(8).enumerate() {
+            let mut acc = [self.bias; 8];
+            for &(offset, weight) in self.taps {
+                let src = &self.padded[self.origin + offset + i * 8..][..8];
+                for (a, v) in acc.iter_mut().zip(src) {
+                    *a += weight * v;
+                }
+            }
+            if self.relu {
+                acc.iter_mut().for_each(|a| *a = super::fmax(*a, 0.0));
+            }
+            out8.copy_from_slice(&acc);
+        }
+    }
+}
 
 impl Conv2d {
     /// Depthwise convolution (one input and one output channel per group) computed
@@ -21,47 +55,75 @@ impl Conv2d {
         let [dh, dw] = self.dilation;
         let channels = self.out_channels;
         let plane = oh * ow;
-        // The plane padded once, the output computed `pw` wide, so every tap is
-        // one contiguous multiply-add over the whole plane (small planes would otherwise
-        // spend their time in per-row loop overhead); the valid columns are kept.
+        // The plane padded once; outputs are computed 8 at a time with every tap summed in
+        // registers from contiguous loads of the padded rows, `pw` wide (the columns past
+        // `ow` are dropped). Stride 2 across computes every position and keeps every other
+        // one (2× the multiply-adds, but contiguous); stride 2 down skips rows.
         let (pw, ph) = (w + pads[1].0 + pads[1].1, h + pads[0].0 + pads[0].1);
-        // Strided layers compute the stride-1 output and keep every `stride`-th value:
-        // more multiply-adds, but contiguous ones (up to 4× at stride 2).
-        let (oh1, ow1) = (oh.saturating_sub(1) * sh + 1, ow.saturating_sub(1) * sw + 1);
-        let wide = oh > 0 && ow > 0 && sh <= 2 && sw <= 2;
+        let ow1 = ow.saturating_sub(1) * sw + 1;
+        let wide = oh > 0 && ow > 0 && sh <= 2 && sw <= 2 && kh * kw <= MAX_TAPS;
         let one_wide = |index: usize, dst: &mut [f32], scratch: &mut Vec<f32>| {
             let c = index % channels;
             let input = &x.data[index * h * w..][..h * w];
             let weight = &self.weight[c * kh * kw..][..kh * kw];
-            // [padded plane | wide output], the padded plane one row longer so the last
-            // tap's contiguous read stays inside it.
-            let (plane_len, out_len) = ((ph + 1) * pw, oh1 * pw);
-            scratch.clear();
-            scratch.resize(plane_len + out_len, 0.0);
-            let (padded, out_wide) = scratch.split_at_mut(plane_len);
+            // [padded plane + slack | wide output]. The slack covers the reads of the last
+            // 8-wide chunk; the border stays zero from one channel to the next, as only
+            // the interior is rewritten.
+            let plane_len = ph * pw + pw + 8;
+            let wide_len = if sh == 1 { oh * pw } else { ow1 }.next_multiple_of(8);
+            if scratch.len() != plane_len + wide_len {
+                scratch.clear();
+                scratch.resize(plane_len + wide_len, 0.0);
+            }
+            let (padded, wide) = scratch.split_at_mut(plane_len);
             for (y, row) in input.chunks_exact(w).enumerate() {
                 padded[(y + pads[0].0) * pw + pads[1].0..][..w].copy_from_slice(row);
             }
+            let mut taps = [(0usize, 0f32); MAX_TAPS];
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let wv = weight[ky * kw + kx];
-                    let src = &padded[ky * dh * pw + kx * dw..][..out_len];
-                    for (d, v) in out_wide.iter_mut().zip(src) {
-                        *d += wv * v;
-                    }
+                    taps[ky * kw + kx] = (ky * dh * pw + kx * dw, weight[ky * kw + kx]);
                 }
             }
-            for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
-                let wide_row = &out_wide[oy * sh * pw..][..ow1];
+            let taps = &taps[..kh * kw];
+            let (bias, relu) = (self.bias[c], self.relu);
+            let keep = |dst_row: &mut [f32], wide_row: &[f32]| {
                 if sw == 1 {
-                    row.copy_from_slice(&wide_row[..ow]);
+                    dst_row.copy_from_slice(&wide_row[..ow]);
                 } else {
-                    for (d, v) in row.iter_mut().zip(wide_row.iter().step_by(sw)) {
+                    for (d, v) in dst_row.iter_mut().zip(wide_row.iter().step_by(sw)) {
                         *d = *v;
                     }
                 }
+            };
+            if sh == 1 {
+                // Every row: the whole plane `pw` wide in one contiguous pass.
+                super::on_best_cpu(Taps {
+                    padded,
+                    origin: 0,
+                    taps,
+                    out: wide,
+                    bias,
+                    relu,
+                });
+                for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                    keep(dst_row, &wide[oy * pw..]);
+                }
+            } else {
+                // Every other row: each computed at stride 1 across.
+                for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                    let origin = oy * sh * pw;
+                    super::on_best_cpu(Taps {
+                        padded,
+                        origin,
+                        taps,
+                        out: &mut *wide,
+                        bias,
+                        relu,
+                    });
+                    keep(dst_row, wide);
+                }
             }
-            bias_relu(dst, self.bias[c], self.relu);
         };
         let one = |index: usize, dst: &mut [f32]| {
             let c = index % channels;

@@ -1,6 +1,7 @@
 //! Element-wise kernels on host buffers that need more than one line: a vectorizable
 //! `exp` and the logistic function built on it, and a vectorizable `erf` with GELU.
 
+use super::{Loop, on_best_cpu};
 /// `e^x` for f32 in branch-free arithmetic the compiler vectorizes: `2^n · p(r)` with
 /// `x = n·ln2 + r`, `|r| ≤ ln2/2`, `p` a degree-6 polynomial (relative error below 2e-7);
 /// inputs are clamped to [-87.3, 88.3] (where f32's `e^x` is still normal), NaN stays NaN.
@@ -130,30 +131,6 @@ fn apply(values: &mut [f32], activation: Activation) {
             *v = 0.5 * *v * (1.0 + tanh);
         }),
     }
-}
-
-/// A loop over host buffers whose body is inlined into [`on_best_cpu`]'s copies.
-trait Loop {
-    fn run(self);
-}
-
-/// Runs `work` compiled for AVX2 (8 lanes) when the CPU has it, else for the baseline (4):
-/// about 4× faster than the scalar loops it replaced on this machine's EPYC. Every
-/// `Loop::run` is `#[inline(always)]`, so its body is compiled with the AVX2 features.
-fn on_best_cpu(work: impl Loop) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2(work: impl Loop) {
-            work.run();
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            unsafe { avx2(work) };
-            return;
-        }
-    }
-    work.run();
 }
 
 /// Sums in 8 lanes, so the loop vectorizes (a single running sum is a chain the compiler

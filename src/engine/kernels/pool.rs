@@ -1,8 +1,117 @@
 //! Max and average pooling as direct loops, and global average pooling.
 
-use super::{Dense, fmax, rank4, window_out_2d};
+use super::{Dense, Loop, fmax, rank4, window_out_2d};
 use crate::engine::EngineError;
 use crate::engine::limits::{Cap, F32};
+
+/// [`Pool::run_inside`]'s loops, compiled for the best CPU at hand.
+struct Inside<'a> {
+    pool: &'a Pool,
+    input: &'a [f32],
+    size: [usize; 2],
+    out_size: [usize; 2],
+    out: &'a mut [f32],
+}
+
+impl Loop for Inside<'_> {
+    #[inline(always)]
+    fn run(self) {
+        let [h, w] = self.size;
+        let [oh, ow] = self.out_size;
+        let [kh, kw] = self.pool.kernel;
+        let [sh, sw] = self.pool.stride;
+        let max = self.pool.kind == PoolKind::Max;
+        #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
+        let inv = 1.0 / (kh * kw) as f32;
+        let mut rows = vec![0f32; w];
+        let (mut even, mut odd) = (vec![0f32; w.div_ceil(2)], vec![0f32; w / 2]);
+        let reduce = |dst: &mut [f32], src: &[f32]| {
+            if max {
+                dst.iter_mut().zip(src).for_each(|(a, t)| *a = fmax(*a, *t));
+            } else {
+                dst.iter_mut().zip(src).for_each(|(a, t)| *a += *t);
+            }
+        };
+        if oh == 0 || ow == 0 {
+            return;
+        }
+        if sh == 1 && sw == 1 {
+            // Small planes (YOLO's SPPF: 5×5 on 20×20) in whole-plane passes: tap (j, i)
+            // of output position p = y·w + x reads p + j·w + i, so each tap is one
+            // contiguous pass; the `kw − 1` columns past each row's end are dropped.
+            let span = (oh - 1) * w + ow;
+            let mut wide = vec![0f32; span];
+            for (plane, dst) in self
+                .input
+                .chunks_exact(h * w)
+                .zip(self.out.chunks_exact_mut(oh * ow))
+            {
+                wide.copy_from_slice(&plane[..span]);
+                for j in 0..kh {
+                    for i in usize::from(j == 0)..kw {
+                        reduce(&mut wide, &plane[j * w + i..][..span]);
+                    }
+                }
+                for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                    dst_row.copy_from_slice(&wide[y * w..][..ow]);
+                    if !max {
+                        dst_row.iter_mut().for_each(|v| *v *= inv);
+                    }
+                }
+            }
+            return;
+        }
+        for (plane, dst) in self
+            .input
+            .chunks_exact(h * w)
+            .zip(self.out.chunks_exact_mut(oh * ow))
+        {
+            for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                rows.copy_from_slice(&plane[y * sh * w..][..w]);
+                for j in 1..kh {
+                    reduce(&mut rows, &plane[(y * sh + j) * w..][..w]);
+                }
+                // Across: output x reduces rows[x·sw .. x·sw + kw]. At stride 2 the row is
+                // split into its even and odd columns first, so every tap is a contiguous
+                // (vectorized) pass: tap j reads phase j % 2 from x + j / 2.
+                match sw {
+                    1 => {
+                        dst_row.copy_from_slice(&rows[..ow]);
+                        for j in 1..kw {
+                            reduce(dst_row, &rows[j..j + ow]);
+                        }
+                    }
+                    2 => {
+                        for (x, pair) in rows.chunks_exact(2).enumerate() {
+                            even[x] = pair[0];
+                            odd[x] = pair[1];
+                        }
+                        if w % 2 == 1 {
+                            even[w / 2] = rows[w - 1];
+                        }
+                        dst_row.copy_from_slice(&even[..ow]);
+                        for j in 1..kw {
+                            let phase = if j % 2 == 0 { &even } else { &odd };
+                            reduce(dst_row, &phase[j / 2..j / 2 + ow]);
+                        }
+                    }
+                    _ => {
+                        for (x, v) in dst_row.iter_mut().enumerate() {
+                            let window = &rows[x * sw..x * sw + kw];
+                            *v = window
+                                .iter()
+                                .skip(1)
+                                .fold(window[0], |a, t| if max { fmax(a, *t) } else { a + t });
+                        }
+                    }
+                }
+                if !max {
+                    dst_row.iter_mut().for_each(|v| *v *= inv);
+                }
+            }
+        }
+    }
+}
 
 /// Max or average pooling parameters.
 #[derive(Debug, Clone)]
@@ -122,57 +231,16 @@ impl Pool {
     }
 
     /// Every window lies inside the input (no padding, no dilation): the window's rows are
-    /// first reduced element-wise (contiguous, vectorized), then each output reduces `kw`
-    /// neighbours of that row.
+    /// first reduced element-wise (contiguous, vectorized), then each output's `kw`
+    /// neighbours along that row (vectorized again at strides 1 and 2).
     fn run_inside(&self, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
-        let [kh, kw] = self.kernel;
-        let [sh, sw] = self.stride;
-        let max = self.kind == PoolKind::Max;
-        #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
-        let inv = 1.0 / (kh * kw) as f32;
-        let mut rows = vec![0f32; w];
-        for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
-            for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
-                if max && kh == 2 && kw == 2 && sw == 2 {
-                    // The common 2×2/2 window in one pass over its two rows.
-                    let (r0, r1) = (&plane[y * sh * w..][..w], &plane[(y * sh + 1) * w..][..w]);
-                    for ((v, a), b) in dst_row
-                        .iter_mut()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                    {
-                        *v = fmax(fmax(a[0], a[1]), fmax(b[0], b[1]));
-                    }
-                    continue;
-                }
-                rows.copy_from_slice(&plane[y * sh * w..][..w]);
-                for j in 1..kh {
-                    let row = &plane[(y * sh + j) * w..][..w];
-                    if max {
-                        rows.iter_mut()
-                            .zip(row)
-                            .for_each(|(a, t)| *a = fmax(*a, *t));
-                    } else {
-                        rows.iter_mut().zip(row).for_each(|(a, t)| *a += *t);
-                    }
-                }
-                if max && kw == 2 && sw == 2 {
-                    // The common 2×2/2 window: pairs, no inner loop.
-                    for (v, pair) in dst_row.iter_mut().zip(rows.chunks_exact(2)) {
-                        *v = fmax(pair[0], pair[1]);
-                    }
-                } else if max {
-                    for (x, v) in dst_row.iter_mut().enumerate() {
-                        let window = &rows[x * sw..x * sw + kw];
-                        *v = window.iter().copied().fold(window[0], fmax);
-                    }
-                } else {
-                    for (x, v) in dst_row.iter_mut().enumerate() {
-                        *v = rows[x * sw..x * sw + kw].iter().sum::<f32>() * inv;
-                    }
-                }
-            }
-        }
+        super::on_best_cpu(Inside {
+            pool: self,
+            input,
+            size: [h, w],
+            out_size: [oh, ow],
+            out,
+        });
     }
 
     /// The window of output index `o` along `axis`: first valid input index, how many valid
@@ -391,6 +459,68 @@ mod tests {
                             best,
                             "k {k} s {s} at {c},{oy},{ox}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Windows inside the input (the whole-plane, even/odd and generic paths), max and
+    /// average, odd and even widths, against the window taken tap by tap.
+    #[test]
+    fn inside_pools_match_every_window() {
+        let (h, w) = (9, 11);
+        let values: Vec<f32> = (0..2 * h * w)
+            .map(|v| ((v * 37) % 23) as f32 - 11.0)
+            .collect();
+        let x = Dense::new(values, vec![1, 2, h, w]).unwrap();
+        for (kernel, stride) in [
+            ([3, 3], [1, 1]),
+            ([5, 2], [1, 1]),
+            ([3, 3], [2, 2]),
+            ([2, 2], [2, 2]),
+            ([3, 4], [1, 2]),
+            ([2, 3], [2, 1]),
+            ([3, 3], [3, 3]),
+        ] {
+            for kind in [
+                PoolKind::Max,
+                PoolKind::Average {
+                    count_include_pad: false,
+                },
+            ] {
+                let pool = Pool {
+                    kernel,
+                    stride,
+                    dilation: [1, 1],
+                    ceil: false,
+                    kind,
+                };
+                let y = pool.run(&x, [(0, 0), (0, 0)], Cap::unlimited()).unwrap();
+                let [_, _, oh, ow] = <[usize; 4]>::try_from(y.shape.as_slice()).unwrap();
+                for c in 0..2 {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let taps = (0..kernel[0]).flat_map(|ty| {
+                                (0..kernel[1]).map(move |tx| {
+                                    ((c * h + oy * stride[0] + ty) * w) + ox * stride[1] + tx
+                                })
+                            });
+                            let want = match kind {
+                                PoolKind::Max => {
+                                    taps.map(|i| x.data[i]).fold(f32::NEG_INFINITY, f32::max)
+                                }
+                                PoolKind::Average { .. } => {
+                                    taps.map(|i| x.data[i]).sum::<f32>()
+                                        / (kernel[0] * kernel[1]) as f32
+                                }
+                            };
+                            let got = y.data[(c * oh + oy) * ow + ox];
+                            assert!(
+                                (got - want).abs() < 1e-5,
+                                "{kernel:?} {stride:?} {kind:?} at {c},{oy},{ox}: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }
