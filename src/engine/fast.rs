@@ -89,6 +89,9 @@ pub enum HostOp {
     Concat {
         axis: usize,
     },
+    /// Squeeze, Unsqueeze, Transpose and Split: the general operator, which takes host
+    /// values as they are (no conversion to burn and back).
+    Layout,
 }
 
 /// A window op's padding, resolved against the input size at run time (SAME_* depends on
@@ -257,6 +260,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Softmax { axis, log: false } => HostOp::Softmax { axis: *axis },
         Op::Flatten { axis } => HostOp::Flatten { axis: *axis },
         Op::Reshape(target) => HostOp::Reshape(target.clone()),
+        Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Transpose(_) | Op::Split { .. } => HostOp::Layout,
         Op::Concat { axis } => HostOp::Concat { axis: *axis },
         Op::Arithmetic(Arithmetic::Add) => HostOp::Add { relu: false },
         Op::Variadic(Variadic::Sum) if step.inputs.len() == 2 => HostOp::Add { relu: false },

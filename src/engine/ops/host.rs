@@ -125,35 +125,80 @@ pub fn gather_elements<T: Copy>(
         .collect()
 }
 
-/// Permutes axes.
+/// Permutes the axes of a row-major tensor (`perm[i]` is the input axis of output axis
+/// `i`). Axes of size 1 are dropped and neighbours that stay neighbours are merged first,
+/// so ShuffleNet's channel shuffle and attention's head split become copies of whole
+/// contiguous blocks; otherwise the innermost output axis is gathered at its stride.
 #[must_use]
 pub fn transpose<T: Copy>(data: &[T], shape: &[usize], perm: &[usize]) -> (Vec<T>, Vec<usize>) {
-    let picks: Vec<Vec<usize>> = perm.iter().map(|p| (0..shape[*p]).collect()).collect();
     let out_shape: Vec<usize> = perm.iter().map(|p| shape[*p]).collect();
-    // Walk the output in order, reading the input through permuted strides.
-    let st = strides(shape);
-    let pst: Vec<usize> = perm.iter().map(|p| st[*p]).collect();
     let total = product(&out_shape).unwrap_or(0);
-    let mut out = Vec::with_capacity(total);
-    if total > 0 {
-        let mut counter = vec![0usize; perm.len()];
-        'walk: loop {
-            out.push(data[counter.iter().zip(&pst).map(|(c, s)| c * s).sum::<usize>()]);
-            let mut d = perm.len();
-            loop {
-                if d == 0 {
-                    break 'walk;
-                }
-                d -= 1;
-                counter[d] += 1;
-                if counter[d] < picks[d].len() {
-                    break;
-                }
-                counter[d] = 0;
-            }
+    if total == 0 {
+        return (Vec::new(), out_shape);
+    }
+    // Input axes kept (size > 1), renumbered; then runs of consecutive input axes in the
+    // output order merged into one.
+    let kept: Vec<usize> = (0..shape.len()).filter(|a| shape[*a] > 1).collect();
+    let order: Vec<usize> = perm
+        .iter()
+        .filter(|a| shape[**a] > 1)
+        .map(|a| kept.iter().position(|k| k == a).unwrap_or(0))
+        .collect();
+    let sizes: Vec<usize> = kept.iter().map(|a| shape[*a]).collect();
+    // Groups of input axes, in output order: each a run `first..=last` of input axes.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for &axis in &order {
+        match groups.last_mut() {
+            Some((_, last)) if *last + 1 == axis => *last = axis,
+            _ => groups.push((axis, axis)),
         }
     }
-    (out, out_shape)
+    // The merged input: groups sorted by their input position.
+    let mut by_input: Vec<usize> = (0..groups.len()).collect();
+    by_input.sort_by_key(|g| groups[*g].0);
+    let merged: Vec<usize> = by_input
+        .iter()
+        .map(|g| sizes[groups[*g].0..=groups[*g].1].iter().product())
+        .collect();
+    let in_strides = strides(&merged);
+    // Output axis j reads merged input axis `by_input.position(j)`.
+    let dims: Vec<usize> = (0..groups.len())
+        .map(|g| merged[by_input.iter().position(|x| *x == g).unwrap_or(0)])
+        .collect();
+    let steps: Vec<usize> = (0..groups.len())
+        .map(|g| in_strides[by_input.iter().position(|x| *x == g).unwrap_or(0)])
+        .collect();
+    let mut out = Vec::with_capacity(total);
+    let rank = dims.len();
+    if rank <= 1 {
+        out.extend_from_slice(&data[..total]);
+        return (out, out_shape);
+    }
+    let (inner, inner_step) = (dims[rank - 1], steps[rank - 1]);
+    let mut counter = vec![0usize; rank - 1];
+    let mut offset = 0usize;
+    loop {
+        if inner_step == 1 {
+            out.extend_from_slice(&data[offset..offset + inner]);
+        } else {
+            out.extend((0..inner).map(|i| data[offset + i * inner_step]));
+        }
+        // Next outer index (odometer over the leading output axes).
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return (out, out_shape);
+            }
+            d -= 1;
+            counter[d] += 1;
+            offset += steps[d];
+            if counter[d] < dims[d] {
+                break;
+            }
+            offset -= steps[d] * dims[d];
+            counter[d] = 0;
+        }
+    }
 }
 
 /// Concatenates along `axis` (shapes checked by the caller).
@@ -175,6 +220,41 @@ pub fn concat<T: Copy>(parts: &[(Vec<T>, Vec<usize>)], axis: usize) -> (Vec<T>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every permutation of a rank-5 shape with a size-1 axis, against the index formula.
+    #[test]
+    fn transpose_matches_the_index_formula_for_every_permutation() {
+        fn permutations(items: &[usize]) -> Vec<Vec<usize>> {
+            if items.len() <= 1 {
+                return vec![items.to_vec()];
+            }
+            let mut all = Vec::new();
+            for (i, first) in items.iter().enumerate() {
+                let mut rest = items.to_vec();
+                rest.remove(i);
+                for mut tail in permutations(&rest) {
+                    tail.insert(0, *first);
+                    all.push(tail);
+                }
+            }
+            all
+        }
+        for shape in [[2, 3, 1, 4, 5], [1, 2, 6, 1, 3]] {
+            let data: Vec<i64> = (0..product(&shape).unwrap() as i64).collect();
+            let st = strides(&shape);
+            for perm in permutations(&[0, 1, 2, 3, 4]) {
+                let (got, out_shape) = transpose(&data, &shape, &perm);
+                let out_st = strides(&out_shape);
+                for (flat, v) in got.iter().enumerate() {
+                    let at: usize = (0..5)
+                        .map(|j| (flat / out_st[j]) % out_shape[j] * st[perm[j]])
+                        .sum();
+                    assert_eq!(*v, data[at], "{shape:?} {perm:?} at {flat}");
+                }
+                assert_eq!(got.len(), data.len());
+            }
+        }
+    }
 
     #[test]
     fn index_maps() {

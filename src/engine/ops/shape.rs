@@ -8,6 +8,7 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use super::{Op, Scalar, any_input, axis_of, expand_to, host, index, lift_to};
 use crate::engine::EngineError;
 use crate::engine::elementwise::broadcast_shape;
+use crate::engine::kernels::Dense;
 use crate::engine::limits::{Cap, F32, I64, product};
 use crate::engine::shapes::{resolve_reshape, unsqueezed};
 use crate::engine::value::{Float, Value, each_rank, to_array, with_rank};
@@ -316,6 +317,10 @@ fn transpose(x: Value, perm: &[usize]) -> Result<Value, EngineError> {
             let (data, shape) = host::transpose(&data, &shape, &perm);
             Value::Int { data, shape }
         }
+        Value::Dense(d) => {
+            let (data, shape) = host::transpose(&d.data, &d.shape, &perm);
+            Value::Dense(Dense::new(data, shape)?)
+        }
         other => {
             let f = other.float()?;
             Value::Float(with_rank!(rank, D => lift_to::<D>(f)?.permute(to_array::<D>(&perm))))
@@ -518,6 +523,24 @@ fn split(
         return Err(EngineError::Invalid(format!(
             "Split of {total} on axis {axis} into {sizes:?} for {outputs} outputs"
         )));
+    }
+    if let Value::Dense(d) = &x {
+        // Host data: each part is `outer` contiguous runs of `size · inner` values.
+        let outer: usize = dims[..axis].iter().product();
+        let inner: usize = dims[axis + 1..].iter().product();
+        let mut start = 0;
+        let mut out = Vec::with_capacity(outputs);
+        for size in sizes {
+            let mut part = Vec::with_capacity(outer * size * inner);
+            for o in 0..outer {
+                part.extend_from_slice(&d.data[(o * total + start) * inner..][..size * inner]);
+            }
+            let mut shape = dims.clone();
+            shape[axis] = size;
+            out.push(Value::Dense(Dense::new(part, shape)?));
+            start += size;
+        }
+        return Ok(out);
     }
     let mut start = 0;
     let mut out = Vec::with_capacity(outputs);
