@@ -9,11 +9,12 @@ pub use super::shapes::{window_out, window_out_2d};
 
 mod conv;
 mod depthwise;
+mod direct;
 pub mod panels;
 mod pointwise;
 mod pool;
 pub use conv::Conv2d;
-pub use pointwise::{erf, erf_fast, exp_fast, gelu, sigmoid, silu};
+pub use pointwise::{add_assign, erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 
 /// A dense row-major f32 tensor on the host.
@@ -225,15 +226,19 @@ pub(super) fn on_best_cpu(work: impl Loop) {
 
 /// Adds `bias` to every value, then clamps at zero when `relu`.
 pub fn bias_relu(values: &mut [f32], bias: f32, relu: bool) {
-    if relu {
-        for v in values {
-            *v = fmax(*v + bias, 0.0);
-        }
-    } else if bias != 0.0 {
-        for v in values {
-            *v += bias;
+    struct BiasRelu<'a>(&'a mut [f32], f32, bool);
+    impl Loop for BiasRelu<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let Self(values, bias, relu) = self;
+            if relu {
+                values.iter_mut().for_each(|v| *v = fmax(*v + bias, 0.0));
+            } else if bias != 0.0 {
+                values.iter_mut().for_each(|v| *v += bias);
+            }
         }
     }
+    on_best_cpu(BiasRelu(values, bias, relu));
 }
 
 /// The larger of two values, NaN losing to a number (`f32::max`). Not `if a > b { a }
@@ -246,9 +251,7 @@ pub(super) fn fmax(a: f32, b: f32) -> f32 {
 
 /// Clamps every value at zero.
 pub fn relu(values: &mut [f32]) {
-    for v in values {
-        *v = fmax(*v, 0.0);
-    }
+    bias_relu(values, 0.0, true);
 }
 
 /// Softmax over each row of `row` values, in place (vectorized `exp`; see `pointwise`).

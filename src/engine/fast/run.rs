@@ -154,10 +154,7 @@ impl HostOp {
             Self::Hard { swish, alpha, beta } => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 // HardSwish is x · HardSigmoid(x) with α = 1/6, β = 1/2.
-                for v in &mut x.data {
-                    let gate = (*v * alpha + beta).clamp(0.0, 1.0);
-                    *v = if *swish { *v * gate } else { gate };
-                }
+                kernels::hard(&mut x.data, *swish, *alpha, *beta);
                 Value::Dense(x)
             }
             Self::Softmax { axis } => {
@@ -233,12 +230,7 @@ impl HostOp {
                 }
                 let mut a = dense(a)?;
                 let b = dense(b)?;
-                for (x, y) in a.data.iter_mut().zip(&b.data) {
-                    *x += y;
-                }
-                if *relu {
-                    kernels::relu(&mut a.data);
-                }
+                kernels::add_assign(&mut a.data, &b.data, *relu);
                 Value::Dense(a)
             }
             Self::GlobalAveragePool => {
@@ -258,18 +250,7 @@ impl HostOp {
                     )));
                 }
                 let plane: usize = x.shape[2..].iter().product();
-                let channels = scale.len();
-                if plane > 0 {
-                    for (i, chunk) in x.data.chunks_exact_mut(plane).enumerate() {
-                        let c = i % channels;
-                        for v in chunk.iter_mut() {
-                            *v = *v * scale[c] + shift[c];
-                        }
-                        if *relu {
-                            kernels::relu(chunk);
-                        }
-                    }
-                }
+                kernels::scale_shift(&mut x.data, plane, scale, shift, *relu);
                 Value::Dense(x)
             }
             Self::Conv { conv, padding } => {

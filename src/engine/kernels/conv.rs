@@ -90,6 +90,16 @@ impl Conv2d {
             && oh == h
             && ow == w;
         let mut out = vec![0f32; batch * self.out_channels * plane];
+        if self.direct_fits() && !direct {
+            let image = channels * h * w;
+            for (n, dst) in out
+                .chunks_exact_mut((self.out_channels * plane).max(1))
+                .enumerate()
+            {
+                self.run_direct(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
+            }
+            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+        }
         if groups == 1 && !direct && batch > 1 {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
@@ -372,6 +382,12 @@ mod tests {
         for (groups, cout, kernel, stride, dilation, pads, relu) in [
             (1, 8, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
             (1, 8, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            // Few input channels, ungrouped: the direct kernel (stems), every stride mix.
+            (1, 5, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], true),
+            (1, 6, [3, 2], [2, 1], [1, 1], [(0, 2), (1, 0)], false),
+            (1, 3, [5, 5], [1, 2], [1, 1], [(2, 2), (2, 2)], true),
+            (1, 9, [7, 7], [2, 2], [1, 1], [(3, 3), (3, 3)], false),
+            (1, 4, [3, 3], [1, 1], [2, 2], [(2, 2), (2, 2)], false),
             (2, 8, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)], true),
             (4, 8, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], false),
             // Depthwise (one channel in and out per group): the direct kernel.
@@ -394,12 +410,15 @@ mod tests {
                 dilation,
                 relu,
             };
-            let x = Dense::new(ramp(2 * cin * 7 * 6, 3), vec![2, cin, 7, 6]).unwrap();
-            let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
-            let want = reference_conv(&conv, &x, pads);
-            assert_eq!(got.shape, want.shape);
-            for (a, b) in got.data.iter().zip(&want.data) {
-                assert!((a - b).abs() < 1e-4, "{a} vs {b} ({groups} {kernel:?})");
+            // An even and an odd width (the stride phases split differently).
+            for (h, w) in [(7, 6), (6, 7)] {
+                let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+                let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+                let want = reference_conv(&conv, &x, pads);
+                assert_eq!(got.shape, want.shape);
+                for (a, b) in got.data.iter().zip(&want.data) {
+                    assert!((a - b).abs() < 1e-4, "{a} vs {b} ({groups} {kernel:?} {w})");
+                }
             }
         }
     }

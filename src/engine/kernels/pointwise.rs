@@ -92,8 +92,57 @@ pub fn silu(values: &mut [f32]) {
     on_best_cpu(Activate(values, Activation::Silu));
 }
 
+/// HardSigmoid in place, `clamp(αx + β, 0, 1)`, or with `swish` HardSwish's `x` times
+/// it; vectorized.
+pub fn hard(values: &mut [f32], swish: bool, alpha: f32, beta: f32) {
+    on_best_cpu(Activate(values, Activation::Hard { swish, alpha, beta }));
+}
+
+/// `a += b` element-wise, then ReLU when `relu`; vectorized.
+pub fn add_assign(a: &mut [f32], b: &[f32], relu: bool) {
+    struct Add<'a>(&'a mut [f32], &'a [f32], bool);
+    impl Loop for Add<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let Self(a, b, relu) = self;
+            if relu {
+                a.iter_mut()
+                    .zip(b)
+                    .for_each(|(x, y)| *x = (*x + y).max(0.0));
+            } else {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+            }
+        }
+    }
+    on_best_cpu(Add(a, b, relu));
+}
+
+/// `x · scale[c] + shift[c]` over each plane of `plane` values, channels cycling through
+/// `scale`, then ReLU when `relu`; vectorized.
+pub fn scale_shift(values: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], relu: bool) {
+    struct Affine<'a>(&'a mut [f32], usize, &'a [f32], &'a [f32], bool);
+    impl Loop for Affine<'_> {
+        #[inline(always)]
+        fn run(self) {
+            let Self(values, plane, scale, shift, relu) = self;
+            for (i, chunk) in values.chunks_exact_mut(plane.max(1)).enumerate() {
+                let (s, t) = (scale[i % scale.len()], shift[i % scale.len()]);
+                if relu {
+                    chunk.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
+                } else {
+                    chunk.iter_mut().for_each(|v| *v = *v * s + t);
+                }
+            }
+        }
+    }
+    if !scale.is_empty() && plane > 0 {
+        on_best_cpu(Affine(values, plane, scale, shift, relu));
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Activation {
+    Hard { swish: bool, alpha: f32, beta: f32 },
     Sigmoid,
     Silu,
     Erf,
@@ -115,6 +164,20 @@ impl Loop for Activate<'_> {
 #[inline(always)]
 fn apply(values: &mut [f32], activation: Activation) {
     match activation {
+        Activation::Hard {
+            swish: true,
+            alpha,
+            beta,
+        } => values
+            .iter_mut()
+            .for_each(|v| *v *= (*v * alpha + beta).clamp(0.0, 1.0)),
+        Activation::Hard {
+            swish: false,
+            alpha,
+            beta,
+        } => values
+            .iter_mut()
+            .for_each(|v| *v = (*v * alpha + beta).clamp(0.0, 1.0)),
         Activation::Sigmoid => values
             .iter_mut()
             .for_each(|v| *v = 1.0 / (1.0 + exp_fast(-*v))),
