@@ -2,10 +2,13 @@
 """cairn against onnxruntime on the CPU, per model, in one run: p50 latency at batch 1 with
 one thread and with every core (onnxruntime's default threading), as a markdown table.
 
-    python3 benches/models_cpu.py [--cairn target/release/cairn] [--iterations 50] MODEL.onnx|DIR...
+    python3 benches/models_cpu.py [--cairn target/release/cairn] [--iterations 40]
+                                  [--rounds 6] MODEL.onnx|DIR...
 
 cairn runs `cairn model bench --device cpu --threads 1|0`; onnxruntime runs the same
-inputs (floats in [-0.5, 0.5), integers small and non-negative) through IOBinding.
+inputs (floats in [-0.5, 0.5), integers small and non-negative) through IOBinding. The
+two alternate in short rounds and the ratio is the median of the rounds' ratios: on a
+machine whose speed drifts (a shared VM), each pair sees the same conditions.
 """
 import argparse, os, re, subprocess, time
 import numpy as np
@@ -67,7 +70,8 @@ def cairn_p50(cairn, path, threads, iterations):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cairn", default="target/release/cairn")
-    ap.add_argument("--iterations", type=int, default=50)
+    ap.add_argument("--iterations", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("paths", nargs="+")
     a = ap.parse_args()
     models = []
@@ -80,9 +84,19 @@ def main():
         feeds = inputs_for(path, 1)
         row = [os.path.basename(path)[:-5]]
         for threads in (1, 0):
-            c = cairn_p50(a.cairn, path, threads, a.iterations)
-            o = ort_p50(path, feeds, threads, a.iterations)
-            row += [f"{c:.2f}" if c else "failed", f"{o:.2f}", f"{c / o:.2f}×" if c else "—"]
+            pairs = []
+            for _ in range(a.rounds):
+                o = ort_p50(path, feeds, threads, a.iterations)
+                c = cairn_p50(a.cairn, path, threads, a.iterations)
+                if c:
+                    pairs.append((c, o))
+            if not pairs:
+                row += ["failed", "—", "—"]
+                continue
+            median = lambda xs: sorted(xs)[len(xs) // 2]
+            c, o = median([p[0] for p in pairs]), median([p[1] for p in pairs])
+            ratio = median([p[0] / p[1] for p in pairs])
+            row += [f"{c:.2f}", f"{o:.2f}", f"{ratio:.2f}×"]
         print("| " + " | ".join(row) + " |", flush=True)
 
 

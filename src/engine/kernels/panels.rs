@@ -70,11 +70,10 @@ pub fn scatter_row(panels: &mut [f32], k: usize, p: usize, col: usize, values: &
     let tail = whole.remainder();
     for (i, chunk) in whole.enumerate() {
         let at = ((col / PANEL + i) * k + p) * PANEL;
-        let dst: &mut [f32; PANEL] = (&mut panels[at..at + PANEL])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!());
-        let src: &[f32; PANEL] = chunk.try_into().unwrap_or_else(|_| unreachable!());
-        *dst = *src;
+        // A loop of known length 16: inline moves, no call.
+        for (d, v) in panels[at..at + PANEL].iter_mut().zip(chunk) {
+            *d = *v;
+        }
     }
     if !tail.is_empty() {
         let col = col + rest.len() - tail.len();
