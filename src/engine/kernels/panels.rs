@@ -1,8 +1,9 @@
 //! A register-tiled f32 GEMM whose B operand lies in panels of 16 columns (AVX2 + FMA):
-//! `C = start + A · B`, then ReLU. Constant weights are packed once at plan time and
-//! convolutions unfold their input straight into panels, so a product never packs B at
-//! run time; the `gemm` crate does, per call, and in a model (cold weights, small M) ran
-//! 1.2–1.8× slower than this kernel on BERT's and YOLO's shapes.
+//! `C = start + A · B`, then ReLU. Constant weights (Gemm, Linear, MatMul) are packed
+//! once at plan time, so a product never packs B at run time; the `gemm` crate does, per
+//! call, and took 1.2–1.4× as long on BERT's and ViT's shapes (`benches/kernels.rs`).
+//! Convolutions stay on the `gemm` crate: unfolding their input into panels cost more
+//! than it saved.
 //!
 //! Invariants:
 //! - Panel `j` holds rows `0..k` of columns `16j .. 16j + 16`, row-major, zero past `n`:
@@ -52,34 +53,6 @@ pub fn available() -> bool {
 #[must_use]
 pub fn panels_len(k: usize, n: usize) -> Option<usize> {
     n.div_ceil(PANEL).checked_mul(PANEL)?.checked_mul(k)
-}
-
-/// Writes `values` into row `p` of the panels of a `k`-row matrix, starting at column
-/// `col`.
-pub fn scatter_row(panels: &mut [f32], k: usize, p: usize, col: usize, values: &[f32]) {
-    let (mut col, mut rest) = (col, values);
-    // A leading partial panel, then whole ones as fixed-size copies (a `memcpy` call per
-    // 16 values cost YOLO's deep layer 20%), then the tail.
-    let lead = ((PANEL - col % PANEL) % PANEL).min(rest.len());
-    if lead > 0 {
-        let at = (col / PANEL * k + p) * PANEL + col % PANEL;
-        panels[at..at + lead].copy_from_slice(&rest[..lead]);
-        (col, rest) = (col + lead, &rest[lead..]);
-    }
-    let whole = rest.chunks_exact(PANEL);
-    let tail = whole.remainder();
-    for (i, chunk) in whole.enumerate() {
-        let at = ((col / PANEL + i) * k + p) * PANEL;
-        // A loop of known length 16: inline moves, no call.
-        for (d, v) in panels[at..at + PANEL].iter_mut().zip(chunk) {
-            *d = *v;
-        }
-    }
-    if !tail.is_empty() {
-        let col = col + rest.len() - tail.len();
-        let at = (col / PANEL * k + p) * PANEL;
-        panels[at..at + tail.len()].copy_from_slice(tail);
-    }
 }
 
 /// Packs a `k × n` matrix read at `b[r · row_stride + c · col_stride]`, scaled by
@@ -534,18 +507,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn scattered_rows_are_the_packed_matrix() {
-        let (k, n) = (3, 21);
-        let b = ramp(k * n, 6);
-        let mut panels = vec![0f32; panels_len(k, n).unwrap()];
-        for p in 0..k {
-            // Two runs per row, split at column 5.
-            scatter_row(&mut panels, k, p, 0, &b[p * n..p * n + 5]);
-            scatter_row(&mut panels, k, p, 5, &b[p * n + 5..(p + 1) * n]);
-        }
-        assert_eq!(panels, pack(&b, k, n, (n, 1), 1.0));
     }
 }
