@@ -29,7 +29,7 @@ fn convolutions(c: &mut Criterion) {
         ("depthwise3_96_s1_14", 96, 96, 96, 3, 1, 1, 14),
         ("depthwise5_96_s1_14", 96, 96, 96, 5, 1, 2, 14),
     ] {
-        let conv = Conv2d {
+        let mut conv = Conv2d {
             weight: ramp(cout * cin / groups * kernel * kernel),
             bias: ramp(cout),
             out_channels: cout,
@@ -39,9 +39,18 @@ fn convolutions(c: &mut Criterion) {
             stride: [stride, stride],
             dilation: [1, 1],
             relu: true,
+            winograd: Vec::new(),
         };
         let x = Dense::new(ramp(cin * side * side), vec![1, cin, side, side]).unwrap();
         let pads = [(pad, pad), (pad, pad)];
+        // The path the plan takes, and im2col + GEMM beside it where that is another.
+        let im2col = conv.clone();
+        conv.prepare();
+        if !conv.winograd.is_empty() {
+            group.bench_function(format!("{name}_im2col"), |b| {
+                b.iter(|| im2col.run(black_box(&x), pads, Cap::unlimited()).unwrap());
+            });
+        }
         group.bench_function(name, |b| {
             b.iter(|| conv.run(black_box(&x), pads, Cap::unlimited()).unwrap());
         });

@@ -297,6 +297,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
                     stride: c.stride,
                     dilation: c.dilation,
                     relu: false,
+                    winograd: Vec::new(),
                 },
                 padding: Padding::of(&c.padding, &c.auto_pad),
             }
@@ -423,6 +424,12 @@ pub(super) fn plan(
     guarded(|| {
         fuse_silu(steps, outputs);
         fuse(steps, outputs);
+        // Weights are final once fusions have folded scales into them.
+        for step in steps.iter_mut() {
+            if let Kernel::Host(HostOp::Conv { conv, .. }) = &mut step.kernel {
+                conv.prepare();
+            }
+        }
         Ok(())
     })
 }
@@ -476,7 +483,7 @@ impl HostOp {
     #[must_use]
     pub fn held_bytes(&self) -> u64 {
         let floats = match self {
-            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len(),
+            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len() + conv.winograd.len(),
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
             Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
             Self::LayerNorm { scale, bias, .. } => scale.len() + bias.as_ref().map_or(0, Vec::len),

@@ -118,6 +118,14 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
             t.name
         )));
     }
+    // onnx-ir indexes a node's first output while folding constants; every ONNX
+    // operator has one, so a node without is refused here rather than caught as a panic.
+    if let Some(node) = graph.node.iter().find(|n| n.output.is_empty()) {
+        return Err(EngineError::Parse(format!(
+            "node '{}' ({}) has no outputs; every ONNX operator produces at least one",
+            node.name, node.op_type
+        )));
+    }
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph

@@ -13,6 +13,7 @@ mod direct;
 pub mod panels;
 mod pointwise;
 mod pool;
+mod winograd;
 pub use conv::Conv2d;
 pub use pointwise::{add_assign, erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};

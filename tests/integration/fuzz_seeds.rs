@@ -12,6 +12,8 @@ fn caught_panic(e: &EngineError) -> bool {
     match e {
         EngineError::Node { cause, .. } => caught_panic(cause),
         EngineError::Internal(_) => true,
+        // The front end's own guard (onnx-ir panicked while parsing).
+        EngineError::Parse(m) => m.contains("front end failed"),
         _ => false,
     }
 }

@@ -18,6 +18,9 @@ pub struct Conv2d {
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
     pub relu: bool,
+    /// The weights transformed for the Winograd path, set by [`Conv2d::prepare`]; empty
+    /// when the layer does not take it.
+    pub winograd: Vec<f32>,
 }
 
 impl Conv2d {
@@ -90,6 +93,16 @@ impl Conv2d {
             && oh == h
             && ow == w;
         let mut out = vec![0f32; batch * self.out_channels * plane];
+        if !self.winograd.is_empty() {
+            let image = channels * h * w;
+            for (n, dst) in out
+                .chunks_exact_mut((self.out_channels * plane).max(1))
+                .enumerate()
+            {
+                self.run_winograd(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
+            }
+            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+        }
         if self.direct_fits() && !direct {
             let image = channels * h * w;
             for (n, dst) in out
@@ -409,6 +422,7 @@ mod tests {
                 stride,
                 dilation,
                 relu,
+                winograd: Vec::new(),
             };
             // An even and an odd width (the stride phases split differently).
             for (h, w) in [(7, 6), (6, 7)] {
@@ -419,6 +433,51 @@ mod tests {
                 for (a, b) in got.data.iter().zip(&want.data) {
                     assert!((a - b).abs() < 1e-4, "{a} vs {b} ({groups} {kernel:?} {w})");
                 }
+            }
+        }
+    }
+
+    /// The Winograd path: odd and even sizes (partial 2×2 tiles), pads from 0 to 2 on
+    /// each side, output channels past a multiple of 8, 1×1 images, a batch of 2; and a
+    /// 512-channel layer cut into several blocks of tiles (spread over the pool when it
+    /// has more than one thread).
+    #[test]
+    fn winograd_matches_the_direct_loop() {
+        type Case = (usize, usize, usize, usize, [(usize, usize); 2], bool);
+        let cases: [Case; 7] = [
+            (16, 8, 7, 6, [(1, 1), (1, 1)], false),
+            (17, 10, 6, 7, [(1, 1), (1, 1)], true),
+            (16, 9, 9, 13, [(0, 0), (1, 2)], true),
+            (20, 16, 5, 5, [(2, 0), (0, 2)], false),
+            (16, 8, 1, 1, [(1, 1), (1, 1)], true),
+            (18, 11, 3, 3, [(0, 0), (0, 0)], false),
+            (512, 9, 24, 24, [(1, 1), (1, 1)], true),
+        ];
+        for (cin, cout, h, w, pads, relu) in cases {
+            let mut conv = Conv2d {
+                weight: ramp(cout * cin * 9, 7),
+                bias: ramp(cout, 8),
+                out_channels: cout,
+                in_channels: cin,
+                groups: 1,
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                relu,
+                winograd: Vec::new(),
+            };
+            conv.prepare();
+            assert_eq!(conv.winograd.is_empty(), !super::super::panels::available());
+            let x = Dense::new(ramp(2 * cin * h * w, 9), vec![2, cin, h, w]).unwrap();
+            let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+            let want = reference_conv(&conv, &x, pads);
+            assert_eq!(got.shape, want.shape);
+            let tolerance = 1e-4 * (cin as f32).sqrt();
+            for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
+                assert!(
+                    (a - b).abs() < tolerance,
+                    "{a} vs {b} at {i} ({cin}→{cout} {h}×{w} {pads:?})"
+                );
             }
         }
     }
@@ -441,6 +500,7 @@ mod tests {
                 stride: [1, 1],
                 dilation: [1, 1],
                 relu: true,
+                winograd: Vec::new(),
             };
             let x = Dense::new(ramp(cin * side * side, 6), vec![1, cin, side, side]).unwrap();
             let pads = [(1, 1), (1, 1)];

@@ -18,7 +18,7 @@ use super::PARALLEL_MACS;
 /// Columns per panel: two 8-lane registers.
 pub const PANEL: usize = 16;
 /// Rows of A per register tile (12 accumulators, 2 B loads, 1 broadcast: 15 of 16 ymm).
-const ROWS: usize = 6;
+pub const ROWS: usize = 6;
 /// Depth per pass over a panel: 256 rows of 64 bytes stay in L1 while every row tile of
 /// A streams past them.
 const DEPTH: usize = 256;
@@ -103,8 +103,8 @@ pub fn multiply(
     if m == 0 || n == 0 {
         return;
     }
-    // Checked in release too: the kernel below reads and writes through raw pointers.
-    assert!(lda >= k && ldc >= n, "gemm: strides below the row length");
+    // Checked in release too, like everything `multiply_tiled` checks.
+    assert!(lda >= k, "gemm: A's stride below its row length");
     assert!(
         (m - 1)
             .checked_mul(lda)
@@ -112,28 +112,11 @@ pub fn multiply(
             .is_some_and(|e| a.len() >= e),
         "gemm: A too small"
     );
-    assert!(
-        panels_len(k, n).is_some_and(|e| b.len() >= e),
-        "gemm: B panels too small"
-    );
-    assert!(
-        (m - 1)
-            .checked_mul(ldc)
-            .and_then(|e| e.checked_add(n))
-            .is_some_and(|e| c.len() >= e),
-        "gemm: C too small"
-    );
-    match start {
-        Start::RowBias(bias) => assert!(bias.len() >= m, "gemm: row bias too short"),
-        Start::ColumnBias(bias) => assert!(bias.len() >= n, "gemm: column bias too short"),
-        Start::Zero | Start::Accumulate => {}
-    }
-    let panels = n.div_ceil(PANEL);
     // A in tiles of ROWS rows, depth-major (`[tile][p][row]`), so a tile's broadcasts
     // read one stream instead of ROWS strided rows (ViT's 197×192 · 192×768 ran 35%
     // slower without); the buffer is kept per thread.
     let mut tiles = PACKED_A.with(RefCell::take);
-    let tiles_len = m.div_ceil(ROWS) * ROWS * k;
+    let tiles_len = tiled_len(m, k).unwrap_or(0);
     if tiles.len() < tiles_len {
         tiles.resize(tiles_len, 0.0);
     }
@@ -153,11 +136,85 @@ pub fn multiply(
             }
         }
     }
+    let threads = crate::engine::threads::intra_op();
+    multiply_tiled(
+        m,
+        n,
+        k,
+        (&tiles, k * ROWS),
+        b,
+        (c, ldc),
+        start,
+        relu,
+        threads,
+    );
+    PACKED_A.with(|cell| *cell.borrow_mut() = tiles);
+}
+
+/// Floats of an `m × k` A laid out in tiles (see [`multiply_tiled`]), `None` on overflow.
+#[must_use]
+pub fn tiled_len(m: usize, k: usize) -> Option<usize> {
+    m.div_ceil(ROWS).checked_mul(ROWS)?.checked_mul(k)
+}
+
+/// [`multiply`] with A already in tiles of `ROWS` rows, `tile_stride` floats apart
+/// (at least `k · ROWS`): row `i`, depth `p` at
+/// `(i / ROWS) · tile_stride + p · ROWS + i % ROWS` (a convolution's transforms write it
+/// so), on up to `threads` threads of the intra-op pool.
+///
+/// # Panics
+/// Slices shorter than the sizes say (checked before any unsafe access).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a strided GEMM call is exactly these numbers"
+)]
+pub fn multiply_tiled(
+    m: usize,
+    n: usize,
+    k: usize,
+    (tiles, tile_stride): (&[f32], usize),
+    b: &[f32],
+    (c, ldc): (&mut [f32], usize),
+    start: Start<'_>,
+    relu: bool,
+    threads: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Checked in release too: the kernel below reads and writes through raw pointers.
+    assert!(ldc >= n, "gemm: C's stride below its row length");
+    assert!(
+        k.checked_mul(ROWS).is_some_and(|t| tile_stride >= t)
+            && (m.div_ceil(ROWS) - 1)
+                .checked_mul(tile_stride)
+                .and_then(|e| e.checked_add(k * ROWS))
+                .is_some_and(|e| tiles.len() >= e),
+        "gemm: A tiles too small"
+    );
+    assert!(
+        panels_len(k, n).is_some_and(|e| b.len() >= e),
+        "gemm: B panels too small"
+    );
+    assert!(
+        (m - 1)
+            .checked_mul(ldc)
+            .and_then(|e| e.checked_add(n))
+            .is_some_and(|e| c.len() >= e),
+        "gemm: C too small"
+    );
+    match start {
+        Start::RowBias(bias) => assert!(bias.len() >= m, "gemm: row bias too short"),
+        Start::ColumnBias(bias) => assert!(bias.len() >= n, "gemm: column bias too short"),
+        Start::Zero | Start::Accumulate => {}
+    }
+    let panels = n.div_ceil(PANEL);
     let job = Job {
         m,
         n,
         k,
         a: tiles.as_ptr(),
+        tile_stride,
         b: b.as_ptr(),
         c: c.as_mut_ptr(),
         ldc,
@@ -165,7 +222,6 @@ pub fn multiply(
         relu,
     };
     let work = m.saturating_mul(n).saturating_mul(k);
-    let threads = crate::engine::threads::intra_op();
     if work >= PARALLEL_MACS && threads > 1 && panels > 1 {
         use rayon::prelude::*;
         crate::engine::threads::entering_parallel_region();
@@ -182,7 +238,6 @@ pub fn multiply(
         // SAFETY: as above, one task.
         unsafe { job.run(0, panels) };
     }
-    PACKED_A.with(|cell| *cell.borrow_mut() = tiles);
 }
 
 thread_local! {
@@ -196,8 +251,9 @@ struct Job<'a> {
     m: usize,
     n: usize,
     k: usize,
-    /// A in tiles: row `i`, depth `p` at `((i / ROWS) · k + p) · ROWS + i % ROWS`.
+    /// A in tiles: row `i`, depth `p` at `(i / ROWS) · tile_stride + p · ROWS + i % ROWS`.
     a: *const f32,
+    tile_stride: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -249,7 +305,11 @@ impl Job<'_> {
                     };
                 }
                 for p in 0..self.k {
-                    let av = unsafe { *self.a.add(((i / ROWS) * self.k + p) * ROWS + i % ROWS) };
+                    let av = unsafe {
+                        *self
+                            .a
+                            .add((i / ROWS) * self.tile_stride + p * ROWS + i % ROWS)
+                    };
                     let row = unsafe { self.b.add((panel * self.k + p) * PANEL) };
                     for (lane, v) in acc.iter_mut().enumerate() {
                         *v += av * unsafe { *row.add(lane) };
@@ -383,7 +443,9 @@ mod avx2 {
                         high = [h; R];
                     }
                 }
-                let a = job.a.add(((self.row / ROWS) * job.k + self.p0) * ROWS);
+                let a = job
+                    .a
+                    .add((self.row / ROWS) * job.tile_stride + self.p0 * ROWS);
                 let mut b = job.b.add((self.panel * job.k + self.p0) * PANEL);
                 for p in 0..self.depth {
                     let b_low = _mm256_loadu_ps(b);
