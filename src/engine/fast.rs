@@ -54,9 +54,15 @@ pub enum HostOp {
         shift: Vec<f32>,
         relu: bool,
     },
-    Add {
+    /// Add, Sub, Mul or Div with broadcasting, then ReLU when `relu`; a constant float
+    /// second operand is held here.
+    Binary {
+        op: Arithmetic,
         relu: bool,
+        constant: Option<Dense>,
     },
+    /// Where on a condition and two float tensors, with broadcasting.
+    Where,
     Relu,
     Sigmoid,
     /// `x · sigmoid(x)` (SiLU, Swish) in place: a Sigmoid and the Mul that reads it.
@@ -262,8 +268,25 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Reshape(target) => HostOp::Reshape(target.clone()),
         Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Transpose(_) | Op::Split { .. } => HostOp::Layout,
         Op::Concat { axis } => HostOp::Concat { axis: *axis },
-        Op::Arithmetic(Arithmetic::Add) => HostOp::Add { relu: false },
-        Op::Variadic(Variadic::Sum) if step.inputs.len() == 2 => HostOp::Add { relu: false },
+        Op::Arithmetic(op) if step.inputs.len() == 2 => {
+            // A constant float second operand (a scale, a bias) is converted once, here.
+            let constant = constant_f32(constants, input(1))
+                .and_then(|(data, shape)| Dense::new(data, shape).ok());
+            if constant.is_some() {
+                step.inputs.truncate(1);
+            }
+            HostOp::Binary {
+                op: *op,
+                relu: false,
+                constant,
+            }
+        }
+        Op::Variadic(Variadic::Sum) if step.inputs.len() == 2 => HostOp::Binary {
+            op: Arithmetic::Add,
+            relu: false,
+            constant: None,
+        },
+        Op::Where if step.inputs.len() == 3 => HostOp::Where,
         Op::GlobalPool { max: false } => HostOp::GlobalAveragePool,
         Op::Conv(c) => {
             let (weight, shape) = constant_f32(constants, input(1))?;
@@ -486,6 +509,9 @@ impl HostOp {
             Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len() + conv.winograd.len(),
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
             Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
+            Self::Binary {
+                constant: Some(c), ..
+            } => c.data.len(),
             Self::LayerNorm { scale, bias, .. } => scale.len() + bias.as_ref().map_or(0, Vec::len),
             _ => 0,
         };
@@ -579,7 +605,8 @@ fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
             g.relu = true;
             true
         }
-        (HostOp::Add { relu }, HostOp::Relu) | (HostOp::BatchNorm { relu, .. }, HostOp::Relu)
+        (HostOp::Binary { relu, .. }, HostOp::Relu)
+        | (HostOp::BatchNorm { relu, .. }, HostOp::Relu)
             if !*relu =>
         {
             *relu = true;

@@ -7,6 +7,7 @@ use super::EngineError;
 use super::limits::product;
 pub use super::shapes::{window_out, window_out_2d};
 
+pub mod broadcast;
 mod conv;
 mod depthwise;
 mod direct;
@@ -15,7 +16,7 @@ mod pointwise;
 mod pool;
 mod winograd;
 pub use conv::Conv2d;
-pub use pointwise::{add_assign, erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
+pub use pointwise::{erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 
 /// A dense row-major f32 tensor on the host.

@@ -213,13 +213,18 @@ impl HostOp {
                     .collect::<Result<_, _>>()?;
                 Value::Dense(concat(parts, *axis, cap)?)
             }
-            Self::Add { relu } => {
+            Self::Binary {
+                op: arithmetic,
+                relu,
+                constant,
+            } => {
                 let a = take(&mut args, 0, op)?;
-                let b = take(&mut args, 1, op)?;
-                if a.dims() != b.dims()
-                    || matches!(a, Value::Int { .. })
-                    || matches!(b, Value::Int { .. })
-                {
+                let b = match constant {
+                    Some(c) => Value::Dense(c.clone()),
+                    None => take(&mut args, 1, op)?,
+                };
+                let host = |v: &Value| !matches!(v, Value::Int { .. });
+                if !host(&a) || !host(&b) {
                     let mut out = general(vec![Some(a), Some(b)])?;
                     if *relu && let Some(first) = out.first_mut() {
                         let mut d = dense(first.clone())?;
@@ -228,10 +233,20 @@ impl HostOp {
                     }
                     return Ok(out);
                 }
-                let mut a = dense(a)?;
-                let b = dense(b)?;
-                kernels::add_assign(&mut a.data, &b.data, *relu);
-                Value::Dense(a)
+                let (a, b) = (dense(a)?, dense(b)?);
+                Value::Dense(kernels::broadcast::binary(*arithmetic, a, &b, *relu, cap)?)
+            }
+            Self::Where => {
+                let condition = take(&mut args, 0, op)?;
+                let x = take(&mut args, 1, op)?;
+                let y = take(&mut args, 2, op)?;
+                let host = |v: &Value| !matches!(v, Value::Int { .. });
+                match condition {
+                    Value::Int { data, shape } if host(&x) && host(&y) => Value::Dense(
+                        kernels::broadcast::select((&data, &shape), &dense(x)?, &dense(y)?, cap)?,
+                    ),
+                    condition => return general(vec![Some(condition), Some(x), Some(y)]),
+                }
             }
             Self::GlobalAveragePool => {
                 let x = take(&mut args, 0, op)?;

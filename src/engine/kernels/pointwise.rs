@@ -98,25 +98,6 @@ pub fn hard(values: &mut [f32], swish: bool, alpha: f32, beta: f32) {
     on_best_cpu(Activate(values, Activation::Hard { swish, alpha, beta }));
 }
 
-/// `a += b` element-wise, then ReLU when `relu`; vectorized.
-pub fn add_assign(a: &mut [f32], b: &[f32], relu: bool) {
-    struct Add<'a>(&'a mut [f32], &'a [f32], bool);
-    impl Loop for Add<'_> {
-        #[inline(always)]
-        fn run(self) {
-            let Self(a, b, relu) = self;
-            if relu {
-                a.iter_mut()
-                    .zip(b)
-                    .for_each(|(x, y)| *x = (*x + y).max(0.0));
-            } else {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            }
-        }
-    }
-    on_best_cpu(Add(a, b, relu));
-}
-
 /// `x · scale[c] + shift[c]` over each plane of `plane` values, channels cycling through
 /// `scale`, then ReLU when `relu`; vectorized.
 pub fn scale_shift(values: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], relu: bool) {
