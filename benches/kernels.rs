@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use cairn::engine::kernels::{Conv2d, Dense, Pool, PoolKind, matmul, panels};
+use cairn::engine::kernels::{Conv2d, Dense, Packed, Pool, PoolKind, matmul, panels};
 use cairn::engine::limits::Cap;
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -39,14 +39,14 @@ fn convolutions(c: &mut Criterion) {
             stride: [stride, stride],
             dilation: [1, 1],
             relu: true,
-            winograd: Vec::new(),
+            packed: Packed::None,
         };
         let x = Dense::new(ramp(cin * side * side), vec![1, cin, side, side]).unwrap();
         let pads = [(pad, pad), (pad, pad)];
         // The path the plan takes, and im2col + GEMM beside it where that is another.
         let im2col = conv.clone();
         conv.prepare();
-        if !conv.winograd.is_empty() {
+        if !conv.packed.is_empty() {
             group.bench_function(format!("{name}_im2col"), |b| {
                 b.iter(|| im2col.run(black_box(&x), pads, Cap::unlimited()).unwrap());
             });

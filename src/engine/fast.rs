@@ -320,7 +320,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
                     stride: c.stride,
                     dilation: c.dilation,
                     relu: false,
-                    winograd: Vec::new(),
+                    packed: kernels::Packed::None,
                 },
                 padding: Padding::of(&c.padding, &c.auto_pad),
             }
@@ -506,7 +506,7 @@ impl HostOp {
     #[must_use]
     pub fn held_bytes(&self) -> u64 {
         let floats = match self {
-            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len() + conv.winograd.len(),
+            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len() + conv.packed.len(),
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
             Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
             Self::Binary {

@@ -126,6 +126,36 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
             node.name, node.op_type
         )));
     }
+    // onnx-ir folds a Reshape of constants with unchecked products; a constant target
+    // shape whose element count overflows is refused here, naming the node.
+    for node in graph.node.iter().filter(|n| n.op_type == "Reshape") {
+        let Some(target) = node
+            .input
+            .get(1)
+            .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+        else {
+            continue;
+        };
+        let dims: Vec<i64> = if target.raw_data.is_empty() {
+            target.int64_data.clone()
+        } else {
+            target
+                .raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect()
+        };
+        let count = dims
+            .iter()
+            .filter(|d| **d > 0)
+            .try_fold(1i64, |a, d| a.checked_mul(*d));
+        if count.is_none() {
+            return Err(EngineError::Limit(format!(
+                "node '{}' (Reshape): target shape {dims:?} has more elements than can be counted",
+                node.name
+            )));
+        }
+    }
     let initializers: std::collections::HashSet<&str> =
         graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph

@@ -15,7 +15,7 @@ pub mod panels;
 mod pointwise;
 mod pool;
 mod winograd;
-pub use conv::Conv2d;
+pub use conv::{Conv2d, Packed};
 pub use pointwise::{erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 

@@ -77,14 +77,14 @@ impl<const N: usize> Layout<N> {
                 }
                 axis -= 1;
                 index[axis] += 1;
-                for k in 0..N {
-                    offsets[k] += self.strides[k][axis];
+                for (offset, strides) in offsets.iter_mut().zip(&self.strides) {
+                    *offset += strides[axis];
                 }
                 if index[axis] < outer[axis] {
                     break;
                 }
-                for k in 0..N {
-                    offsets[k] -= self.strides[k][axis] * outer[axis];
+                for (offset, strides) in offsets.iter_mut().zip(&self.strides) {
+                    *offset -= strides[axis] * outer[axis];
                 }
                 index[axis] = 0;
             }

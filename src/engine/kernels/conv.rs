@@ -18,9 +18,34 @@ pub struct Conv2d {
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
     pub relu: bool,
-    /// The weights transformed for the Winograd path, set by [`Conv2d::prepare`]; empty
-    /// when the layer does not take it.
-    pub winograd: Vec<f32>,
+    /// The weights packed for the path the layer takes, set by [`Conv2d::prepare`].
+    pub packed: Packed,
+}
+
+/// A convolution's weights packed for the panel kernel at plan time.
+#[derive(Debug, Clone, Default)]
+pub enum Packed {
+    /// im2col + the `gemm` crate, the direct or the depthwise kernel: the plain weights.
+    #[default]
+    None,
+    /// Winograd F(2×2, 3×3): 16 transformed matrices per chunk of input channels.
+    Winograd(Vec<f32>),
+}
+
+impl Packed {
+    /// Floats held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::Winograd(v) => v.len(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Conv2d {
@@ -93,15 +118,19 @@ impl Conv2d {
             && oh == h
             && ow == w;
         let mut out = vec![0f32; batch * self.out_channels * plane];
-        if !self.winograd.is_empty() {
-            let image = channels * h * w;
-            for (n, dst) in out
-                .chunks_exact_mut((self.out_channels * plane).max(1))
-                .enumerate()
-            {
-                self.run_winograd(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
+        match &self.packed {
+            Packed::Winograd(packed) => {
+                let image = channels * h * w;
+                for (n, dst) in out
+                    .chunks_exact_mut((self.out_channels * plane).max(1))
+                    .enumerate()
+                {
+                    let input = &x.data[n * image..][..image];
+                    self.run_winograd(packed, input, [h, w], [oh, ow], pads, dst);
+                }
+                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }
-            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            Packed::None => {}
         }
         if self.direct_fits() && !direct {
             let image = channels * h * w;
@@ -395,6 +424,8 @@ mod tests {
         for (groups, cout, kernel, stride, dilation, pads, relu) in [
             (1, 8, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
             (1, 8, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+            (1, 21, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
+            (1, 3, [1, 1], [1, 1], [1, 1], [(1, 0), (0, 1)], true),
             // Few input channels, ungrouped: the direct kernel (stems), every stride mix.
             (1, 5, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], true),
             (1, 6, [3, 2], [2, 1], [1, 1], [(0, 2), (1, 0)], false),
@@ -412,7 +443,7 @@ mod tests {
         ] {
             let cin = 4;
             let k = cin / groups * kernel[0] * kernel[1];
-            let conv = Conv2d {
+            let mut conv = Conv2d {
                 weight: ramp(cout * k, 1),
                 bias: ramp(cout, 2),
                 out_channels: cout,
@@ -422,16 +453,25 @@ mod tests {
                 stride,
                 dilation,
                 relu,
-                winograd: Vec::new(),
+                packed: Packed::None,
             };
-            // An even and an odd width (the stride phases split differently).
-            for (h, w) in [(7, 6), (6, 7)] {
-                let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
-                let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
-                let want = reference_conv(&conv, &x, pads);
-                assert_eq!(got.shape, want.shape);
-                for (a, b) in got.data.iter().zip(&want.data) {
-                    assert!((a - b).abs() < 1e-4, "{a} vs {b} ({groups} {kernel:?} {w})");
+            // As built, then as planned (packed for the panel kernel where it fits); an
+            // even and an odd width (the stride phases split differently).
+            for prepared in [false, true] {
+                if prepared {
+                    conv.prepare();
+                }
+                for (h, w) in [(7, 6), (6, 7)] {
+                    let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+                    let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+                    let want = reference_conv(&conv, &x, pads);
+                    assert_eq!(got.shape, want.shape);
+                    for (a, b) in got.data.iter().zip(&want.data) {
+                        assert!(
+                            (a - b).abs() < 1e-4,
+                            "{a} vs {b} ({groups} {kernel:?} {w} {prepared})"
+                        );
+                    }
                 }
             }
         }
@@ -464,10 +504,13 @@ mod tests {
                 stride: [1, 1],
                 dilation: [1, 1],
                 relu,
-                winograd: Vec::new(),
+                packed: Packed::None,
             };
             conv.prepare();
-            assert_eq!(conv.winograd.is_empty(), !super::super::panels::available());
+            assert_eq!(
+                matches!(conv.packed, Packed::Winograd(_)),
+                super::super::panels::available()
+            );
             let x = Dense::new(ramp(2 * cin * h * w, 9), vec![2, cin, h, w]).unwrap();
             let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
             let want = reference_conv(&conv, &x, pads);
@@ -500,7 +543,7 @@ mod tests {
                 stride: [1, 1],
                 dilation: [1, 1],
                 relu: true,
-                winograd: Vec::new(),
+                packed: Packed::None,
             };
             let x = Dense::new(ramp(cin * side * side, 6), vec![1, cin, side, side]).unwrap();
             let pads = [(1, 1), (1, 1)];

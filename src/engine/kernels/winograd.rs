@@ -7,13 +7,13 @@
 //! bias and ReLU.
 //!
 //! Invariants:
-//! - `Conv2d::winograd` holds 16 packed matrices of `panels_len(cin, cout)` floats, or is
-//!   empty when the layer does not take this path ([`Conv2d::prepare`]).
+//! - `Packed::Winograd` holds 16 packed matrices of `panels_len(cin, cout)` floats in
+//!   all ([`Conv2d::prepare`]).
 //! - Tiles are numbered row-major over the output (`t = ty · tiles_x + tx`); a block is a
 //!   range of them, and parallel blocks write disjoint 2×2 output tiles.
 
 use super::{Loop, on_best_cpu, panels};
-use crate::engine::kernels::Conv2d;
+use crate::engine::kernels::{Conv2d, Packed};
 
 /// Lanes of the transforms' arrays (one AVX2 register); tiles take the first `ROWS`.
 const LANES: usize = 8;
@@ -44,19 +44,26 @@ impl Conv2d {
             && panels::available()
     }
 
-    /// Plan time, after fusions have folded scales into the weights: the transformed
-    /// weights when the layer takes the Winograd path.
+    /// Plan time, after fusions have folded scales into the weights: the weights packed
+    /// for the panel kernel when the layer takes the Winograd path. (1×1 layers stay on
+    /// the `gemm` crate: as `Xᵀ · Wᵀ` on the panel kernel they ran 1.2–2.9× slower on
+    /// ShuffleNet's shapes, `benches/kernels.rs`.)
     pub fn prepare(&mut self) {
-        self.winograd = if self.winograd_fits() {
-            transform_weights(&self.weight, self.in_channels, self.out_channels)
+        self.packed = if self.winograd_fits() {
+            Packed::Winograd(transform_weights(
+                &self.weight,
+                self.in_channels,
+                self.out_channels,
+            ))
         } else {
-            Vec::new()
+            Packed::None
         };
     }
 
     /// One image `[cin, h, w]` into `out` `[cout, oh, ow]`.
     pub(super) fn run_winograd(
         &self,
+        weights: &[f32],
         input: &[f32],
         [h, w]: [usize; 2],
         [oh, ow]: [usize; 2],
@@ -71,7 +78,7 @@ impl Conv2d {
         }
         assert!(input.len() >= cin * h * w && out.len() >= cout * oh * ow);
         assert_eq!(
-            Some(self.winograd.len()),
+            Some(weights.len()),
             panels::panels_len(cin, cout).map(|p| 16 * p),
             "Winograd weights not prepared"
         );
@@ -87,6 +94,7 @@ impl Conv2d {
         let out = Shared(out.as_mut_ptr(), cout * oh * ow);
         let layer = Layer {
             conv: self,
+            weights,
             input,
             size: [h, w],
             out_size: [oh, ow],
@@ -180,6 +188,8 @@ fn transform_weights(weight: &[f32], cin: usize, cout: usize) -> Vec<f32> {
 /// One layer's run on one image: what every block reads.
 struct Layer<'a> {
     conv: &'a Conv2d,
+    /// The transformed weights (`Packed::Winograd`).
+    weights: &'a [f32],
     input: &'a [f32],
     size: [usize; 2],
     out_size: [usize; 2],
@@ -205,7 +215,7 @@ impl Layer<'_> {
                 scratch: s,
             });
             // This chunk's 16 weight matrices start after the earlier chunks' 16 each.
-            let weights = &self.conv.winograd[16 * c0 * padded_cout..];
+            let weights = &self.weights[16 * c0 * padded_cout..];
             let packed = channels * padded_cout;
             for e in 0..16 {
                 panels::multiply_tiled(
