@@ -22,6 +22,7 @@ use super::ops::{Ints, Op, Unary, Variadic};
 use super::shapes::pads_2d;
 use super::value::Value;
 
+mod fuse;
 mod run;
 pub use run::{dense_data, dense_from_data, to_burn};
 
@@ -445,8 +446,8 @@ pub(super) fn plan(
         }
     }
     guarded(|| {
-        fuse_silu(steps, outputs);
-        fuse(steps, outputs);
+        fuse::silu(steps, outputs);
+        fuse::neighbours(steps, outputs);
         // Weights are final once fusions have folded scales into them.
         for step in steps.iter_mut() {
             if let Kernel::Host(HostOp::Conv { conv, .. }) = &mut step.kernel {
@@ -455,50 +456,6 @@ pub(super) fn plan(
         }
         Ok(())
     })
-}
-
-/// `x · sigmoid(x)` (SiLU, the activation of every YOLO and EfficientNet) becomes one
-/// in-place pass: a Mul whose operands are a value and the Sigmoid of it, when that
-/// Sigmoid's output is read by the Mul alone. The Sigmoid step takes the Mul's output (it
-/// keeps its node name and operator for errors and profiles).
-fn fuse_silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
-    let mut readers: HashMap<usize, usize> = HashMap::new();
-    let mut producer: HashMap<usize, usize> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in step.inputs.iter().flatten() {
-            *readers.entry(*slot).or_default() += 1;
-        }
-        for slot in &step.outputs {
-            producer.insert(*slot, i);
-        }
-    }
-    let mut removed = vec![false; steps.len()];
-    for j in 0..steps.len() {
-        if !matches!(steps[j].op, Op::Arithmetic(Arithmetic::Mul)) || steps[j].outputs.len() != 1 {
-            continue;
-        }
-        let [Some(a), Some(b)] = steps[j].inputs[..] else {
-            continue;
-        };
-        for (x, gate) in [(a, b), (b, a)] {
-            let Some(&i) = producer.get(&gate) else {
-                continue;
-            };
-            let sigmoid = &steps[i];
-            if matches!(sigmoid.kernel, Kernel::Host(HostOp::Sigmoid))
-                && sigmoid.inputs[..] == [Some(x)]
-                && sigmoid.outputs[..] == [gate]
-                && readers.get(&gate) == Some(&1)
-                && !outputs.contains(&gate)
-            {
-                steps[i].kernel = Kernel::Host(HostOp::Silu);
-                steps[i].outputs = steps[j].outputs.clone();
-                removed[j] = true;
-                break;
-            }
-        }
-    }
-    drop_removed(steps, &removed);
 }
 
 impl HostOp {
@@ -516,102 +473,5 @@ impl HostOp {
             _ => 0,
         };
         u64::try_from(floats.saturating_mul(F32)).unwrap_or(u64::MAX)
-    }
-}
-
-/// Folds a step into its producer where the producer's kernel can absorb it.
-fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in step.inputs.iter().flatten() {
-            readers.entry(*slot).or_default().push(i);
-        }
-    }
-    let mut removed = vec![false; steps.len()];
-    for i in 0..steps.len() {
-        if removed[i] {
-            continue;
-        }
-        while let [out] = steps[i].outputs[..] {
-            if outputs.contains(&out) {
-                break;
-            }
-            let Some([j]) = readers.get(&out).map(Vec::as_slice) else {
-                break;
-            };
-            let j = *j;
-            let Kernel::Host(next) = steps[j].kernel.clone() else {
-                break;
-            };
-            if steps[j].inputs.first() != Some(&Some(out)) || steps[j].inputs.len() != 1 {
-                break;
-            }
-            let Kernel::Host(current) = &mut steps[i].kernel else {
-                break;
-            };
-            if !absorb(current, &next) {
-                break;
-            }
-            let new_outputs = steps[j].outputs.clone();
-            steps[i].outputs = new_outputs;
-            removed[j] = true;
-        }
-    }
-    drop_removed(steps, &removed);
-}
-
-/// Drops the steps a fusion marked as absorbed, keeping the others in order.
-fn drop_removed(steps: &mut Vec<Step>, removed: &[bool]) {
-    let mut index = 0;
-    steps.retain(|_| {
-        index += 1;
-        !removed[index - 1]
-    });
-}
-
-/// Whether `current` took over `next` (its only reader).
-fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
-    match (current, next) {
-        (
-            HostOp::Conv { conv, .. },
-            HostOp::BatchNorm {
-                scale,
-                shift,
-                relu: false,
-            },
-        ) if !conv.relu && scale.len() == conv.out_channels => {
-            // A zero-channel convolution has nothing to scale; one with no input channels
-            // has no weights, only its bias.
-            let per_channel = conv
-                .weight
-                .len()
-                .checked_div(conv.out_channels)
-                .unwrap_or(0);
-            if per_channel > 0 {
-                for (c, row) in conv.weight.chunks_exact_mut(per_channel).enumerate() {
-                    row.iter_mut().for_each(|w| *w *= scale[c]);
-                }
-            }
-            for (c, b) in conv.bias.iter_mut().enumerate() {
-                *b = *b * scale[c] + shift[c];
-            }
-            true
-        }
-        (HostOp::Conv { conv, .. }, HostOp::Relu) if !conv.relu => {
-            conv.relu = true;
-            true
-        }
-        (HostOp::Gemm(g), HostOp::Relu) if !g.relu => {
-            g.relu = true;
-            true
-        }
-        (HostOp::Binary { relu, .. }, HostOp::Relu)
-        | (HostOp::BatchNorm { relu, .. }, HostOp::Relu)
-            if !*relu =>
-        {
-            *relu = true;
-            true
-        }
-        _ => false,
     }
 }
