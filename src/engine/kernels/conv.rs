@@ -477,6 +477,33 @@ mod tests {
         }
     }
 
+    /// Inputs with no rows or no columns whose windows reach only padding, through the
+    /// direct, depthwise, im2col and Winograd paths: the bias (zero taps), never a panic.
+    #[test]
+    fn empty_planes_convolve_without_panicking() {
+        for (cin, groups, cout) in [(3, 1, 4), (4, 4, 4), (4, 2, 6), (16, 1, 8)] {
+            let mut conv = Conv2d {
+                weight: ramp(cout * cin / groups * 9, 13),
+                bias: ramp(cout, 14),
+                out_channels: cout,
+                in_channels: cin,
+                groups,
+                kernel: [3, 3],
+                stride: [1, 1],
+                dilation: [1, 1],
+                relu: false,
+                packed: Packed::None,
+            };
+            conv.prepare();
+            for shape in [[2, cin, 4, 0], [2, cin, 0, 4], [1, cin, 0, 0]] {
+                let x = Dense::new(Vec::new(), shape.to_vec()).unwrap();
+                let got = conv.run(&x, [(2, 2), (2, 2)], Cap::unlimited()).unwrap();
+                let want = reference_conv(&conv, &x, [(2, 2), (2, 2)]);
+                assert_eq!(got, want, "{cin} {groups} {shape:?}");
+            }
+        }
+    }
+
     /// The Winograd path: odd and even sizes (partial 2×2 tiles), pads from 0 to 2 on
     /// each side, output channels past a multiple of 8, 1×1 images, a batch of 2; and a
     /// 512-channel layer cut into several blocks of tiles (spread over the pool when it

@@ -94,7 +94,8 @@ impl Conv2d {
                 scratch.resize(plane_len + wide_len, 0.0);
             }
             let (padded, wide) = scratch.split_at_mut(plane_len);
-            for (y, row) in input.chunks_exact(w).enumerate() {
+            // `max(1)`: an input with no columns has no rows to copy (windows of padding).
+            for (y, row) in input.chunks_exact(w.max(1)).enumerate() {
                 padded[(y + pads[0].0) * pw + pads[1].0..][..w].copy_from_slice(row);
             }
             let mut taps = [(0usize, 0f32); MAX_TAPS];

@@ -48,7 +48,11 @@ impl Conv2d {
         let plane = ph * row_len;
         let mut phases = vec![0f32; sw * cin * plane];
         for c in 0..cin {
-            for (iy, row) in input[c * h * w..][..h * w].chunks_exact(w).enumerate() {
+            // `max(1)`: an input with no columns has no rows to copy (windows of padding).
+            for (iy, row) in input[c * h * w..][..h * w]
+                .chunks_exact(w.max(1))
+                .enumerate()
+            {
                 let r = iy + pads[0].0;
                 if sw == 2 {
                     // Input column ix is padded column ix + left: phase (ix + left) % 2 at

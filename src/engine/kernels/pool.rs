@@ -173,6 +173,9 @@ impl Pool {
         let [batch, channels, oh, ow] = self.out_shape(&x.shape, pads, cap)?;
         let [_, _, h, w] = rank4(&x.shape, "pool")?;
         let mut out = vec![0f32; batch * channels * oh * ow];
+        if out.is_empty() {
+            return Dense::new(out, vec![batch, channels, oh, ow]);
+        }
         let inside = pads == [(0, 0), (0, 0)]
             && self.dilation == [1, 1]
             && (oh - 1) * self.stride[0] + self.kernel[0] <= h
@@ -188,6 +191,8 @@ impl Pool {
         let (ph, pw) = (h + top + bottom, w + left + right);
         if self.kind == PoolKind::Max
             && self.dilation == [1, 1]
+            && h > 0
+            && w > 0
             && top.max(bottom) < self.kernel[0]
             && left.max(right) < self.kernel[1]
             && (oh - 1) * self.stride[0] + self.kernel[0] <= ph
@@ -213,11 +218,10 @@ impl Pool {
         // Per output column: the first valid input column and how many follow.
         let cols: Vec<(usize, usize, usize)> =
             (0..ow).map(|x| self.span(x, pads[1], w, 1)).collect();
-        for (plane, dst) in x
-            .data
-            .chunks_exact(h * w)
-            .zip(out.chunks_exact_mut(oh * ow))
-        {
+        // Indexed, not `chunks_exact(h · w)`: a plane may have no values (windows of
+        // padding only).
+        for (p, dst) in out.chunks_exact_mut(oh * ow).enumerate() {
+            let plane = &x.data[p * h * w..][..h * w];
             for y in 0..oh {
                 let (y0, ny, ypadded) = self.span(y, pads[0], h, 0);
                 let dst_row = &mut dst[y * ow..][..ow];
@@ -420,6 +424,39 @@ mod tests {
     }
 
     /// Padded max pooling (the -∞ copy) against the window taken tap by tap.
+    /// Planes with no rows or no columns (a fuzzed MaxPool once split them into chunks of
+    /// 0): an empty output, or windows made only of padding, never a panic.
+    #[test]
+    fn empty_planes_pool_without_panicking() {
+        for kind in [
+            PoolKind::Max,
+            PoolKind::Average {
+                count_include_pad: false,
+            },
+        ] {
+            let pool = Pool {
+                kernel: [2, 2],
+                stride: [1, 1],
+                dilation: [1, 1],
+                ceil: false,
+                kind,
+            };
+            for (shape, pads) in [
+                ([1, 2, 0, 8], [(0, 0), (1, 0)]),
+                ([1, 2, 0, 8], [(0, 1), (1, 0)]),
+                ([1, 2, 0, 8], [(1, 1), (0, 1)]),
+                ([1, 2, 3, 0], [(1, 0), (1, 1)]),
+                ([1, 2, 0, 0], [(1, 1), (1, 1)]),
+            ] {
+                let x = Dense::new(Vec::new(), shape.to_vec()).unwrap();
+                match pool.run(&x, pads, Cap::unlimited()) {
+                    Ok(out) => assert_eq!(out.data.len(), out.shape.iter().product::<usize>()),
+                    Err(e) => assert!(matches!(e, EngineError::Invalid(_)), "{e}"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn padded_max_matches_every_window() {
         let (h, w) = (7, 6);
