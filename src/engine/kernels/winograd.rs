@@ -2,13 +2,14 @@
 //! of output from a 4×4 block of input in 16 products instead of 36, so the layer's
 //! multiply-adds drop 2.25×. The weights are transformed once at plan time into 16
 //! matrices `[cin × cout]`, packed as the panel kernel's B; at run time each block of
-//! output tiles is transformed into 16 matrices `[tiles × cin]` written straight in the
-//! panel kernel's A tiles, multiplied, and transformed back into the output with the
-//! bias and ReLU.
+//! output tiles is transformed, 64 input channels at a time, into 16 matrices
+//! `[tiles × 64]` written straight in the panel kernel's A tiles and multiplied,
+//! accumulating; then transformed back into the output with the bias and ReLU.
 //!
 //! Invariants:
-//! - `Packed::Winograd` holds 16 packed matrices of `panels_len(cin, cout)` floats in
-//!   all ([`Conv2d::prepare`]).
+//! - `Packed::Winograd` holds, per chunk of `CHUNK` input channels, 16 packed
+//!   `[chunk × cout]` matrices: `16 · panels_len(cin, cout)` floats in all
+//!   ([`Conv2d::prepare`]).
 //! - Tiles are numbered row-major over the output (`t = ty · tiles_x + tx`); a block is a
 //!   range of them, and parallel blocks write disjoint 2×2 output tiles.
 
@@ -144,7 +145,8 @@ struct Scratch {
     transformed: Vec<f32>,
     /// 16 products of `block × cout`, row-major.
     products: Vec<f32>,
-    /// One channel's `d B` for every tile row of the block (see `InputTransform`).
+    /// One channel's `d B`, for each of a tile's 4 rows and every tile of the block (see
+    /// `InputTransform`).
     rows: Vec<f32>,
 }
 
