@@ -126,13 +126,18 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
             node.name, node.op_type
         )));
     }
+    let initializers: std::collections::HashMap<&str, _> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     // onnx-ir folds a Reshape of constants with unchecked products; a constant target
     // shape whose element count overflows is refused here, naming the node.
     for node in graph.node.iter().filter(|n| n.op_type == "Reshape") {
         let Some(target) = node
             .input
             .get(1)
-            .and_then(|name| graph.initializer.iter().find(|t| &t.name == name))
+            .and_then(|name| initializers.get(name.as_str()))
         else {
             continue;
         };
@@ -156,12 +161,10 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
             )));
         }
     }
-    let initializers: std::collections::HashSet<&str> =
-        graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph
         .input
         .iter()
-        .filter(|i| !initializers.contains(i.name.as_str()))
+        .filter(|i| !initializers.contains_key(i.name.as_str()))
         .map(value_info)
         .collect();
     let outputs = graph.output.iter().map(value_info).collect();

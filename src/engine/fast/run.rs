@@ -219,13 +219,15 @@ impl HostOp {
                 constant,
             } => {
                 let a = take(&mut args, 0, op)?;
+                // The held constant is borrowed, not copied, on the host path.
                 let b = match constant {
-                    Some(c) => Value::Dense(c.clone()),
-                    None => take(&mut args, 1, op)?,
+                    Some(_) => None,
+                    None => Some(take(&mut args, 1, op)?),
                 };
                 let host = |v: &Value| !matches!(v, Value::Int { .. });
-                if !host(&a) || !host(&b) {
-                    let mut out = general(vec![Some(a), Some(b)])?;
+                if !host(&a) || !b.as_ref().is_none_or(host) {
+                    let b = b.or_else(|| constant.clone().map(Value::Dense));
+                    let mut out = general(vec![Some(a), b])?;
                     if *relu && let Some(first) = out.first_mut() {
                         let mut d = dense(first.clone())?;
                         kernels::relu(&mut d.data);
@@ -233,7 +235,14 @@ impl HostOp {
                     }
                     return Ok(out);
                 }
-                let (a, b) = (dense(a)?, dense(b)?);
+                let a = dense(a)?;
+                let b = match (b, constant) {
+                    (Some(b), _) => std::borrow::Cow::Owned(dense(b)?),
+                    (None, Some(c)) => std::borrow::Cow::Borrowed(c),
+                    (None, None) => {
+                        return Err(EngineError::Invalid(format!("{op}: input 1 is missing")));
+                    }
+                };
                 Value::Dense(kernels::broadcast::binary(*arithmetic, a, &b, *relu, cap)?)
             }
             Self::Where => {

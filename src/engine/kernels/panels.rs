@@ -105,13 +105,7 @@ pub fn multiply(
     }
     // Checked in release too, like everything `multiply_tiled` checks.
     assert!(lda >= k, "gemm: A's stride below its row length");
-    assert!(
-        (m - 1)
-            .checked_mul(lda)
-            .and_then(|e| e.checked_add(k))
-            .is_some_and(|e| a.len() >= e),
-        "gemm: A too small"
-    );
+    assert!(covers(a.len(), m, lda, k), "gemm: A too small");
     // A in tiles of ROWS rows, depth-major (`[tile][p][row]`), so a tile's broadcasts
     // read one stream instead of ROWS strided rows (ViT's 197×192 · 192×768 ran 35%
     // slower without); the buffer is kept per thread.
@@ -151,6 +145,15 @@ pub fn multiply(
     PACKED_A.with(|cell| *cell.borrow_mut() = tiles);
 }
 
+/// Whether `len` values hold `count ≥ 1` runs of `run` values, `stride` apart (checked
+/// arithmetic: the kernel reads and writes through raw pointers).
+fn covers(len: usize, count: usize, stride: usize, run: usize) -> bool {
+    (count - 1)
+        .checked_mul(stride)
+        .and_then(|e| e.checked_add(run))
+        .is_some_and(|e| len >= e)
+}
+
 /// Floats of an `m × k` A laid out in tiles (see [`multiply_tiled`]), `None` on overflow.
 #[must_use]
 pub fn tiled_len(m: usize, k: usize) -> Option<usize> {
@@ -186,23 +189,14 @@ pub fn multiply_tiled(
     assert!(ldc >= n, "gemm: C's stride below its row length");
     assert!(
         k.checked_mul(ROWS).is_some_and(|t| tile_stride >= t)
-            && (m.div_ceil(ROWS) - 1)
-                .checked_mul(tile_stride)
-                .and_then(|e| e.checked_add(k * ROWS))
-                .is_some_and(|e| tiles.len() >= e),
+            && covers(tiles.len(), m.div_ceil(ROWS), tile_stride, k * ROWS),
         "gemm: A tiles too small"
     );
     assert!(
         panels_len(k, n).is_some_and(|e| b.len() >= e),
         "gemm: B panels too small"
     );
-    assert!(
-        (m - 1)
-            .checked_mul(ldc)
-            .and_then(|e| e.checked_add(n))
-            .is_some_and(|e| c.len() >= e),
-        "gemm: C too small"
-    );
+    assert!(covers(c.len(), m, ldc, n), "gemm: C too small");
     match start {
         Start::RowBias(bias) => assert!(bias.len() >= m, "gemm: row bias too short"),
         Start::ColumnBias(bias) => assert!(bias.len() >= n, "gemm: column bias too short"),

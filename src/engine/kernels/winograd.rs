@@ -364,8 +364,8 @@ impl Columns<'_> {
         );
     }
 
-    /// The same in plain loops (the AVX2 version is the one that runs; kept for other
-    /// architectures).
+    /// The same in plain loops, so the module builds unchanged off x86-64 (where
+    /// `winograd_fits` is false, so neither version runs).
     #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     fn portable(&self, out: &mut [f32]) {
         self.check(out);
