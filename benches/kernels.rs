@@ -1,21 +1,49 @@
-//! cairn's CPU kernels on the layer shapes of the shared models, one thread: convolutions
-//! (stems, depthwise, pointwise, YOLO's deep 3×3), max pooling, and the fully connected products of
+//! cairn's CPU kernels on the layer shapes of the shared models: convolutions (stems,
+//! depthwise, pointwise, YOLO's deep 3×3), max pooling, and the fully connected products of
 //! BERT, ViT and the classifier heads, the panel kernel beside the `gemm` crate.
 //!
-//! `cargo bench --bench kernels [-- FILTER]`
+//! `[CAIRN_BENCH_THREADS=N] cargo bench --bench kernels [-- FILTER]`: one thread unless
+//! told (0: every core); each call runs as an inference does ([`threads::spread`]: on the
+//! pool, its other workers awake).
 
 use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use cairn::engine::kernels::{Conv2d, Dense, Packed, Pool, PoolKind, matmul, panels};
 use cairn::engine::limits::Cap;
 use criterion::{Criterion, criterion_group, criterion_main};
+
+/// Sizes the intra-op pool from `CAIRN_BENCH_THREADS` (default 1).
+fn configure_threads() {
+    let threads = std::env::var("CAIRN_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    cairn::engine::threads::configure(threads);
+}
+
+/// Times `f` as an inference runs it: on the pool when it splits work, the other workers
+/// awake between its parallel regions (a whole batch of iterations is one inference).
+fn timed<R>(b: &mut criterion::Bencher, mut f: impl FnMut() -> R + Send) {
+    b.iter_custom(|iterations| {
+        let splits = AtomicBool::new(true);
+        cairn::engine::threads::spread(&splits, || {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                black_box(f());
+            }
+            start.elapsed()
+        })
+    });
+}
 
 fn ramp(len: usize) -> Vec<f32> {
     (0..len).map(|i| (i % 19) as f32 / 19.0 - 0.5).collect()
 }
 
 fn convolutions(c: &mut Criterion) {
-    cairn::engine::threads::configure(1);
+    configure_threads();
     let mut group = c.benchmark_group("kernels/conv");
     // (name, in channels, out channels, groups, kernel, stride, pad, side)
     for (name, cin, cout, groups, kernel, stride, pad, side) in [
@@ -48,18 +76,22 @@ fn convolutions(c: &mut Criterion) {
         conv.prepare();
         if !conv.packed.is_empty() {
             group.bench_function(format!("{name}_im2col"), |b| {
-                b.iter(|| im2col.run(black_box(&x), pads, Cap::unlimited()).unwrap());
+                timed(b, || {
+                    im2col.run(black_box(&x), pads, Cap::unlimited()).unwrap()
+                });
             });
         }
         group.bench_function(name, |b| {
-            b.iter(|| conv.run(black_box(&x), pads, Cap::unlimited()).unwrap());
+            timed(b, || {
+                conv.run(black_box(&x), pads, Cap::unlimited()).unwrap()
+            });
         });
     }
     group.finish();
 }
 
 fn pools(c: &mut Criterion) {
-    cairn::engine::threads::configure(1);
+    configure_threads();
     let mut group = c.benchmark_group("kernels/pool");
     // (name, channels, kernel, stride, pad, side): ShuffleNet's stem pool, YOLO's SPPF.
     for (name, channels, kernel, stride, pad, side) in [
@@ -77,14 +109,16 @@ fn pools(c: &mut Criterion) {
         let x = Dense::new(ramp(channels * side * side), vec![1, channels, side, side]).unwrap();
         let pads = [(pad, pad), (pad, pad)];
         group.bench_function(name, |b| {
-            b.iter(|| pool.run(black_box(&x), pads, Cap::unlimited()).unwrap());
+            timed(b, || {
+                pool.run(black_box(&x), pads, Cap::unlimited()).unwrap()
+            });
         });
     }
     group.finish();
 }
 
 fn products(c: &mut Criterion) {
-    cairn::engine::threads::configure(1);
+    configure_threads();
     let mut group = c.benchmark_group("kernels/linear");
     // (name, rows of A, depth, columns)
     for (name, m, k, n) in [
@@ -100,7 +134,7 @@ fn products(c: &mut Criterion) {
         let bias = ramp(n);
         let mut out = vec![0f32; m * n];
         group.bench_function(format!("{name}/panels"), |bench| {
-            bench.iter(|| {
+            timed(bench, || {
                 panels::multiply(
                     m,
                     n,
@@ -114,7 +148,7 @@ fn products(c: &mut Criterion) {
             });
         });
         group.bench_function(format!("{name}/gemm_crate"), |bench| {
-            bench.iter(|| {
+            timed(bench, || {
                 for row in out.chunks_exact_mut(n) {
                     row.copy_from_slice(&bias);
                 }

@@ -130,7 +130,7 @@ pub fn matmul(
 
 /// Products of at least this many multiply-adds are split across the intra-op pool; below
 /// it, waking threads costs more than it saves.
-const PARALLEL_MACS: usize = 1 << 22;
+const PARALLEL_MACS: usize = 1 << 18;
 
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let work = m.saturating_mul(n).saturating_mul(k);

@@ -456,12 +456,13 @@ mod tests {
                 packed: Packed::None,
             };
             // As built, then as planned (packed for the panel kernel where it fits); an
-            // even and an odd width (the stride phases split differently).
+            // even and an odd width (the stride phases split differently), and one tall
+            // enough for several bands of the direct kernel, the last one partial.
             for prepared in [false, true] {
                 if prepared {
                     conv.prepare();
                 }
-                for (h, w) in [(7, 6), (6, 7)] {
+                for (h, w) in [(7, 6), (6, 7), (37, 21)] {
                     let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
                     let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
                     let want = reference_conv(&conv, &x, pads);
@@ -474,6 +475,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_stem_spread_over_the_pool_matches_the_direct_loop() {
+        // 3 → 24 channels, 3×3, stride 2 on an odd-sized image: enough multiply-adds for
+        // the direct kernel to spread its bands over the pool (where it has 2 threads).
+        let (cin, cout) = (3, 24);
+        let conv = Conv2d {
+            weight: ramp(cout * cin * 9, 1),
+            bias: ramp(cout, 2),
+            out_channels: cout,
+            in_channels: cin,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 1],
+            relu: true,
+            packed: Packed::None,
+        };
+        assert!(conv.direct_fits() || !super::super::panels::available());
+        let (h, w) = (199, 171);
+        let x = Dense::new(ramp(cin * h * w, 3), vec![1, cin, h, w]).unwrap();
+        let pads = [(1, 1), (1, 0)];
+        let hint = std::sync::atomic::AtomicBool::new(true);
+        let got =
+            crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
+        let want = reference_conv(&conv, &x, pads);
+        assert_eq!(got.shape, want.shape);
+        for (a, b) in got.data.iter().zip(&want.data) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
         }
     }
 

@@ -1,7 +1,9 @@
 //! Convolutions with few input channels (a network's stem: 3 channels, 3×3, stride 2)
 //! computed directly. As im2col + GEMM such a layer is a product of depth 27 whose
 //! unfolding costs more than the product; here each output row is summed tap by tap from
-//! the input split into its stride phases, 4 output channels × 16 columns at a time.
+//! the input split into its stride phases, 4 output channels × 16 columns at a time, in
+//! bands of output rows that each split only the input rows they read (so the split
+//! spreads over the pool with the sums, and a band's inputs stay in L1).
 
 use super::Conv2d;
 
@@ -23,7 +25,9 @@ impl Conv2d {
             && super::panels::available()
     }
 
-    /// One image `[c, h, w]` into `out` `[cout, oh, ow]`.
+    /// One image `[c, h, w]` into `out` `[cout, oh, ow]`, in bands of output rows: each
+    /// band splits only the input rows it reads (a few KB, which stay in L1 while every
+    /// channel block of a column block is summed), and bands spread over the pool.
     pub(super) fn run_direct(
         &self,
         input: &[f32],
@@ -38,60 +42,17 @@ impl Conv2d {
         if oh == 0 || ow == 0 || cout == 0 {
             return;
         }
-        let ph = h + pads[0].0 + pads[0].1;
         // Phase `p` of a padded row holds its columns `j·sw + p`, so tap `kx` of output
         // column x is phase `kx % sw` at `x + kx / sw`: contiguous in x. Rows are long
         // enough for the last block's reads past `ow`.
         let row_len = (w + pads[1].0 + pads[1].1)
             .div_ceil(sw)
             .max(ow.next_multiple_of(COLUMNS) + kw);
-        let plane = ph * row_len;
-        let mut phases = vec![0f32; sw * cin * plane];
-        for c in 0..cin {
-            // `max(1)`: an input with no columns has no rows to copy (windows of padding).
-            for (iy, row) in input[c * h * w..][..h * w]
-                .chunks_exact(w.max(1))
-                .enumerate()
-            {
-                let r = iy + pads[0].0;
-                if sw == 2 {
-                    // Input column ix is padded column ix + left: phase (ix + left) % 2 at
-                    // (ix + left) / 2. Pairs split in one vectorizable pass.
-                    let (left, m) = (pads[1].0 % 2, pads[1].0 / 2);
-                    let base = c * plane + r * row_len;
-                    let (first_phase, second_phase) = if left == 0 { (0, 1) } else { (1, 0) };
-                    let (a, b) = (
-                        first_phase * cin * plane + base,
-                        second_phase * cin * plane + base,
-                    );
-                    for (q, pair) in row.chunks_exact(2).enumerate() {
-                        phases[a + m + q] = pair[0];
-                        phases[b + m + left + q] = pair[1];
-                    }
-                    if w % 2 == 1 {
-                        let col = w - 1 + pads[1].0;
-                        phases[(col % 2) * cin * plane + base + col / 2] = row[w - 1];
-                    }
-                    continue;
-                }
-                for phase in 0..sw {
-                    // Padded columns j·sw + phase, input columns j·sw + phase − left.
-                    let j0 = pads[1].0.saturating_sub(phase).div_ceil(sw);
-                    let Some(start) = (j0 * sw + phase).checked_sub(pads[1].0) else {
-                        continue;
-                    };
-                    if start >= w {
-                        continue;
-                    }
-                    let dst = &mut phases[(phase * cin + c) * plane + r * row_len + j0..];
-                    for (d, v) in dst.iter_mut().zip(row[start..].iter().step_by(sw)) {
-                        *d = *v;
-                    }
-                }
-            }
-        }
-        // Taps as (offset into `phases` for output (0, 0), weight column), and the
-        // weights transposed to `[tap][cout]` so a block's 4 channels are adjacent.
+        let band = BAND_ROWS.min(oh);
+        let band_in_rows = (band - 1) * sh + kh;
+        let plane = band_in_rows * row_len;
+        // Taps as (offset into a band's phases for its output (0, 0), weight column), and
+        // the weights transposed to `[tap][cout]` so a block's 4 channels are adjacent.
         let mut taps = Vec::with_capacity(cin * kh * kw);
         for c in 0..cin {
             for ky in 0..kh {
@@ -108,109 +69,222 @@ impl Conv2d {
                 *v = self.weight[o * taps.len() + t];
             }
         }
-        let block = |first: usize, out: &mut [f32]| {
-            let rows = Rows {
-                conv: self,
-                first,
-                phases: &phases,
-                taps: &taps,
-                weights: &weights,
-                row_step: sh * row_len,
-                out_size: [oh, ow],
-                out,
-            };
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
-            unsafe {
-                rows.run_avx2();
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            drop(rows);
+        let layer = Band {
+            conv: self,
+            input,
+            size: [h, w],
+            pads,
+            row_len,
+            plane,
+            taps: &taps,
+            weights: &weights,
+            out_size: [oh, ow],
+            out: Output(out.as_mut_ptr(), out.len()),
         };
+        // Zeroed once: the columns of padding are never written, rows of padding are
+        // cleared band by band.
+        let scratch = || vec![0f32; sw * cin * plane];
+        let bands = oh.div_ceil(band);
         let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
-        if macs >= super::PARALLEL_MACS && crate::engine::threads::intra_op() > 1 {
+        if bands > 1 && macs >= super::PARALLEL_MACS && crate::engine::threads::intra_op() > 1 {
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
-            out.par_chunks_mut(CHANNELS * oh * ow)
-                .enumerate()
-                .for_each(|(i, out)| block(i * CHANNELS, out));
+            (0..bands)
+                .into_par_iter()
+                .for_each_init(scratch, |phases, b| {
+                    layer.run(phases, b * band..oh.min((b + 1) * band))
+                });
         } else {
-            for (i, out) in out.chunks_mut(CHANNELS * oh * ow).enumerate() {
-                block(i * CHANNELS, out);
+            let mut phases = scratch();
+            for b in 0..bands {
+                layer.run(&mut phases, b * band..oh.min((b + 1) * band));
             }
         }
     }
 }
 
-/// Output channels `first ..` (at most [`CHANNELS`]) into `out`, their `[c, oh, ow]`.
-struct Rows<'a> {
+/// Output rows per band.
+const BAND_ROWS: usize = 8;
+
+/// The output image `[cout, oh, ow]` as a pointer and its length: bands on several threads
+/// write disjoint rows of it, each write checked against the length.
+#[derive(Clone, Copy)]
+struct Output(*mut f32, usize);
+// SAFETY: bands write disjoint rows, through `Output::row` only.
+unsafe impl Send for Output {}
+// SAFETY: as above.
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The address of `len` output floats at `offset`, checked to lie inside the image. The
+    /// caller writes only pixels of its own band there.
+    fn row(self, offset: usize, len: usize) -> *mut f32 {
+        assert!(
+            offset + len <= self.1,
+            "direct convolution: output row out of range"
+        );
+        // SAFETY: in bounds (checked above).
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// What every band of one layer shares.
+struct Band<'a> {
     conv: &'a Conv2d,
-    first: usize,
-    phases: &'a [f32],
+    input: &'a [f32],
+    size: [usize; 2],
+    pads: [(usize, usize); 2],
+    row_len: usize,
+    /// Floats per phase and channel in a band's buffer.
+    plane: usize,
     taps: &'a [usize],
     /// `[tap][cout]`, `cout` rounded up to whole blocks.
     weights: &'a [f32],
-    /// Offset between the inputs of consecutive output rows.
-    row_step: usize,
     out_size: [usize; 2],
-    out: &'a mut [f32],
+    out: Output,
 }
 
-impl Rows<'_> {
+impl Band<'_> {
+    /// Output rows `rows`: split the input rows they read into `phases`, then sum.
+    fn run(&self, phases: &mut [f32], rows: std::ops::Range<usize>) {
+        self.split(phases, &rows);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
+        unsafe {
+            self.sum_avx2(phases, rows);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        drop((phases, rows));
+    }
+
+    /// The padded input rows of output rows `rows`, split into their stride phases:
+    /// `[phase][channel][row of the band][row_len]`.
+    fn split(&self, phases: &mut [f32], rows: &std::ops::Range<usize>) {
+        let [h, w] = self.size;
+        let [sh, sw] = self.conv.stride;
+        let cin = self.conv.in_channels;
+        let (top, left) = (self.pads[0].0, self.pads[1].0);
+        let in_rows = (rows.len() - 1) * sh + self.conv.kernel[0];
+        for c in 0..cin {
+            for r in 0..in_rows {
+                let padded = rows.start * sh + r;
+                let row_at = |phase: usize| (phase * cin + c) * self.plane + r * self.row_len;
+                let Some(iy) = padded.checked_sub(top).filter(|&iy| iy < h) else {
+                    for phase in 0..sw {
+                        phases[row_at(phase)..][..self.row_len].fill(0.0);
+                    }
+                    continue;
+                };
+                let row = &self.input[(c * h + iy) * w..][..w];
+                if sw == 2 {
+                    // Input column ix is padded column ix + left: phase (ix + left) % 2 at
+                    // (ix + left) / 2. Pairs split in one vectorizable pass.
+                    let (odd, m) = (left % 2, left / 2);
+                    let (a, b) = if odd == 0 {
+                        (row_at(0) + m, row_at(1) + m)
+                    } else {
+                        (row_at(1) + m, row_at(0) + m + 1)
+                    };
+                    for (q, pair) in row.chunks_exact(2).enumerate() {
+                        phases[a + q] = pair[0];
+                        phases[b + q] = pair[1];
+                    }
+                    if w % 2 == 1 {
+                        let col = w - 1 + left;
+                        phases[row_at(col % 2) + col / 2] = row[w - 1];
+                    }
+                    continue;
+                }
+                for phase in 0..sw {
+                    // Padded columns j·sw + phase, input columns j·sw + phase − left.
+                    let j0 = left.saturating_sub(phase).div_ceil(sw);
+                    let Some(start) = (j0 * sw + phase).checked_sub(left) else {
+                        continue;
+                    };
+                    if start >= w {
+                        continue;
+                    }
+                    let dst = &mut phases[row_at(phase) + j0..];
+                    for (d, v) in dst.iter_mut().zip(row[start..].iter().step_by(sw)) {
+                        *d = *v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Output rows `rows` of every channel, 16 columns × 4 channels at a time: a column
+    /// block's inputs are read once from L1 for all its channel blocks.
+    ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn run_avx2(self) {
+    unsafe fn sum_avx2(&self, phases: &[f32], rows: std::ops::Range<usize>) {
         use std::arch::x86_64::{
             _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
             _mm256_setzero_ps, _mm256_storeu_ps,
         };
         let [oh, ow] = self.out_size;
-        let cout = self.conv.out_channels;
-        let first = self.first;
-        let count = CHANNELS.min(cout - first);
+        let conv = self.conv;
+        let cout = conv.out_channels;
         let stride = cout.next_multiple_of(CHANNELS);
-        for y in 0..oh {
-            let origin = y * self.row_step;
+        let row_step = conv.stride[0] * self.row_len;
+        for y in rows.clone() {
+            let origin = (y - rows.start) * row_step;
             for x0 in (0..ow).step_by(COLUMNS) {
-                let mut acc = [_mm256_setzero_ps(); 2 * CHANNELS];
-                for j in 0..count {
-                    let b = _mm256_set1_ps(self.conv.bias[first + j]);
-                    acc[2 * j] = b;
-                    acc[2 * j + 1] = b;
-                }
-                for (t, &offset) in self.taps.iter().enumerate() {
-                    // Bounds-checked slices; the loads stay inside them.
-                    let src = &self.phases[origin + offset + x0..][..COLUMNS];
-                    let w = &self.weights[t * stride + first..][..CHANNELS];
-                    // SAFETY: each load reads 8 floats inside `src`.
-                    let (low, high) = unsafe {
-                        (
-                            _mm256_loadu_ps(src.as_ptr()),
-                            _mm256_loadu_ps(src.as_ptr().add(8)),
-                        )
-                    };
-                    for j in 0..CHANNELS {
-                        let wv = _mm256_broadcast_ss(&w[j]);
-                        acc[2 * j] = _mm256_fmadd_ps(wv, low, acc[2 * j]);
-                        acc[2 * j + 1] = _mm256_fmadd_ps(wv, high, acc[2 * j + 1]);
-                    }
-                }
                 let valid = COLUMNS.min(ow - x0);
-                for j in 0..count {
-                    let mut lanes = [0f32; COLUMNS];
-                    let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
-                    if self.conv.relu {
-                        low = _mm256_max_ps(low, _mm256_setzero_ps());
-                        high = _mm256_max_ps(high, _mm256_setzero_ps());
+                for first in (0..cout).step_by(CHANNELS) {
+                    let count = CHANNELS.min(cout - first);
+                    let mut acc = [_mm256_setzero_ps(); 2 * CHANNELS];
+                    for j in 0..count {
+                        let b = _mm256_set1_ps(conv.bias[first + j]);
+                        acc[2 * j] = b;
+                        acc[2 * j + 1] = b;
                     }
-                    // SAFETY: 16 floats into a 16-float array.
-                    unsafe {
-                        _mm256_storeu_ps(lanes.as_mut_ptr(), low);
-                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), high);
+                    for (t, &offset) in self.taps.iter().enumerate() {
+                        // Bounds-checked slices; the loads stay inside them.
+                        let src = &phases[origin + offset + x0..][..COLUMNS];
+                        let w = &self.weights[t * stride + first..][..CHANNELS];
+                        // SAFETY: each load reads 8 floats inside `src`.
+                        let (low, high) = unsafe {
+                            (
+                                _mm256_loadu_ps(src.as_ptr()),
+                                _mm256_loadu_ps(src.as_ptr().add(8)),
+                            )
+                        };
+                        for j in 0..CHANNELS {
+                            let wv = _mm256_broadcast_ss(&w[j]);
+                            acc[2 * j] = _mm256_fmadd_ps(wv, low, acc[2 * j]);
+                            acc[2 * j + 1] = _mm256_fmadd_ps(wv, high, acc[2 * j + 1]);
+                        }
                     }
-                    self.out[(j * oh + y) * ow + x0..][..valid].copy_from_slice(&lanes[..valid]);
+                    for j in 0..count {
+                        let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
+                        if conv.relu {
+                            low = _mm256_max_ps(low, _mm256_setzero_ps());
+                            high = _mm256_max_ps(high, _mm256_setzero_ps());
+                        }
+                        let at = ((first + j) * oh + y) * ow + x0;
+                        if valid == COLUMNS {
+                            let dst = self.out.row(at, COLUMNS);
+                            // SAFETY: `row` checked 16 floats at `dst`; this band owns them.
+                            unsafe {
+                                _mm256_storeu_ps(dst, low);
+                                _mm256_storeu_ps(dst.add(8), high);
+                            }
+                            continue;
+                        }
+                        let mut lanes = [0f32; COLUMNS];
+                        // SAFETY: 16 floats into a 16-float array.
+                        unsafe {
+                            _mm256_storeu_ps(lanes.as_mut_ptr(), low);
+                            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), high);
+                        }
+                        let dst = self.out.row(at, valid);
+                        // SAFETY: `row` checked `valid` floats at `dst`; this band owns them.
+                        unsafe { std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid) };
+                    }
                 }
             }
         }
