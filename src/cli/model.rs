@@ -277,6 +277,13 @@ fn print_profile(
         steps.len(),
         unfenced.as_secs_f64() * 1e6
     );
+    let split: Vec<_> = steps.iter().filter(|s| s.split).collect();
+    let split_time: f64 = split.iter().map(|s| per_run(s.total)).sum::<f64>() + 0.0;
+    println!(
+        "{} steps split their work over the intra-op pool: {split_time:.1} µs a run, {:.1}%",
+        split.len(),
+        100.0 * split_time / total.max(f64::MIN_POSITIVE)
+    );
     let mut by_op: std::collections::BTreeMap<&str, (usize, f64, f64)> =
         std::collections::BTreeMap::new();
     for s in steps {
@@ -300,16 +307,17 @@ fn print_profile(
     let mut slowest: Vec<_> = steps.iter().collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.total));
     println!(
-        "\n{:<40} {:<20} {:>12} {:>12}",
-        "node", "operator", "µs/run", "issue µs"
+        "\n{:<40} {:<20} {:>12} {:>12} {:>6}",
+        "node", "operator", "µs/run", "issue µs", "split"
     );
     for s in slowest.into_iter().take(top) {
         println!(
-            "{:<40} {:<20} {:>12.1} {:>12.1}",
+            "{:<40} {:<20} {:>12.1} {:>12.1} {:>6}",
             s.node,
             s.op,
             per_run(s.total),
-            per_run(s.issue)
+            per_run(s.issue),
+            if s.split { "yes" } else { "-" }
         );
     }
 }

@@ -18,7 +18,7 @@ use super::elementwise::Arithmetic;
 use super::kernels::{self, Conv2d, Dense, Pool, PoolKind};
 use super::limits::{F32, at_node, guarded};
 use super::model::Step;
-use super::ops::{Ints, Op, Unary, Variadic};
+use super::ops::{Ints, Op, Reduction, Unary, Variadic};
 use super::shapes::pads_2d;
 use super::value::Value;
 
@@ -48,6 +48,14 @@ pub enum HostOp {
         padding: Padding,
     },
     GlobalAveragePool,
+    /// ReduceMean/Sum/Max/Min over one contiguous run of axes of a float tensor (others go
+    /// to burn).
+    Reduce {
+        kind: kernels::Reduce,
+        axes: Ints,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     /// `A · B` (Gemm, or MatMul with a constant 2-D B), B held here.
     Gemm(Gemm),
     BatchNorm {
@@ -289,6 +297,23 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         },
         Op::Where if step.inputs.len() == 3 => HostOp::Where,
         Op::GlobalPool { max: false } => HostOp::GlobalAveragePool,
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+            noop_with_empty_axes,
+        } => HostOp::Reduce {
+            kind: match kind {
+                Reduction::Mean => kernels::Reduce::Mean,
+                Reduction::Sum => kernels::Reduce::Sum,
+                Reduction::Max => kernels::Reduce::Max,
+                Reduction::Min => kernels::Reduce::Min,
+                _ => return None,
+            },
+            axes: axes.clone(),
+            keepdims: *keepdims,
+            noop_with_empty_axes: *noop_with_empty_axes,
+        },
         Op::Conv(c) => {
             let (weight, shape) = constant_f32(constants, input(1))?;
             let [cout, cin_g, kh, kw] = <[usize; 4]>::try_from(shape.as_slice()).ok()?;

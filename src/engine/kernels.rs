@@ -12,12 +12,15 @@ mod conv;
 mod depthwise;
 mod direct;
 pub mod panels;
+mod phases;
 mod pointwise;
 mod pool;
+mod reduce;
 mod winograd;
 pub use conv::{Conv2d, Packed};
 pub use pointwise::{erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
+pub use reduce::{Reduce, reduce};
 
 /// A dense row-major f32 tensor on the host.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +60,42 @@ pub fn matmul(
     rhs: (&[f32], usize, usize),
     accumulate: bool,
     scale: f32,
+) {
+    gemm_product(m, n, k, dst, lhs, rhs, accumulate, scale, true);
+}
+
+/// [`matmul`] on this thread only (the caller splits the work itself).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a strided GEMM call is exactly these numbers"
+)]
+pub(super) fn matmul_one_thread(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    accumulate: bool,
+    scale: f32,
+) {
+    gemm_product(m, n, k, dst, lhs, rhs, accumulate, scale, false);
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a strided GEMM call is exactly these numbers"
+)]
+fn gemm_product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    accumulate: bool,
+    scale: f32,
+    split: bool,
 ) {
     // Checked in release too, with checked arithmetic: the unsafe call below relies on it.
     let extent = |rows: usize, cols: usize, rs: usize, cs: usize| -> Option<usize> {
@@ -123,7 +162,11 @@ pub fn matmul(
             false,
             false,
             false,
-            parallelism(m, n, k),
+            if split {
+                parallelism(m, n, k)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
 }
@@ -202,6 +245,34 @@ fn row_times_matrix(
     portable(dst, a, a_stride, b, b_stride, k, scale);
 }
 
+/// Element-wise passes over at least this many values are split across the intra-op pool
+/// (about 10 µs of work on one core; a split costs about 2 µs while the workers are awake).
+pub(crate) const PARALLEL_ELEMENTS: usize = 1 << 16;
+
+/// Runs `work` over `values` in one piece, or over the pool in one piece per thread when
+/// there are enough values; pieces are whole multiples of `granule` (a row, a plane), and
+/// `work` is told where its piece starts (in values).
+pub(super) fn spread_chunks(
+    values: &mut [f32],
+    granule: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let threads = super::threads::intra_op();
+    let granule = granule.max(1);
+    let granules = values.len() / granule;
+    if values.len() < PARALLEL_ELEMENTS || threads < 2 || granules < 2 {
+        work(0, values);
+        return;
+    }
+    use rayon::prelude::*;
+    super::threads::entering_parallel_region();
+    let piece = granules.div_ceil(threads) * granule;
+    values
+        .par_chunks_mut(piece)
+        .enumerate()
+        .for_each(|(i, chunk)| work(i * piece, chunk));
+}
+
 /// A loop over host buffers whose body is inlined into [`on_best_cpu`]'s copies.
 pub(super) trait Loop {
     fn run(self);
@@ -253,7 +324,7 @@ pub(super) fn fmax(a: f32, b: f32) -> f32 {
 
 /// Clamps every value at zero.
 pub fn relu(values: &mut [f32]) {
-    bias_relu(values, 0.0, true);
+    spread_chunks(values, 1, |_, values| bias_relu(values, 0.0, true));
 }
 
 /// Softmax over each row of `row` values, in place (vectorized `exp`; see `pointwise`).

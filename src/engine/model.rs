@@ -534,6 +534,8 @@ pub struct StepProfile {
     pub issue: Duration,
     /// Time until the device finished it (issue included).
     pub total: Duration,
+    /// Whether the step split its work over the intra-op pool.
+    pub split: bool,
 }
 
 /// A step may take (instead of clone) an input whose slot no later step reads, unless the

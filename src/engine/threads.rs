@@ -56,6 +56,12 @@ thread_local! {
     static REGIONS: Cell<u64> = const { Cell::new(0) };
 }
 
+/// Parallel regions this thread has started so far.
+#[must_use]
+pub fn parallel_regions() -> u64 {
+    REGIONS.with(Cell::get)
+}
+
 /// A kernel is about to split its work over the pool.
 pub fn entering_parallel_region() {
     REGIONS.with(|r| r.set(r.get() + 1));

@@ -7,7 +7,7 @@ use super::{Gemm, HostOp};
 use crate::engine::EngineError;
 use crate::engine::kernels::{self, Dense, panels};
 use crate::engine::limits::{Cap, F32, product};
-use crate::engine::ops::Op;
+use crate::engine::ops::{Ints, Op};
 use crate::engine::shapes::resolve_reshape;
 use crate::engine::value::{Float, Value};
 
@@ -78,6 +78,59 @@ pub fn to_burn(
             other => Ok(other),
         })
         .collect()
+}
+
+/// A reduction over `axes` of `dims` as `[outer, reduced, inner]` and its output shape,
+/// when the kernel takes it: the axes (after sorting) form one run, nothing reduced is
+/// empty, and there is something to reduce. Other cases (and every error) are the general
+/// operator's.
+fn reduction_plan(
+    dims: &[usize],
+    axes: &[i64],
+    keepdims: bool,
+    noop_with_empty_axes: bool,
+) -> Option<([usize; 3], Vec<usize>)> {
+    let rank = dims.len();
+    if rank == 0 || (axes.is_empty() && noop_with_empty_axes) {
+        return None;
+    }
+    let mut axes: Vec<usize> = if axes.is_empty() {
+        (0..rank).collect()
+    } else {
+        axes.iter()
+            .map(|&a| {
+                let a = if a < 0 {
+                    a.checked_add(i64::try_from(rank).ok()?)?
+                } else {
+                    a
+                };
+                usize::try_from(a).ok().filter(|&a| a < rank)
+            })
+            .collect::<Option<_>>()?
+    };
+    axes.sort_unstable();
+    axes.dedup();
+    let (first, last) = (*axes.first()?, *axes.last()?);
+    if last - first + 1 != axes.len() || dims[first..=last].contains(&0) {
+        return None;
+    }
+    let sizes = [
+        dims[..first].iter().product(),
+        dims[first..=last].iter().product(),
+        dims[last + 1..].iter().product(),
+    ];
+    let shape: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect();
+    // As the general operator shapes a reduction to a scalar.
+    let shape = if shape.is_empty() { vec![1] } else { shape };
+    Some((sizes, shape))
 }
 
 fn take(args: &mut [Option<Value>], i: usize, op: &str) -> Result<Value, EngineError> {
@@ -256,6 +309,28 @@ impl HostOp {
                     ),
                     condition => return general(vec![Some(condition), Some(x), Some(y)]),
                 }
+            }
+            Self::Reduce {
+                kind,
+                axes,
+                keepdims,
+                noop_with_empty_axes,
+            } => {
+                let axes = match axes {
+                    Ints::Input(i) if args.get(*i).is_none_or(Option::is_none) => vec![],
+                    other => other.read(&args, "Reduce axes")?,
+                };
+                let x = take(&mut args, 0, op)?;
+                let plan = match x {
+                    Value::Int { .. } => None,
+                    _ => reduction_plan(&x.dims(), &axes, *keepdims, *noop_with_empty_axes),
+                };
+                let Some((sizes, shape)) = plan else {
+                    args[0] = Some(x);
+                    return general(args);
+                };
+                let x = dense(x)?;
+                Value::Dense(Dense::new(kernels::reduce(&x.data, sizes, *kind), shape)?)
             }
             Self::GlobalAveragePool => {
                 let x = take(&mut args, 0, op)?;

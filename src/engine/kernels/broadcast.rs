@@ -59,14 +59,32 @@ impl<const N: usize> Layout<N> {
 
     /// Calls `run(offsets, len, inner)` for every innermost run: the inputs' offsets, the
     /// run's length, and each input's stride along it (0 or 1).
-    fn for_each_run(&self, mut run: impl FnMut([usize; N], usize, [usize; N])) {
+    fn for_each_run(&self, run: impl FnMut([usize; N], usize, [usize; N])) {
+        self.for_each_run_in(0, self.dims.first().copied().unwrap_or(1), run);
+    }
+
+    /// As [`Layout::for_each_run`], for indices `first .. first + count` of the outermost
+    /// dimension only (a piece of the output, contiguous in it).
+    fn for_each_run_in(
+        &self,
+        first: usize,
+        count: usize,
+        mut run: impl FnMut([usize; N], usize, [usize; N]),
+    ) {
         let Some((&inner, outer)) = self.dims.split_last() else {
             run([0; N], 1, [0; N]);
             return;
         };
         let inner_strides = std::array::from_fn(|k| self.strides[k][outer.len()]);
+        let mut offsets: [usize; N] = std::array::from_fn(|k| first * self.strides[k][0]);
+        if outer.is_empty() {
+            // One dimension: the piece is part of the one run.
+            run(offsets, count, inner_strides);
+            return;
+        }
+        let mut outer = outer.to_vec();
+        outer[0] = count;
         let mut index = vec![0usize; outer.len()];
-        let mut offsets = [0usize; N];
         loop {
             run(offsets, inner, inner_strides);
             // The odometer over the outer dimensions, innermost first.
@@ -90,6 +108,36 @@ impl<const N: usize> Layout<N> {
             }
         }
     }
+
+    /// Calls `run(dst, offsets, len, inner)` for every innermost run, `dst` its part of
+    /// `out` (the output, in order); split over the pool by the outermost dimension when
+    /// the output is large.
+    fn spread_runs(
+        &self,
+        out: &mut [f32],
+        run: impl Fn(&mut [f32], [usize; N], usize, [usize; N]) + Sync,
+    ) {
+        let outermost = self.dims.first().copied().unwrap_or(1);
+        let block: usize = self.dims.iter().skip(1).product();
+        let piece = |first: usize, dst: &mut [f32]| {
+            let mut written = 0;
+            self.for_each_run_in(first, dst.len() / block.max(1), |offsets, n, strides| {
+                run(&mut dst[written..written + n], offsets, n, strides);
+                written += n;
+            });
+        };
+        let threads = crate::engine::threads::intra_op();
+        if out.len() >= super::PARALLEL_ELEMENTS && threads > 1 && outermost > 1 && block > 0 {
+            use rayon::prelude::*;
+            crate::engine::threads::entering_parallel_region();
+            let per = outermost.div_ceil(threads);
+            out.par_chunks_mut(per * block)
+                .enumerate()
+                .for_each(|(i, dst)| piece(i * per, dst));
+        } else {
+            piece(0, out);
+        }
+    }
 }
 
 /// `a op b` with broadcasting, then ReLU when `relu`; in `a`'s buffer when it has the
@@ -109,9 +157,7 @@ pub fn binary(
     if a.shape == shape {
         if len > 0 {
             let layout = Layout::new(&shape, [&b.shape]);
-            let mut written = 0;
-            layout.for_each_run(|[ib], n, [sb]| {
-                let dst = &mut a.data[written..written + n];
+            layout.spread_runs(&mut a.data, |dst, [ib], n, [sb]| {
                 let b = &b.data[ib..ib + if sb == 0 { 1 } else { n }];
                 match op {
                     Arithmetic::Add => on_best_cpu(InPlace(dst, b, |x, y| x + y, relu)),
@@ -119,7 +165,6 @@ pub fn binary(
                     Arithmetic::Mul => on_best_cpu(InPlace(dst, b, |x, y| x * y, relu)),
                     Arithmetic::Div => on_best_cpu(InPlace(dst, b, |x, y| x / y, relu)),
                 }
-                written += n;
             });
         }
         return Ok(a);
@@ -127,9 +172,7 @@ pub fn binary(
     let mut out = vec![0f32; len];
     if len > 0 {
         let layout = Layout::new(&shape, [&a.shape, &b.shape]);
-        let mut written = 0;
-        layout.for_each_run(|[ia, ib], n, [sa, sb]| {
-            let dst = &mut out[written..written + n];
+        layout.spread_runs(&mut out, |dst, [ia, ib], n, [sa, sb]| {
             let a = &a.data[ia..ia + if sa == 0 { 1 } else { n }];
             let b = &b.data[ib..ib + if sb == 0 { 1 } else { n }];
             match op {
@@ -138,7 +181,6 @@ pub fn binary(
                 Arithmetic::Mul => on_best_cpu(Run(dst, a, b, |x, y| x * y, relu)),
                 Arithmetic::Div => on_best_cpu(Run(dst, a, b, |x, y| x / y, relu)),
             }
-            written += n;
         });
     }
     Dense::new(out, shape)
@@ -244,7 +286,13 @@ mod tests {
     /// Every broadcast pattern of two ranks, against the index formula.
     #[test]
     fn binary_and_select_match_the_broadcast_index() {
-        let shapes: [(&[usize], &[usize]); 10] = [
+        // The last four are large enough to split over the pool (where it has 2 threads):
+        // one contiguous run, a per-channel scale, an outer broadcast, an odd outermost.
+        let shapes: [(&[usize], &[usize]); 14] = [
+            (&[1, 300, 300], &[1, 300, 300]),
+            (&[1, 24, 56, 56], &[1, 24, 1, 1]),
+            (&[1, 1, 70000], &[5, 1, 1]),
+            (&[7, 3, 3200], &[3, 1]),
             (&[2, 3, 4], &[2, 3, 4]),
             (&[2, 3, 4], &[4]),
             (&[2, 3, 4], &[3, 1]),

@@ -150,6 +150,9 @@ impl Conv2d {
             self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
+        if direct && groups == 1 && self.pointwise_by_channels(x, plane, &mut out) {
+            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+        }
         // One GEMM per image and group; grouped (depthwise) convolutions are many small
         // ones, spread across the intra-op pool with a scratch buffer per thread.
         // A deep layer's unfolded input (YOLO's 576-channel 3×3 on 40×40: 33 MB) is built
@@ -227,11 +230,61 @@ impl Conv2d {
         }
         if plane > 0 {
             let cout = self.out_channels;
-            for (row, channel) in out.chunks_exact_mut(plane).zip((0..cout).cycle()) {
-                bias_relu(row, self.bias[channel], self.relu);
-            }
+            super::spread_chunks(&mut out, plane, |start, out| {
+                let first = start / plane;
+                for (row, channel) in out.chunks_exact_mut(plane).zip((first..).map(|c| c % cout)) {
+                    bias_relu(row, self.bias[channel], self.relu);
+                }
+            });
         }
         Dense::new(out, vec![batch, self.out_channels, oh, ow])
+    }
+
+    /// A 1×1 convolution (stride 1, no padding) split over the pool by output channels,
+    /// bias and ReLU included: each thread writes (and leaves in its cache) whole channel
+    /// planes, as the depthwise and element-wise steps that usually follow split them.
+    /// Returns false, doing nothing, where the layer is too small to split.
+    fn pointwise_by_channels(&self, x: &Dense, plane: usize, out: &mut [f32]) -> bool {
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        let threads = crate::engine::threads::intra_op();
+        let macs = out.len().saturating_mul(cin);
+        if threads < 2 || macs < PARALLEL_MACS || plane == 0 || cout < 8 {
+            return false;
+        }
+        use rayon::prelude::*;
+        crate::engine::threads::entering_parallel_region();
+        // One piece per thread and image, in whole blocks of 4 channels.
+        let rows = cout.div_ceil(threads).next_multiple_of(4);
+        let pieces = cout.div_ceil(rows);
+        let images = out.len() / (cout * plane);
+        let image = cin * plane;
+        let parts: Vec<(usize, &mut [f32])> = out
+            .chunks_exact_mut(cout * plane)
+            .flat_map(|o| o.chunks_mut(rows * plane).enumerate())
+            .collect();
+        debug_assert_eq!(parts.len(), images * pieces);
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(index, (piece, dst))| {
+                let n = index / pieces;
+                let first = piece * rows;
+                let m = dst.len() / plane;
+                super::matmul_one_thread(
+                    m,
+                    plane,
+                    cin,
+                    dst,
+                    (&self.weight[first * cin..][..m * cin], cin, 1),
+                    (&x.data[n * image..][..image], plane, 1),
+                    false,
+                    1.0,
+                );
+                for (row, channel) in dst.chunks_exact_mut(plane).zip(first..) {
+                    bias_relu(row, self.bias[channel], self.relu);
+                }
+            });
+        true
     }
 
     /// Input channels unfolded per GEMM: all of them while the unfolded buffer is small
@@ -440,6 +493,10 @@ mod tests {
             (4, 4, [3, 3], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
             (4, 4, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], true),
             (4, 4, [5, 3], [2, 1], [1, 2], [(2, 1), (0, 2)], false),
+            // Stride 2 across (the even/odd phases), dilated, odd and even left pads.
+            (4, 4, [3, 3], [1, 2], [2, 2], [(1, 0), (2, 1)], true),
+            (4, 4, [3, 5], [2, 2], [1, 1], [(0, 1), (1, 2)], false),
+            (4, 4, [2, 2], [2, 2], [1, 3], [(0, 0), (3, 0)], false),
         ] {
             let cin = 4;
             let k = cin / groups * kernel[0] * kernel[1];
@@ -499,6 +556,36 @@ mod tests {
         let (h, w) = (199, 171);
         let x = Dense::new(ramp(cin * h * w, 3), vec![1, cin, h, w]).unwrap();
         let pads = [(1, 1), (1, 0)];
+        let hint = std::sync::atomic::AtomicBool::new(true);
+        let got =
+            crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
+        let want = reference_conv(&conv, &x, pads);
+        assert_eq!(got.shape, want.shape);
+        for (a, b) in got.data.iter().zip(&want.data) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
+        // 64 → 44 channels, 1×1, batch 2: enough multiply-adds to split by output channels
+        // (where the pool has 2 threads), the last piece not a whole 8 rows.
+        let (cin, cout) = (64, 44);
+        let conv = Conv2d {
+            weight: ramp(cout * cin, 1),
+            bias: ramp(cout, 2),
+            out_channels: cout,
+            in_channels: cin,
+            groups: 1,
+            kernel: [1, 1],
+            stride: [1, 1],
+            dilation: [1, 1],
+            relu: true,
+            packed: Packed::None,
+        };
+        let (h, w) = (29, 31);
+        let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+        let pads = [(0, 0), (0, 0)];
         let hint = std::sync::atomic::AtomicBool::new(true);
         let got =
             crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();

@@ -81,6 +81,10 @@ impl Conv2d {
         let ow1 = ow.saturating_sub(1) * sw + 1;
         let wide = oh > 0 && ow > 0 && sh <= 2 && sw <= 2 && kh * kw <= MAX_TAPS;
         let one_wide = |index: usize, dst: &mut [f32], scratch: &mut Vec<f32>| {
+            if sw == 2 {
+                self.depthwise_phases(x, index, [h, w], [oh, ow], pads, dst, scratch);
+                return;
+            }
             let c = index % channels;
             let input = &x.data[index * h * w..][..h * w];
             let weight = &self.weight[c * kh * kw..][..kh * kw];
@@ -219,6 +223,91 @@ impl Conv2d {
                     one(index, dst);
                 }
             }
+        }
+    }
+}
+
+impl Conv2d {
+    /// One channel (`index` of the `[n·c]` planes) of a depthwise convolution at stride 2
+    /// across: the padded plane is split once into its even and odd columns, so tap `kx`
+    /// of output column x is phase `kx·dw % 2` at `x + kx·dw / 2`, a contiguous load, and
+    /// only the outputs kept are computed. The scratch's zero border survives from channel
+    /// to channel (only the interior is rewritten).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one plane of a convolution: its sizes, pads, output and scratch"
+    )]
+    fn depthwise_phases(
+        &self,
+        x: &Dense,
+        index: usize,
+        [h, w]: [usize; 2],
+        [_, ow]: [usize; 2],
+        pads: [(usize, usize); 2],
+        dst: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
+        let [kh, kw] = self.kernel;
+        let [sh, _] = self.stride;
+        let [dh, dw] = self.dilation;
+        let c = index % self.out_channels;
+        let input = &x.data[index * h * w..][..h * w];
+        let weight = &self.weight[c * kh * kw..][..kh * kw];
+        let (ph, pw) = (h + pads[0].0 + pads[0].1, w + pads[1].0 + pads[1].1);
+        let half = pw.div_ceil(2);
+        let phase_len = ph * half;
+        let row_out = ow.next_multiple_of(8);
+        // Two phase planes, slack for the last row's reads past `ow`, then one output row.
+        let planes_len = 2 * phase_len + half + row_out;
+        if scratch.len() != planes_len + row_out {
+            scratch.clear();
+            scratch.resize(planes_len + row_out, 0.0);
+        }
+        let (phases, wide) = scratch.split_at_mut(planes_len);
+        let left = pads[1].0;
+        {
+            let (phase0, phase1) = phases.split_at_mut(phase_len);
+            for (y, row) in input.chunks_exact(w.max(1)).enumerate() {
+                let r = (y + pads[0].0) * half + left / 2;
+                // Input column ix is padded column ix + left: phase (ix + left) % 2, at
+                // (ix + left) / 2.
+                if left.is_multiple_of(2) {
+                    super::phases::deinterleave(row, &mut phase0[r..], &mut phase1[r..]);
+                } else {
+                    super::phases::deinterleave(row, &mut phase1[r..], &mut phase0[r + 1..]);
+                }
+                if w % 2 == 1 {
+                    let col = w - 1 + left;
+                    let at = (y + pads[0].0) * half + col / 2;
+                    if col.is_multiple_of(2) {
+                        phase0[at] = row[w - 1];
+                    } else {
+                        phase1[at] = row[w - 1];
+                    }
+                }
+            }
+        }
+        let mut taps = [(0usize, 0f32); MAX_TAPS];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let col = kx * dw;
+                taps[ky * kw + kx] = (
+                    (col % 2) * phase_len + ky * dh * half + col / 2,
+                    weight[ky * kw + kx],
+                );
+            }
+        }
+        let taps = &taps[..kh * kw];
+        for (oy, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+            super::on_best_cpu(Taps {
+                padded: phases,
+                origin: oy * sh * half,
+                taps,
+                out: &mut wide[..row_out],
+                bias: self.bias[c],
+                relu: self.relu,
+            });
+            dst_row.copy_from_slice(&wide[..ow]);
         }
     }
 }

@@ -2,8 +2,8 @@
 //! computed directly. As im2col + GEMM such a layer is a product of depth 27 whose
 //! unfolding costs more than the product; here each output row is summed tap by tap from
 //! the input split into its stride phases, 4 output channels × 16 columns at a time, in
-//! bands of output rows that each split only the input rows they read (so the split
-//! spreads over the pool with the sums, and a band's inputs stay in L1).
+//! bands of output rows that each split only the input rows they read (a band's inputs
+//! stay in L1). Threads split the output channels.
 
 use super::Conv2d;
 
@@ -27,7 +27,7 @@ impl Conv2d {
 
     /// One image `[c, h, w]` into `out` `[cout, oh, ow]`, in bands of output rows: each
     /// band splits only the input rows it reads (a few KB, which stay in L1 while every
-    /// channel block of a column block is summed), and bands spread over the pool.
+    /// channel block of a column block is summed); threads take output channels.
     pub(super) fn run_direct(
         &self,
         input: &[f32],
@@ -83,22 +83,30 @@ impl Conv2d {
         };
         // Zeroed once: the columns of padding are never written, rows of padding are
         // cleared band by band.
-        let scratch = || vec![0f32; sw * cin * plane];
         let bands = oh.div_ceil(band);
+        let channels = |phases: &mut Vec<f32>, channels: std::ops::Range<usize>| {
+            phases.resize(sw * cin * plane, 0.0);
+            for b in 0..bands {
+                layer.run(phases, b * band..oh.min((b + 1) * band), channels.clone());
+            }
+        };
         let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
-        if bands > 1 && macs >= super::PARALLEL_MACS && crate::engine::threads::intra_op() > 1 {
+        let threads = crate::engine::threads::intra_op();
+        let blocks = cout.div_ceil(CHANNELS);
+        if blocks > 1 && macs >= super::PARALLEL_MACS && threads > 1 {
+            // Split by output channels, each thread over every band: a thread writes whole
+            // planes, as the depthwise, pooling and element-wise steps after a stem split
+            // them (the split of the few input channels is repeated, a small cost).
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
-            (0..bands)
+            let per = blocks.div_ceil(threads) * CHANNELS;
+            (0..cout.div_ceil(per))
                 .into_par_iter()
-                .for_each_init(scratch, |phases, b| {
-                    layer.run(phases, b * band..oh.min((b + 1) * band))
+                .for_each_init(Vec::new, |phases, p| {
+                    channels(phases, p * per..cout.min((p + 1) * per));
                 });
         } else {
-            let mut phases = scratch();
-            for b in 0..bands {
-                layer.run(&mut phases, b * band..oh.min((b + 1) * band));
-            }
+            channels(&mut Vec::new(), 0..cout);
         }
     }
 }
@@ -106,18 +114,18 @@ impl Conv2d {
 /// Output rows per band.
 const BAND_ROWS: usize = 8;
 
-/// The output image `[cout, oh, ow]` as a pointer and its length: bands on several threads
-/// write disjoint rows of it, each write checked against the length.
+/// The output image `[cout, oh, ow]` as a pointer and its length: threads write disjoint
+/// channels of it, each write checked against the length.
 #[derive(Clone, Copy)]
 struct Output(*mut f32, usize);
-// SAFETY: bands write disjoint rows, through `Output::row` only.
+// SAFETY: threads write disjoint channels, through `Output::row` only.
 unsafe impl Send for Output {}
 // SAFETY: as above.
 unsafe impl Sync for Output {}
 
 impl Output {
     /// The address of `len` output floats at `offset`, checked to lie inside the image. The
-    /// caller writes only pixels of its own band there.
+    /// caller writes only pixels of its own channels there.
     fn row(self, offset: usize, len: usize) -> *mut f32 {
         assert!(
             offset + len <= self.1,
@@ -145,16 +153,22 @@ struct Band<'a> {
 }
 
 impl Band<'_> {
-    /// Output rows `rows`: split the input rows they read into `phases`, then sum.
-    fn run(&self, phases: &mut [f32], rows: std::ops::Range<usize>) {
+    /// Output rows `rows` of output channels `channels`: split the input rows they read
+    /// into `phases`, then sum.
+    fn run(
+        &self,
+        phases: &mut [f32],
+        rows: std::ops::Range<usize>,
+        channels: std::ops::Range<usize>,
+    ) {
         self.split(phases, &rows);
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
         unsafe {
-            self.sum_avx2(phases, rows);
+            self.sum_avx2(phases, rows, channels);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        drop((phases, rows));
+        drop((phases, rows, channels));
     }
 
     /// The padded input rows of output rows `rows`, split into their stride phases:
@@ -178,16 +192,13 @@ impl Band<'_> {
                 let row = &self.input[(c * h + iy) * w..][..w];
                 if sw == 2 {
                     // Input column ix is padded column ix + left: phase (ix + left) % 2 at
-                    // (ix + left) / 2. Pairs split in one vectorizable pass.
-                    let (odd, m) = (left % 2, left / 2);
-                    let (a, b) = if odd == 0 {
-                        (row_at(0) + m, row_at(1) + m)
+                    // (ix + left) / 2.
+                    let at = row_at(0) + left / 2;
+                    let (phase0, phase1) = phases.split_at_mut(cin * self.plane);
+                    if left.is_multiple_of(2) {
+                        super::phases::deinterleave(row, &mut phase0[at..], &mut phase1[at..]);
                     } else {
-                        (row_at(1) + m, row_at(0) + m + 1)
-                    };
-                    for (q, pair) in row.chunks_exact(2).enumerate() {
-                        phases[a + q] = pair[0];
-                        phases[b + q] = pair[1];
+                        super::phases::deinterleave(row, &mut phase1[at..], &mut phase0[at + 1..]);
                     }
                     if w % 2 == 1 {
                         let col = w - 1 + left;
@@ -220,7 +231,12 @@ impl Band<'_> {
     /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn sum_avx2(&self, phases: &[f32], rows: std::ops::Range<usize>) {
+    unsafe fn sum_avx2(
+        &self,
+        phases: &[f32],
+        rows: std::ops::Range<usize>,
+        channels: std::ops::Range<usize>,
+    ) {
         use std::arch::x86_64::{
             _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
             _mm256_setzero_ps, _mm256_storeu_ps,
@@ -234,8 +250,8 @@ impl Band<'_> {
             let origin = (y - rows.start) * row_step;
             for x0 in (0..ow).step_by(COLUMNS) {
                 let valid = COLUMNS.min(ow - x0);
-                for first in (0..cout).step_by(CHANNELS) {
-                    let count = CHANNELS.min(cout - first);
+                for first in channels.clone().step_by(CHANNELS) {
+                    let count = CHANNELS.min(channels.end - first);
                     let mut acc = [_mm256_setzero_ps(); 2 * CHANNELS];
                     for j in 0..count {
                         let b = _mm256_set1_ps(conv.bias[first + j]);
@@ -268,7 +284,7 @@ impl Band<'_> {
                         let at = ((first + j) * oh + y) * ow + x0;
                         if valid == COLUMNS {
                             let dst = self.out.row(at, COLUMNS);
-                            // SAFETY: `row` checked 16 floats at `dst`; this band owns them.
+                            // SAFETY: `row` checked 16 floats at `dst`; this thread owns them.
                             unsafe {
                                 _mm256_storeu_ps(dst, low);
                                 _mm256_storeu_ps(dst.add(8), high);
@@ -282,7 +298,7 @@ impl Band<'_> {
                             _mm256_storeu_ps(lanes.as_mut_ptr().add(8), high);
                         }
                         let dst = self.out.row(at, valid);
-                        // SAFETY: `row` checked `valid` floats at `dst`; this band owns them.
+                        // SAFETY: `row` checked `valid` floats at `dst`; this thread owns them.
                         unsafe { std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid) };
                     }
                 }

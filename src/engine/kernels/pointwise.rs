@@ -1,7 +1,7 @@
 //! Element-wise kernels on host buffers that need more than one line: a vectorizable
 //! `exp` and the logistic function built on it, and a vectorizable `erf` with GELU.
 
-use super::{Loop, on_best_cpu};
+use super::{Loop, on_best_cpu, spread_chunks};
 /// `e^x` for f32 in branch-free arithmetic the compiler vectorizes: `2^n · p(r)` with
 /// `x = n·ln2 + r`, `|r| ≤ ln2/2`, `p` a degree-6 polynomial (relative error below 2e-7);
 /// inputs are clamped to [-87.3, 88.3] (where f32's `e^x` is still normal), NaN stays NaN.
@@ -64,7 +64,7 @@ pub fn erf_fast(x: f32) -> f32 {
 
 /// `erf` in place, vectorized.
 pub fn erf(values: &mut [f32]) {
-    on_best_cpu(Activate(values, Activation::Erf));
+    activate(values, Activation::Erf);
 }
 
 /// GELU in place, vectorized: `x/2 · (1 + erf(x/√2))`, or with `tanh` the approximation
@@ -72,42 +72,51 @@ pub fn erf(values: &mut [f32]) {
 /// absolute error is up to `2e-7·|x|` (a few times `1 + erff`'s); the outputs there are
 /// below 1e-6.
 pub fn gelu(values: &mut [f32], tanh: bool) {
-    on_best_cpu(Activate(
+    activate(
         values,
         if tanh {
             Activation::GeluTanh
         } else {
             Activation::Gelu
         },
-    ));
+    );
 }
 
 /// The logistic function in place, `1 / (1 + e^-x)`, vectorized.
 pub fn sigmoid(values: &mut [f32]) {
-    on_best_cpu(Activate(values, Activation::Sigmoid));
+    activate(values, Activation::Sigmoid);
 }
 
 /// SiLU in place, `x · sigmoid(x) = x / (1 + e^-x)`, vectorized.
 pub fn silu(values: &mut [f32]) {
-    on_best_cpu(Activate(values, Activation::Silu));
+    activate(values, Activation::Silu);
 }
 
 /// HardSigmoid in place, `clamp(αx + β, 0, 1)`, or with `swish` HardSwish's `x` times
 /// it; vectorized.
 pub fn hard(values: &mut [f32], swish: bool, alpha: f32, beta: f32) {
-    on_best_cpu(Activate(values, Activation::Hard { swish, alpha, beta }));
+    activate(values, Activation::Hard { swish, alpha, beta });
+}
+
+/// `activation` over `values`, spread over the pool when they are many.
+fn activate(values: &mut [f32], activation: Activation) {
+    spread_chunks(values, 1, |_, values| {
+        on_best_cpu(Activate(values, activation));
+    });
 }
 
 /// `x · scale[c] + shift[c]` over each plane of `plane` values, channels cycling through
 /// `scale`, then ReLU when `relu`; vectorized.
 pub fn scale_shift(values: &mut [f32], plane: usize, scale: &[f32], shift: &[f32], relu: bool) {
-    struct Affine<'a>(&'a mut [f32], usize, &'a [f32], &'a [f32], bool);
+    /// Values, plane, scale, shift, ReLU, and the channel of the first plane.
+    struct Affine<'a>(&'a mut [f32], usize, &'a [f32], &'a [f32], bool, usize);
     impl Loop for Affine<'_> {
         #[inline(always)]
         fn run(self) {
-            let Self(values, plane, scale, shift, relu) = self;
+            let Self(values, plane, scale, shift, relu, first) = self;
             for (i, chunk) in values.chunks_exact_mut(plane.max(1)).enumerate() {
-                let (s, t) = (scale[i % scale.len()], shift[i % scale.len()]);
+                let c = (first + i) % scale.len();
+                let (s, t) = (scale[c], shift[c]);
                 if relu {
                     chunk.iter_mut().for_each(|v| *v = (*v * s + t).max(0.0));
                 } else {
@@ -117,7 +126,10 @@ pub fn scale_shift(values: &mut [f32], plane: usize, scale: &[f32], shift: &[f32
         }
     }
     if !scale.is_empty() && plane > 0 {
-        on_best_cpu(Affine(values, plane, scale, shift, relu));
+        // Pieces are whole planes; each starts at its own channel.
+        spread_chunks(values, plane, |start, values| {
+            on_best_cpu(Affine(values, plane, scale, shift, relu, start / plane));
+        });
     }
 }
 
@@ -230,7 +242,7 @@ fn layer_norm_apply(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, eps
 /// (the row's maximum is subtracted first).
 pub fn softmax_rows(values: &mut [f32], row: usize) {
     if row > 0 {
-        on_best_cpu(Softmax(values, row));
+        spread_chunks(values, row, |_, values| on_best_cpu(Softmax(values, row)));
     }
 }
 
@@ -247,11 +259,13 @@ impl Loop for Softmax<'_> {
 /// Layer normalization of rows of `scale.len()` values, in place (see `kernels`).
 pub fn layer_norm_rows(values: &mut [f32], scale: &[f32], bias: Option<&[f32]>, epsilon: f32) {
     if !scale.is_empty() {
-        on_best_cpu(LayerNorm {
-            values,
-            scale,
-            bias,
-            epsilon,
+        spread_chunks(values, scale.len(), |_, values| {
+            on_best_cpu(LayerNorm {
+                values,
+                scale,
+                bias,
+                epsilon,
+            });
         });
     }
 }

@@ -176,20 +176,44 @@ impl Pool {
         if out.is_empty() {
             return Dense::new(out, vec![batch, channels, oh, ow]);
         }
-        let inside = pads == [(0, 0), (0, 0)]
-            && self.dilation == [1, 1]
-            && (oh - 1) * self.stride[0] + self.kernel[0] <= h
-            && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
-        if inside {
-            self.run_inside(&x.data, [h, w], [oh, ow], &mut out);
-            return Dense::new(out, vec![batch, channels, oh, ow]);
-        }
-        // Max with padding (YOLO's SPPF: 5×5, stride 1, pads 2): pads below the kernel
-        // leave a real value in every window, so padding with -∞ changes nothing, and the
-        // padded planes take the vectorized path.
         let [(top, bottom), (left, right)] = pads;
+        if self.padded_max_fits([h, w], [oh, ow], pads) {
+            cap.check(&[batch, channels, h + top + bottom, w + left + right], F32)?;
+        }
+        // Whole planes per piece, so the pieces spread over the pool when there are many
+        // values to read.
+        let (plane, out_plane) = (h * w, oh * ow);
+        let work = x.data.len().max(out.len());
+        let threads = crate::engine::threads::intra_op();
+        let planes = batch * channels;
+        if work >= super::PARALLEL_ELEMENTS && threads > 1 && planes > 1 {
+            use rayon::prelude::*;
+            crate::engine::threads::entering_parallel_region();
+            let per = planes.div_ceil(threads);
+            out.par_chunks_mut(per * out_plane)
+                .enumerate()
+                .for_each(|(i, dst)| {
+                    let count = dst.len() / out_plane;
+                    let src = &x.data[i * per * plane..][..count * plane];
+                    self.run_planes(src, [h, w], [oh, ow], pads, dst);
+                });
+        } else {
+            self.run_planes(&x.data, [h, w], [oh, ow], pads, &mut out);
+        }
+        Dense::new(out, vec![batch, channels, oh, ow])
+    }
+
+    /// Max with padding (YOLO's SPPF: 5×5, stride 1, pads 2): pads below the kernel leave
+    /// a real value in every window, so padding with -∞ changes nothing, and the padded
+    /// planes take the vectorized path.
+    fn padded_max_fits(
+        &self,
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        [(top, bottom), (left, right)]: [(usize, usize); 2],
+    ) -> bool {
         let (ph, pw) = (h + top + bottom, w + left + right);
-        if self.kind == PoolKind::Max
+        self.kind == PoolKind::Max
             && self.dilation == [1, 1]
             && h > 0
             && w > 0
@@ -197,11 +221,31 @@ impl Pool {
             && left.max(right) < self.kernel[1]
             && (oh - 1) * self.stride[0] + self.kernel[0] <= ph
             && (ow - 1) * self.stride[1] + self.kernel[1] <= pw
-        {
-            cap.check(&[batch, channels, ph, pw], F32)?;
-            let mut padded = vec![f32::NEG_INFINITY; batch * channels * ph * pw];
-            for (plane, dst) in x
-                .data
+    }
+
+    /// Planes `input` (`[h, w]` each) into `out` (`[oh, ow]` each).
+    fn run_planes(
+        &self,
+        input: &[f32],
+        [h, w]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        pads: [(usize, usize); 2],
+        out: &mut [f32],
+    ) {
+        let inside = pads == [(0, 0), (0, 0)]
+            && self.dilation == [1, 1]
+            && (oh - 1) * self.stride[0] + self.kernel[0] <= h
+            && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
+        if inside {
+            self.run_inside(input, [h, w], [oh, ow], out);
+            return;
+        }
+        let [(top, bottom), (left, right)] = pads;
+        let (ph, pw) = (h + top + bottom, w + left + right);
+        if self.padded_max_fits([h, w], [oh, ow], pads) {
+            // Sized against the cap by `run`, for all planes at once.
+            let mut padded = vec![f32::NEG_INFINITY; out.len() / (oh * ow) * ph * pw];
+            for (plane, dst) in input
                 .chunks_exact(h * w)
                 .zip(padded.chunks_exact_mut(ph * pw))
             {
@@ -212,8 +256,8 @@ impl Pool {
                     dst_row[left..left + w].copy_from_slice(row);
                 }
             }
-            self.run_inside(&padded, [ph, pw], [oh, ow], &mut out);
-            return Dense::new(out, vec![batch, channels, oh, ow]);
+            self.run_inside(&padded, [ph, pw], [oh, ow], out);
+            return;
         }
         // Per output column: the first valid input column and how many follow.
         let cols: Vec<(usize, usize, usize)> =
@@ -221,7 +265,7 @@ impl Pool {
         // Indexed, not `chunks_exact(h · w)`: a plane may have no values (windows of
         // padding only).
         for (p, dst) in out.chunks_exact_mut(oh * ow).enumerate() {
-            let plane = &x.data[p * h * w..][..h * w];
+            let plane = &input[p * h * w..][..h * w];
             for y in 0..oh {
                 let (y0, ny, ypadded) = self.span(y, pads[0], h, 0);
                 let dst_row = &mut dst[y * ow..][..ow];
@@ -231,7 +275,6 @@ impl Pool {
                 }
             }
         }
-        Dense::new(out, vec![batch, channels, oh, ow])
     }
 
     /// Every window lies inside the input (no padding, no dilation): the window's rows are
@@ -326,15 +369,10 @@ impl Pool {
 /// The input is not rank 4.
 pub fn global_average_pool(x: &Dense) -> Result<Dense, EngineError> {
     let [batch, channels, h, w] = rank4(&x.shape, "GlobalAveragePool")?;
-    #[expect(clippy::cast_precision_loss, reason = "plane sizes are small")]
-    let inv = 1.0 / (h * w).max(1) as f32;
     let out = if h * w == 0 {
         vec![0.0; batch * channels]
     } else {
-        x.data
-            .chunks_exact(h * w)
-            .map(|p| p.iter().sum::<f32>() * inv)
-            .collect()
+        super::reduce(&x.data, [batch * channels, h * w, 1], super::Reduce::Mean)
     };
     Dense::new(out, vec![batch, channels, 1, 1])
 }
@@ -459,11 +497,17 @@ mod tests {
 
     #[test]
     fn padded_max_matches_every_window() {
-        let (h, w) = (7, 6);
-        let values: Vec<f32> = (0..2 * h * w)
+        // Small, and large enough to split its planes over the pool (where it has 2 threads).
+        for (h, w, channels) in [(7, 6, 2), (57, 61, 24)] {
+            padded_max_matches_every_window_on(h, w, channels);
+        }
+    }
+
+    fn padded_max_matches_every_window_on(h: usize, w: usize, channels: usize) {
+        let values: Vec<f32> = (0..channels * h * w)
             .map(|v| ((v * 37) % 23) as f32 - 11.0)
             .collect();
-        let x = Dense::new(values, vec![1, 2, h, w]).unwrap();
+        let x = Dense::new(values, vec![1, channels, h, w]).unwrap();
         for (k, s, pads) in [
             (5, 1, [(2, 2), (2, 2)]),
             (3, 2, [(1, 0), (0, 2)]),
@@ -478,7 +522,7 @@ mod tests {
             };
             let y = pool.run(&x, pads, Cap::unlimited()).unwrap();
             let [_, _, oh, ow] = <[usize; 4]>::try_from(y.shape.as_slice()).unwrap();
-            for c in 0..2 {
+            for c in 0..channels {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let mut best = f32::NEG_INFINITY;

@@ -71,19 +71,26 @@ impl Model {
                 op: s.onnx.clone(),
                 issue: Duration::ZERO,
                 total: Duration::ZERO,
+                split: false,
             })
             .collect();
-        for _ in 0..iterations.max(1) {
-            let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
-            sync()?;
-            for (step, entry) in self.steps.iter().zip(&mut profile) {
-                let started = Instant::now();
-                self.execute_step(step, &mut slots, cap)?;
-                entry.issue += started.elapsed();
+        // Where a run would go: on the pool, its other workers awake, when the model splits.
+        crate::engine::threads::spread(&self.parallel, || {
+            for _ in 0..iterations.max(1) {
+                let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
                 sync()?;
-                entry.total += started.elapsed();
+                for (step, entry) in self.steps.iter().zip(&mut profile) {
+                    let regions = crate::engine::threads::parallel_regions();
+                    let started = Instant::now();
+                    self.execute_step(step, &mut slots, cap)?;
+                    entry.issue += started.elapsed();
+                    sync()?;
+                    entry.total += started.elapsed();
+                    entry.split |= crate::engine::threads::parallel_regions() != regions;
+                }
             }
-        }
+            Ok(())
+        })?;
         Ok(profile)
     }
 }
