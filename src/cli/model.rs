@@ -41,6 +41,10 @@ pub enum ModelCommand {
         /// `engine.intra_op_threads`.
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Callers running inferences at once (as concurrent requests do), each
+        /// `iterations` times; latencies and throughput cover them all.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
     },
     /// Time of every step, the device synchronised after each (burn's sync): where an
     /// inference spends its time, issuing work (host) and waiting for it (device).
@@ -183,6 +187,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             iterations,
             device: choice,
             threads,
+            concurrency,
         } => {
             let device = device(choice)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
@@ -194,17 +199,30 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             model.run(inputs.clone())?;
             let first = started.elapsed();
-            let mut times = Vec::with_capacity(iterations);
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let total = Instant::now();
-            for i in 0..iterations.max(1) {
-                let started = Instant::now();
-                model.run(inputs.clone())?;
-                times.push(started.elapsed());
-                if progress && i % 10 == 0 {
-                    eprint!("\r{}/{} runs", i + 1, iterations);
+            let progress = concurrency == 1 && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let caller = || -> anyhow::Result<Vec<Duration>> {
+                let mut times = Vec::with_capacity(iterations.max(1));
+                for i in 0..iterations.max(1) {
+                    let started = Instant::now();
+                    model.run(inputs.clone())?;
+                    times.push(started.elapsed());
+                    if progress && i % 10 == 0 {
+                        eprint!("\r{}/{} runs", i + 1, iterations);
+                    }
                 }
-            }
+                Ok(times)
+            };
+            let total = Instant::now();
+            let mut times = std::thread::scope(|scope| {
+                let callers: Vec<_> = (0..concurrency).map(|_| scope.spawn(caller)).collect();
+                callers.into_iter().try_fold(Vec::new(), |mut all, c| {
+                    all.extend(
+                        c.join()
+                            .map_err(|_| anyhow::anyhow!("a caller panicked"))??,
+                    );
+                    anyhow::Ok(all)
+                })
+            })?;
             if progress {
                 eprintln!();
             }
@@ -222,7 +240,10 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             );
             #[expect(clippy::cast_precision_loss, reason = "counts for a report")]
             let throughput = (times.len() * batch) as f64 / wall.as_secs_f64();
-            println!("throughput: {throughput:.0} inferences/s (batch {batch})");
+            println!(
+                "throughput: {throughput:.0} inferences/s (batch {batch}, {concurrency} caller{})",
+                if concurrency == 1 { "" } else { "s" }
+            );
             Ok(())
         }
         ModelCommand::Profile {

@@ -177,9 +177,9 @@ const PARALLEL_MACS: usize = 1 << 18;
 
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let work = m.saturating_mul(n).saturating_mul(k);
-    if work >= PARALLEL_MACS && super::threads::intra_op() > 1 {
+    if work >= PARALLEL_MACS && super::threads::ways() > 1 {
         super::threads::entering_parallel_region();
-        gemm::Parallelism::Rayon(0)
+        gemm::Parallelism::Rayon(super::threads::ways())
     } else {
         gemm::Parallelism::None
     }
@@ -257,7 +257,7 @@ pub(super) fn spread_chunks(
     granule: usize,
     work: impl Fn(usize, &mut [f32]) + Sync,
 ) {
-    let threads = super::threads::intra_op();
+    let threads = super::threads::ways();
     let granule = granule.max(1);
     let granules = values.len() / granule;
     if values.len() < PARALLEL_ELEMENTS || threads < 2 || granules < 2 {

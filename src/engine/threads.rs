@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 static THREADS: OnceLock<usize> = OnceLock::new();
@@ -51,9 +51,56 @@ pub fn intra_op() -> usize {
         .unwrap_or_else(rayon::current_num_threads)
 }
 
+/// Inferences running now, in this process.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many pieces a kernel splits its work into now: the pool's threads shared among the
+/// inferences running at once. Under load (as many inferences as threads) each runs on
+/// one thread, so splitting costs nothing where it cannot gain.
+#[must_use]
+pub fn ways() -> usize {
+    (intra_op() / ACTIVE.load(Ordering::Relaxed).max(1)).max(1)
+}
+
 thread_local! {
     /// Parallel regions this thread started: what [`spread`] learns from.
     static REGIONS: Cell<u64> = const { Cell::new(0) };
+    /// Inferences running on this thread (nested when a worker runs another's).
+    static RUNNING: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Marks this thread as running an inference while `run` runs (unwinding included).
+struct Running;
+
+impl Running {
+    fn on_this_thread<R>(run: impl FnOnce() -> R) -> R {
+        RUNNING.with(|r| r.set(r.get() + 1));
+        let _running = Self;
+        run()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(r.get().saturating_sub(1)));
+    }
+}
+
+/// Counts an inference in [`ACTIVE`] while it lives.
+struct Active;
+
+impl Active {
+    /// Counts one more, and tells whether others were running.
+    fn start() -> (Self, bool) {
+        let others = ACTIVE.fetch_add(1, Ordering::Relaxed);
+        (Self, others > 0)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Parallel regions this thread has started so far.
@@ -68,24 +115,28 @@ pub fn entering_parallel_region() {
 }
 
 /// Runs one inference: on a pool thread when the last run through `hint` split work over
-/// the pool, else here, saving the two hand-offs (about 7 µs, which a model too small to
-/// split would notice). Either way, whether this run split work sets `hint` for the next,
-/// so a model learns its place on its first run (and again when its batch grows).
+/// the pool and no other inference is running, else here, saving the two hand-offs
+/// (about 7 µs, which a model too small to split would notice). Either way, whether this
+/// run split work sets `hint` for the next, so a model learns its place on its first run
+/// (and again when its batch grows).
 pub fn spread<R: Send>(hint: &AtomicBool, run: impl FnOnce() -> R + Send) -> R {
     if intra_op() <= 1 {
         return run();
     }
+    let (_active, concurrent) = Active::start();
     let counted = move || {
         let before = REGIONS.with(Cell::get);
-        let out = run();
+        let out = Running::on_this_thread(run);
         (out, REGIONS.with(Cell::get) != before)
     };
-    let (out, split) = if hint.load(Ordering::Relaxed) {
+    // Beside other inferences, here: each gets its share of the pool ([`ways`]; on two
+    // cores, none), and none waits on a hand-off or on a worker busy with another.
+    let (out, split) = if hint.load(Ordering::Relaxed) && !concurrent {
         let done = AtomicBool::new(false);
         rayon::scope(|scope| {
             let owner = rayon::current_thread_index();
             let done = &done;
-            for _ in 1..intra_op() {
+            for _ in 1..ways() {
                 scope.spawn(move |_| stay_awake(done, owner));
             }
             let out = counted();
@@ -107,13 +158,18 @@ const STAY_AWAKE_IDLE: Duration = Duration::from_millis(2);
 /// whatever it steals (a half of the inference's splits, or another request's inference)
 /// and spins in between. On the owner itself (which pops one of these from its own queue
 /// while waiting for a split) it returns at once, so the inference never waits on it.
+/// Under load ([`ways`] is 1) none is started: every worker has an inference of its own.
 fn stay_awake(done: &AtomicBool, owner: Option<usize>) {
-    if rayon::current_thread_index() == owner {
+    // Nor on a worker inside an inference of its own (waiting for one of its splits):
+    // spinning there would hold that inference up until this one ended.
+    if rayon::current_thread_index() == owner || RUNNING.with(Cell::get) > 0 {
         return;
     }
     let mut idle_since = Instant::now();
     let mut polls = 0u32;
-    while !done.load(Ordering::Acquire) {
+    // Until the inference ends, or others start (each then runs on its caller's thread,
+    // which a spinning worker would only slow down).
+    while !done.load(Ordering::Acquire) && ACTIVE.load(Ordering::Relaxed) <= 1 {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle_since = Instant::now();
             continue;

@@ -126,7 +126,7 @@ impl<const N: usize> Layout<N> {
                 written += n;
             });
         };
-        let threads = crate::engine::threads::intra_op();
+        let threads = crate::engine::threads::ways();
         if out.len() >= super::PARALLEL_ELEMENTS && threads > 1 && outermost > 1 && block > 0 {
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();

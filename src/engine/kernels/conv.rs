@@ -216,7 +216,7 @@ impl Conv2d {
             .saturating_mul(self.out_channels)
             .saturating_mul(plane)
             .saturating_mul(k);
-        if groups > 1 && total_macs >= PARALLEL_MACS && crate::engine::threads::intra_op() > 1 {
+        if groups > 1 && total_macs >= PARALLEL_MACS && crate::engine::threads::ways() > 1 {
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
             out.par_chunks_mut(chunk)
@@ -246,7 +246,7 @@ impl Conv2d {
     /// Returns false, doing nothing, where the layer is too small to split.
     fn pointwise_by_channels(&self, x: &Dense, plane: usize, out: &mut [f32]) -> bool {
         let (cin, cout) = (self.in_channels, self.out_channels);
-        let threads = crate::engine::threads::intra_op();
+        let threads = crate::engine::threads::ways();
         let macs = out.len().saturating_mul(cin);
         if threads < 2 || macs < PARALLEL_MACS || plane == 0 || cout < 8 {
             return false;

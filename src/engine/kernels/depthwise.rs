@@ -192,7 +192,7 @@ impl Conv2d {
         if plane == 0 {
             return;
         }
-        let parallel = work >= PARALLEL_MACS && crate::engine::threads::intra_op() > 1;
+        let parallel = work >= PARALLEL_MACS && crate::engine::threads::ways() > 1;
         if parallel {
             crate::engine::threads::entering_parallel_region();
         }

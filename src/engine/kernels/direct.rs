@@ -91,7 +91,7 @@ impl Conv2d {
             }
         };
         let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
-        let threads = crate::engine::threads::intra_op();
+        let threads = crate::engine::threads::ways();
         let blocks = cout.div_ceil(CHANNELS);
         if blocks > 1 && macs >= super::PARALLEL_MACS && threads > 1 {
             // Split by output channels, each thread over every band: a thread writes whole

@@ -130,7 +130,7 @@ pub fn multiply(
             }
         }
     }
-    let threads = crate::engine::threads::intra_op();
+    let threads = crate::engine::threads::ways();
     multiply_tiled(
         m,
         n,

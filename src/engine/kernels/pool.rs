@@ -184,7 +184,7 @@ impl Pool {
         // values to read.
         let (plane, out_plane) = (h * w, oh * ow);
         let work = x.data.len().max(out.len());
-        let threads = crate::engine::threads::intra_op();
+        let threads = crate::engine::threads::ways();
         let planes = batch * channels;
         if work >= super::PARALLEL_ELEMENTS && threads > 1 && planes > 1 {
             use rayon::prelude::*;

@@ -27,7 +27,7 @@ pub fn reduce(x: &[f32], [outer, reduced, inner]: [usize; 3], kind: Reduce) -> V
         return out;
     }
     let block = reduced * inner;
-    let threads = crate::engine::threads::intra_op();
+    let threads = crate::engine::threads::ways();
     if x.len() >= super::PARALLEL_ELEMENTS && threads > 1 && outer > 1 {
         use rayon::prelude::*;
         crate::engine::threads::entering_parallel_region();

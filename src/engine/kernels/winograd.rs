@@ -83,7 +83,7 @@ impl Conv2d {
             panels::panels_len(cin, cout).map(|p| 16 * p),
             "Winograd weights not prepared"
         );
-        let threads = crate::engine::threads::intra_op();
+        let threads = crate::engine::threads::ways();
         // Tiles per block: a multiple of the panel kernel's rows, within the budget, and
         // enough blocks to keep every thread busy.
         let widest = (16 * cin.min(CHUNK)).max(16 * cout);
