@@ -1,0 +1,285 @@
+//! Tests of `kernels::conv`.
+
+use super::*;
+
+/// Direct 7-loop convolution, the reference for im2col + GEMM.
+fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
+    let [n, ch, h, w] = rank4(&x.shape, "").unwrap();
+    let [oh, ow] = window_out_2d([h, w], pads, c.kernel, c.stride, c.dilation, false).unwrap();
+    let cin_g = ch / c.groups;
+    let cout_g = c.out_channels / c.groups;
+    let mut out = vec![0f32; n * c.out_channels * oh * ow];
+    for b in 0..n {
+        for co in 0..c.out_channels {
+            let g = co / cout_g;
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let mut acc = c.bias[co];
+                    for ci in 0..cin_g {
+                        for ky in 0..c.kernel[0] {
+                            for kx in 0..c.kernel[1] {
+                                let iy = (y * c.stride[0] + ky * c.dilation[0]) as isize
+                                    - pads[0].0 as isize;
+                                let ix = (xx * c.stride[1] + kx * c.dilation[1]) as isize
+                                    - pads[1].0 as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                let input = x.data[((b * ch + g * cin_g + ci) * h + iy as usize)
+                                    * w
+                                    + ix as usize];
+                                let weight = c.weight
+                                    [((co * cin_g + ci) * c.kernel[0] + ky) * c.kernel[1] + kx];
+                                acc += input * weight;
+                            }
+                        }
+                    }
+                    if c.relu {
+                        acc = acc.max(0.0);
+                    }
+                    out[((b * c.out_channels + co) * oh + y) * ow + xx] = acc;
+                }
+            }
+        }
+    }
+    Dense::new(out, vec![n, c.out_channels, oh, ow]).unwrap()
+}
+
+fn ramp(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 16;
+            (v % 200) as f32 / 100.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn conv_matches_the_direct_loop() {
+    for (groups, cout, kernel, stride, dilation, pads, relu) in [
+        (1, 8, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], false),
+        (1, 8, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], true),
+        (1, 21, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
+        (1, 3, [1, 1], [1, 1], [1, 1], [(1, 0), (0, 1)], true),
+        // Few input channels, ungrouped: the direct kernel (stems), every stride mix.
+        (1, 5, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], true),
+        (1, 6, [3, 2], [2, 1], [1, 1], [(0, 2), (1, 0)], false),
+        (1, 3, [5, 5], [1, 2], [1, 1], [(2, 2), (2, 2)], true),
+        (1, 9, [7, 7], [2, 2], [1, 1], [(3, 3), (3, 3)], false),
+        (1, 4, [3, 3], [1, 1], [2, 2], [(2, 2), (2, 2)], false),
+        (2, 8, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)], true),
+        (4, 8, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], false),
+        // Depthwise (one channel in and out per group): the direct kernel.
+        (4, 4, [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)], true),
+        (4, 4, [3, 2], [2, 3], [2, 1], [(0, 2), (1, 0)], false),
+        (4, 4, [3, 3], [1, 1], [1, 1], [(0, 0), (0, 0)], false),
+        (4, 4, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)], true),
+        (4, 4, [5, 3], [2, 1], [1, 2], [(2, 1), (0, 2)], false),
+        // Stride 2 across (the even/odd phases), dilated, odd and even left pads.
+        (4, 4, [3, 3], [1, 2], [2, 2], [(1, 0), (2, 1)], true),
+        (4, 4, [3, 5], [2, 2], [1, 1], [(0, 1), (1, 2)], false),
+        (4, 4, [2, 2], [2, 2], [1, 3], [(0, 0), (3, 0)], false),
+    ] {
+        let cin = 4;
+        let k = cin / groups * kernel[0] * kernel[1];
+        let mut conv = Conv2d {
+            weight: ramp(cout * k, 1),
+            bias: ramp(cout, 2),
+            out_channels: cout,
+            in_channels: cin,
+            groups,
+            kernel,
+            stride,
+            dilation,
+            relu,
+            packed: Packed::None,
+        };
+        // As built, then as planned (packed for the panel kernel where it fits); an
+        // even and an odd width (the stride phases split differently), and one tall
+        // enough for several bands of the direct kernel, the last one partial.
+        for prepared in [false, true] {
+            if prepared {
+                conv.prepare();
+            }
+            for (h, w) in [(7, 6), (6, 7), (37, 21)] {
+                let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+                let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+                let want = reference_conv(&conv, &x, pads);
+                assert_eq!(got.shape, want.shape);
+                for (a, b) in got.data.iter().zip(&want.data) {
+                    assert!(
+                        (a - b).abs() < 1e-4,
+                        "{a} vs {b} ({groups} {kernel:?} {w} {prepared})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stem_spread_over_the_pool_matches_the_direct_loop() {
+    // 3 → 24 channels, 3×3, stride 2 on an odd-sized image: enough multiply-adds for
+    // the direct kernel to spread its bands over the pool (where it has 2 threads).
+    let (cin, cout) = (3, 24);
+    let conv = Conv2d {
+        weight: ramp(cout * cin * 9, 1),
+        bias: ramp(cout, 2),
+        out_channels: cout,
+        in_channels: cin,
+        groups: 1,
+        kernel: [3, 3],
+        stride: [2, 2],
+        dilation: [1, 1],
+        relu: true,
+        packed: Packed::None,
+    };
+    assert!(conv.direct_fits() || !super::super::panels::available());
+    let (h, w) = (199, 171);
+    let x = Dense::new(ramp(cin * h * w, 3), vec![1, cin, h, w]).unwrap();
+    let pads = [(1, 1), (1, 0)];
+    let hint = std::sync::atomic::AtomicBool::new(true);
+    let got =
+        crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
+    let want = reference_conv(&conv, &x, pads);
+    assert_eq!(got.shape, want.shape);
+    for (a, b) in got.data.iter().zip(&want.data) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
+    // 64 → 44 channels, 1×1, batch 2: enough multiply-adds to split by output channels
+    // (where the pool has 2 threads), the last piece not a whole 8 rows.
+    let (cin, cout) = (64, 44);
+    let conv = Conv2d {
+        weight: ramp(cout * cin, 1),
+        bias: ramp(cout, 2),
+        out_channels: cout,
+        in_channels: cin,
+        groups: 1,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        relu: true,
+        packed: Packed::None,
+    };
+    let (h, w) = (29, 31);
+    let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+    let pads = [(0, 0), (0, 0)];
+    let hint = std::sync::atomic::AtomicBool::new(true);
+    let got =
+        crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
+    let want = reference_conv(&conv, &x, pads);
+    assert_eq!(got.shape, want.shape);
+    for (a, b) in got.data.iter().zip(&want.data) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
+/// Inputs with no rows or no columns whose windows reach only padding, through the
+/// direct, depthwise, im2col and Winograd paths: the bias (zero taps), never a panic.
+#[test]
+fn empty_planes_convolve_without_panicking() {
+    for (cin, groups, cout) in [(3, 1, 4), (4, 4, 4), (4, 2, 6), (16, 1, 8)] {
+        let mut conv = Conv2d {
+            weight: ramp(cout * cin / groups * 9, 13),
+            bias: ramp(cout, 14),
+            out_channels: cout,
+            in_channels: cin,
+            groups,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            relu: false,
+            packed: Packed::None,
+        };
+        conv.prepare();
+        for shape in [[2, cin, 4, 0], [2, cin, 0, 4], [1, cin, 0, 0]] {
+            let x = Dense::new(Vec::new(), shape.to_vec()).unwrap();
+            let got = conv.run(&x, [(2, 2), (2, 2)], Cap::unlimited()).unwrap();
+            let want = reference_conv(&conv, &x, [(2, 2), (2, 2)]);
+            assert_eq!(got, want, "{cin} {groups} {shape:?}");
+        }
+    }
+}
+
+/// The Winograd path: odd and even sizes (partial 2×2 tiles), pads from 0 to 2 on
+/// each side, output channels past a multiple of 8, 1×1 images, a batch of 2; and a
+/// 512-channel layer cut into several blocks of tiles (spread over the pool when it
+/// has more than one thread).
+#[test]
+fn winograd_matches_the_direct_loop() {
+    type Case = (usize, usize, usize, usize, [(usize, usize); 2], bool);
+    let cases: [Case; 7] = [
+        (16, 8, 7, 6, [(1, 1), (1, 1)], false),
+        (17, 10, 6, 7, [(1, 1), (1, 1)], true),
+        (16, 9, 9, 13, [(0, 0), (1, 2)], true),
+        (20, 16, 5, 5, [(2, 0), (0, 2)], false),
+        (16, 8, 1, 1, [(1, 1), (1, 1)], true),
+        (18, 11, 3, 3, [(0, 0), (0, 0)], false),
+        (512, 9, 24, 24, [(1, 1), (1, 1)], true),
+    ];
+    for (cin, cout, h, w, pads, relu) in cases {
+        let mut conv = Conv2d {
+            weight: ramp(cout * cin * 9, 7),
+            bias: ramp(cout, 8),
+            out_channels: cout,
+            in_channels: cin,
+            groups: 1,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            relu,
+            packed: Packed::None,
+        };
+        conv.prepare();
+        assert_eq!(
+            matches!(conv.packed, Packed::Winograd(_)),
+            super::super::panels::available()
+        );
+        let x = Dense::new(ramp(2 * cin * h * w, 9), vec![2, cin, h, w]).unwrap();
+        let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+        let want = reference_conv(&conv, &x, pads);
+        assert_eq!(got.shape, want.shape);
+        let tolerance = 1e-4 * (cin as f32).sqrt();
+        for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
+            assert!(
+                (a - b).abs() < tolerance,
+                "{a} vs {b} at {i} ({cin}→{cout} {h}×{w} {pads:?})"
+            );
+        }
+    }
+}
+
+/// A layer deep enough that its unfolded input is built a few channels at a time
+/// (64 channels, 3×3, 48×48: chunks of 29, 29 and 6); in 2 groups, each whole.
+#[test]
+fn deep_conv_in_channel_chunks_matches_the_direct_loop() {
+    let (cin, cout, side) = (64, 5, 48);
+    assert_eq!(Conv2d::channel_chunk(cin, 9, side * side), 29);
+    for groups in [1, 2] {
+        let k = cin / groups * 9;
+        let conv = Conv2d {
+            weight: ramp(cout * groups * k, 4),
+            bias: ramp(cout * groups, 5),
+            out_channels: cout * groups,
+            in_channels: cin,
+            groups,
+            kernel: [3, 3],
+            stride: [1, 1],
+            dilation: [1, 1],
+            relu: true,
+            packed: Packed::None,
+        };
+        let x = Dense::new(ramp(cin * side * side, 6), vec![1, cin, side, side]).unwrap();
+        let pads = [(1, 1), (1, 1)];
+        let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+        let want = reference_conv(&conv, &x, pads);
+        assert_eq!(got.shape, want.shape);
+        for (a, b) in got.data.iter().zip(&want.data) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b} (groups {groups})");
+        }
+    }
+}
