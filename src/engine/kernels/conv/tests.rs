@@ -117,6 +117,19 @@ fn conv_matches_the_direct_loop() {
     }
 }
 
+/// Runs `conv` as an inference runs (on the pool, its workers awake) and checks it against
+/// the 7-loop reference.
+fn matches_the_direct_loop_as_an_inference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) {
+    let hint = std::sync::atomic::AtomicBool::new(true);
+    let got =
+        crate::engine::threads::spread(&hint, || conv.run(x, pads, Cap::unlimited())).unwrap();
+    let want = reference_conv(conv, x, pads);
+    assert_eq!(got.shape, want.shape);
+    for (a, b) in got.data.iter().zip(&want.data) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+}
+
 #[test]
 fn a_stem_spread_over_the_pool_matches_the_direct_loop() {
     // 3 → 24 channels, 3×3, stride 2 on an odd-sized image: enough multiply-adds for
@@ -138,14 +151,7 @@ fn a_stem_spread_over_the_pool_matches_the_direct_loop() {
     let (h, w) = (199, 171);
     let x = Dense::new(ramp(cin * h * w, 3), vec![1, cin, h, w]).unwrap();
     let pads = [(1, 1), (1, 0)];
-    let hint = std::sync::atomic::AtomicBool::new(true);
-    let got =
-        crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
-    let want = reference_conv(&conv, &x, pads);
-    assert_eq!(got.shape, want.shape);
-    for (a, b) in got.data.iter().zip(&want.data) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-    }
+    matches_the_direct_loop_as_an_inference(&conv, &x, pads);
 }
 
 #[test]
@@ -168,14 +174,7 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
     let (h, w) = (29, 31);
     let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
     let pads = [(0, 0), (0, 0)];
-    let hint = std::sync::atomic::AtomicBool::new(true);
-    let got =
-        crate::engine::threads::spread(&hint, || conv.run(&x, pads, Cap::unlimited())).unwrap();
-    let want = reference_conv(&conv, &x, pads);
-    assert_eq!(got.shape, want.shape);
-    for (a, b) in got.data.iter().zip(&want.data) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-    }
+    matches_the_direct_loop_as_an_inference(&conv, &x, pads);
 }
 
 /// Inputs with no rows or no columns whose windows reach only padding, through the
