@@ -305,6 +305,15 @@ fn print_profile(
         split.len(),
         100.0 * split_time / total.max(f64::MIN_POSITIVE)
     );
+    let host: Vec<_> = steps.iter().filter(|s| s.host).collect();
+    let host_time: f64 = host.iter().map(|s| per_run(s.total)).sum::<f64>() + 0.0;
+    println!(
+        "{} steps ran on cairn's CPU kernels: {host_time:.1} µs a run; {} on burn's operators: \
+         {:.1} µs a run",
+        host.len(),
+        steps.len() - host.len(),
+        total - host_time
+    );
     let mut by_op: std::collections::BTreeMap<&str, (usize, f64, f64)> =
         std::collections::BTreeMap::new();
     for s in steps {
@@ -328,17 +337,18 @@ fn print_profile(
     let mut slowest: Vec<_> = steps.iter().collect();
     slowest.sort_by_key(|s| std::cmp::Reverse(s.total));
     println!(
-        "\n{:<40} {:<20} {:>12} {:>12} {:>6}",
-        "node", "operator", "µs/run", "issue µs", "split"
+        "\n{:<40} {:<20} {:>12} {:>12} {:>6} {:>7}",
+        "node", "operator", "µs/run", "issue µs", "split", "kernel"
     );
     for s in slowest.into_iter().take(top) {
         println!(
-            "{:<40} {:<20} {:>12.1} {:>12.1} {:>6}",
+            "{:<40} {:<20} {:>12.1} {:>12.1} {:>6} {:>7}",
             s.node,
             s.op,
             per_run(s.total),
             per_run(s.issue),
-            if s.split { "yes" } else { "-" }
+            if s.split { "yes" } else { "-" },
+            if s.host { "cairn" } else { "burn" }
         );
     }
 }

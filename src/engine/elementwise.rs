@@ -25,7 +25,10 @@ pub(crate) fn host(value: Value) -> Result<(Host, Vec<usize>), EngineError> {
     };
     Ok(match value {
         Value::Int { data, shape } => (Host::I(data), shape),
-        Value::Dense(d) => (Host::F(d.data), d.shape),
+        Value::Dense(d) => {
+            let shape = d.shape.clone();
+            (Host::F(d.into_values()), shape)
+        }
         Value::Float(f) => {
             let shape = f.dims();
             (Host::F(read(f.into_data())?), shape)

@@ -24,6 +24,8 @@ use super::value::Value;
 
 mod fuse;
 mod run;
+#[cfg(test)]
+mod tests;
 pub use run::{dense_data, dense_from_data, to_burn};
 
 /// How one step runs.
@@ -58,6 +60,8 @@ pub enum HostOp {
     },
     /// `A · B` (Gemm, or MatMul with a constant 2-D B), B held here.
     Gemm(Gemm),
+    /// MatMul of two computed float tensors of rank ≥ 2, batched (others go to burn).
+    MatMul,
     BatchNorm {
         scale: Vec<f32>,
         shift: Vec<f32>,
@@ -278,9 +282,18 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Transpose(_) | Op::Split { .. } => HostOp::Layout,
         Op::Concat { axis } => HostOp::Concat { axis: *axis },
         Op::Arithmetic(op) if step.inputs.len() == 2 => {
+            // A constant first operand of Add or Mul (torch exports `bias + x`) is put
+            // second, so it is held here and the product is made in place in `x`.
+            let (first, second) = (input(0), input(1));
+            let swap = matches!(op, Arithmetic::Add | Arithmetic::Mul)
+                && constant_f32(constants, second).is_none()
+                && constant_f32(constants, first).is_some();
             // A constant float second operand (a scale, a bias) is converted once, here.
-            let constant = constant_f32(constants, input(1))
+            let constant = constant_f32(constants, if swap { first } else { second })
                 .and_then(|(data, shape)| Dense::new(data, shape).ok());
+            if swap {
+                step.inputs.swap(0, 1);
+            }
             if constant.is_some() {
                 step.inputs.truncate(1);
             }
@@ -411,12 +424,14 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
             step.inputs.truncate(1);
             HostOp::Gemm(Gemm::new(b, k, n_out, false, 1.0, bias, true))
         }
-        Op::MatMul => {
-            let (b, shape) = constant_f32(constants, input(1))?;
-            let [k, n_out] = <[usize; 2]>::try_from(shape.as_slice()).ok()?;
-            step.inputs.truncate(1);
-            HostOp::Gemm(Gemm::new(b, k, n_out, false, 1.0, None, true))
-        }
+        Op::MatMul => match constant_f32(constants, input(1)) {
+            Some((b, shape)) if shape.len() == 2 => {
+                let [k, n_out] = [shape[0], shape[1]];
+                step.inputs.truncate(1);
+                HostOp::Gemm(Gemm::new(b, k, n_out, false, 1.0, None, true))
+            }
+            _ => HostOp::MatMul,
+        },
         Op::BatchNorm { epsilon } if step.outputs.len() == 1 => {
             let mut params = Vec::with_capacity(4);
             for i in 1..=4 {
@@ -458,7 +473,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
 pub(super) fn plan(
     names: &[String],
     steps: &mut Vec<Step>,
-    constants: &[(usize, Value)],
+    constants: &mut [(usize, Value)],
     outputs: &HashSet<usize>,
 ) -> Result<(), EngineError> {
     let constant_map: HashMap<usize, &Value> = constants.iter().map(|(s, v)| (*s, v)).collect();
@@ -470,8 +485,29 @@ pub(super) fn plan(
             step.kernel = Kernel::Host(op);
         }
     }
+    // A float constant that only host steps read is held as host values: it no longer
+    // goes through a read-back from burn at every run (an attention mask's fill values, a
+    // bias that is Add's first operand).
+    let burn_reads: HashSet<usize> = steps
+        .iter()
+        .filter(|s| matches!(s.kernel, Kernel::Burn))
+        .flat_map(|s| s.inputs.iter().flatten().copied())
+        .collect();
+    for (slot, value) in constants.iter_mut() {
+        if let Value::Float(f) = value
+            && !burn_reads.contains(slot)
+        {
+            let shape = f.dims();
+            if let Ok(data) = f.clone().into_data().convert::<f32>().try_to_vec::<f32>()
+                && let Ok(dense) = Dense::new(data, shape)
+            {
+                *value = Value::Dense(dense);
+            }
+        }
+    }
     guarded(|| {
         fuse::silu(steps, outputs);
+        fuse::gelu(steps, outputs);
         fuse::neighbours(steps, outputs);
         // Weights are final once fusions have folded scales into them.
         for step in steps.iter_mut() {

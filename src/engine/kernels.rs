@@ -7,6 +7,7 @@ use super::EngineError;
 use super::limits::product;
 pub use super::shapes::{window_out, window_out_2d};
 
+mod batched;
 pub mod broadcast;
 mod conv;
 mod depthwise;
@@ -17,15 +18,19 @@ mod pointwise;
 mod pool;
 mod reduce;
 mod winograd;
+pub use batched::batched_matmul;
 pub use conv::{Conv2d, Packed};
 pub use pointwise::{erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 pub use reduce::{Reduce, reduce};
 
-/// A dense row-major f32 tensor on the host.
+/// A dense row-major f32 tensor on the host. Its values are shared, not copied, when a
+/// value is cloned (a tensor several steps read, a constant every run starts from); a
+/// kernel that writes in place takes them with [`Dense::values_mut`], which copies only
+/// while another reader holds them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dense {
-    pub data: Vec<f32>,
+    pub data: std::sync::Arc<Vec<f32>>,
     pub shape: Vec<usize>,
 }
 
@@ -39,7 +44,21 @@ impl Dense {
                 data.len()
             )));
         }
-        Ok(Self { data, shape })
+        Ok(Self {
+            data: std::sync::Arc::new(data),
+            shape,
+        })
+    }
+
+    /// The values, to write in place: copied first if another value shares them.
+    pub fn values_mut(&mut self) -> &mut Vec<f32> {
+        std::sync::Arc::make_mut(&mut self.data)
+    }
+
+    /// The values, moved out when no other value shares them.
+    #[must_use]
+    pub fn into_values(self) -> Vec<f32> {
+        std::sync::Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 

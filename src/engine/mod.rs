@@ -89,6 +89,8 @@ pub fn cpu() -> burn::tensor::Device {
 
 #[cfg(test)]
 mod safety_tests;
+#[cfg(test)]
+mod test_graphs;
 
 #[cfg(test)]
 mod fixture_tests {

@@ -339,7 +339,7 @@ impl Model {
         let host = *device == super::cpu();
         let pinned: HashSet<usize> = outputs.iter().map(|(s, _)| *s).collect();
         if host {
-            fast::plan(&names, &mut steps, &constants, &pinned)?;
+            fast::plan(&names, &mut steps, &mut constants, &pinned)?;
         } else {
             let mut editable = fold::Constants {
                 values: &mut constants,
@@ -536,6 +536,8 @@ pub struct StepProfile {
     pub total: Duration,
     /// Whether the step split its work over the intra-op pool.
     pub split: bool,
+    /// Whether the step ran on cairn's own CPU kernels (else burn's operators).
+    pub host: bool,
 }
 
 /// A step may take (instead of clone) an input whose slot no later step reads, unless the

@@ -7,121 +7,12 @@
 use std::time::Duration;
 
 use burn::tensor::TensorData;
-use onnx_ir::{
-    AttributeProto, AttributeType, Message, ModelProto, NodeProto, TensorProto, ValueInfoProto,
+use onnx_ir::{AttributeProto, Message, ModelProto, NodeProto, TensorProto};
+
+use super::test_graphs::{
+    Graph, floats, info, int, int64s, ints, model, node, ramp, string, tensor, with,
 };
-
 use super::{EngineError, LoadLimits, Model, cpu};
-
-/// A tensor input/output declaration: `None` dimensions are dynamic.
-fn info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> ValueInfoProto {
-    let mut v = ValueInfoProto::new();
-    v.name = name.into();
-    let tensor = v.type_.mut_or_insert_default().mut_tensor_type();
-    tensor.elem_type = elem_type;
-    let shape = tensor.shape.mut_or_insert_default();
-    for d in dims {
-        shape.dim.push(Default::default());
-        let dim = shape.dim.last_mut().expect("just pushed");
-        match d {
-            Some(v) => dim.set_dim_value(*v),
-            None => dim.set_dim_param("batch".into()),
-        }
-    }
-    v
-}
-
-fn floats(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.into();
-    t.data_type = 1;
-    t.dims = dims.to_vec();
-    t.float_data = values.to_vec();
-    t
-}
-
-fn ramp(name: &str, dims: &[i64]) -> TensorProto {
-    let n: i64 = dims.iter().product();
-    #[expect(clippy::cast_precision_loss, reason = "small test tensors")]
-    let values: Vec<f32> = (0..n).map(|i| (i % 7) as f32 / 7.0).collect();
-    floats(name, dims, &values)
-}
-
-fn int64s(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
-    let mut t = TensorProto::new();
-    t.name = name.into();
-    t.data_type = 7;
-    t.dims = dims.to_vec();
-    t.int64_data = values.to_vec();
-    t
-}
-
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INTS.into();
-    a.ints = values.to_vec();
-    a
-}
-
-fn int(name: &str, value: i64) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::INT.into();
-    a.i = value;
-    a
-}
-
-fn string(name: &str, value: &str) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::STRING.into();
-    a.s = value.as_bytes().to_vec().into();
-    a
-}
-
-fn tensor(name: &str, value: TensorProto) -> AttributeProto {
-    let mut a = AttributeProto::new();
-    a.name = name.into();
-    a.type_ = AttributeType::TENSOR.into();
-    a.t = Some(value).into();
-    a
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    let mut n = NodeProto::new();
-    n.op_type = op.into();
-    n.name = name.into();
-    n.input = inputs.iter().map(|s| (*s).to_owned()).collect();
-    n.output = outputs.iter().map(|s| (*s).to_owned()).collect();
-    n
-}
-
-fn with(mut n: NodeProto, attributes: Vec<AttributeProto>) -> NodeProto {
-    n.attribute = attributes;
-    n
-}
-
-struct Graph {
-    nodes: Vec<NodeProto>,
-    inputs: Vec<ValueInfoProto>,
-    outputs: Vec<ValueInfoProto>,
-    initializers: Vec<TensorProto>,
-}
-
-fn model(g: Graph) -> Vec<u8> {
-    let mut m = ModelProto::new();
-    m.ir_version = 8;
-    m.opset_import.push(Default::default());
-    m.opset_import[0].version = 13;
-    let graph = m.graph.mut_or_insert_default();
-    graph.name = "crafted".into();
-    graph.node = g.nodes;
-    graph.input = g.inputs;
-    graph.output = g.outputs;
-    graph.initializer = g.initializers;
-    m.write_to_bytes().expect("a model serializes")
-}
 
 /// One node over constant operands (folded at load), with output `y`.
 fn folded(n: NodeProto, initializers: Vec<TensorProto>) -> Vec<u8> {
@@ -574,42 +465,5 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&[2, 4, 2, 8, 8]);
         seed.extend_from_slice(&values);
         std::fs::write(run.join(format!("{name}.bin")), seed).unwrap();
-    }
-}
-
-/// Not a crash case, but built with the same helpers: SiLU (`Mul(x, Sigmoid(x))`) runs as
-/// one fused step on the CPU, and unfused when the Sigmoid is also a graph output; both
-/// agree with `x / (1 + e^-x)`.
-#[test]
-fn silu_fused_or_not_is_x_times_its_sigmoid() {
-    for sigmoid_is_output in [false, true] {
-        let mut outputs = vec![info("y", 1, &[])];
-        if sigmoid_is_output {
-            outputs.push(info("s", 1, &[]));
-        }
-        let bytes = model(Graph {
-            nodes: vec![
-                node("Sigmoid", "gate", &["x"], &["s"]),
-                node("Mul", "silu", &["s", "x"], &["y"]),
-            ],
-            inputs: vec![info("x", 1, &[Some(2), Some(5)])],
-            outputs,
-            initializers: vec![],
-        });
-        let loaded = Model::load(&bytes, &cpu()).unwrap();
-        let xs = vec![-20.0f32, -3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.0, 5.0, 30.0];
-        let feed = vec![("x".to_owned(), TensorData::new(xs.clone(), vec![2, 5]))];
-        let steps = loaded.profile(&feed, 1).unwrap().len();
-        assert_eq!(steps, if sigmoid_is_output { 2 } else { 1 });
-        let out = loaded.run(feed).unwrap();
-        assert_eq!(out.len(), 1 + usize::from(sigmoid_is_output));
-        let y: Vec<f32> = out[0].1.try_to_vec().unwrap();
-        for (got, x) in y.iter().zip(&xs) {
-            let want = x / (1.0 + (-x).exp());
-            assert!(
-                (got - want).abs() <= 1e-6 * want.abs() + 1e-7,
-                "{got} vs {want}"
-            );
-        }
     }
 }

@@ -53,6 +53,84 @@ pub(super) fn silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     drop_removed(steps, &removed);
 }
 
+/// The exact GELU as torch exports it, `(x · (1 + erf(x / √2))) · 0.5` (BERT's and most
+/// transformers' activation): five steps, each a pass over the widest tensor of the
+/// block, become one [`HostOp::Gelu`] on the Div's step. Each intermediate value must be
+/// read by the next step alone and be no graph output.
+pub(super) fn gelu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    let mut reader_of: HashMap<usize, usize> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        for slot in step.inputs.iter().flatten() {
+            *readers.entry(*slot).or_default() += 1;
+            reader_of.insert(*slot, i);
+        }
+    }
+    // The only step reading `slot`, if one does and `slot` is no graph output.
+    let sole_reader = |slot: usize| -> Option<usize> {
+        (readers.get(&slot) == Some(&1) && !outputs.contains(&slot))
+            .then(|| reader_of.get(&slot).copied())
+            .flatten()
+    };
+    let constant = |step: &Step, want: Arithmetic, value: f32| {
+        matches!(&step.kernel, Kernel::Host(HostOp::Binary { op, relu: false, constant: Some(c) })
+            if *op == want && c.data.len() == 1 && (c.data[0] - value).abs() <= 1e-6 * value)
+    };
+    let single = |step: &Step| match (&step.inputs[..], &step.outputs[..]) {
+        ([Some(input)], [output]) => Some((*input, *output)),
+        _ => None,
+    };
+    let mut removed = vec![false; steps.len()];
+    for div in 0..steps.len() {
+        let matched = (|| {
+            let (x, scaled) = single(&steps[div]).filter(|_| {
+                constant(&steps[div], Arithmetic::Div, std::f32::consts::SQRT_2)
+                    || constant(
+                        &steps[div],
+                        Arithmetic::Mul,
+                        std::f32::consts::FRAC_1_SQRT_2,
+                    )
+            })?;
+            let erf = sole_reader(scaled)?;
+            let (_, erf_out) = single(&steps[erf])
+                .filter(|_| matches!(steps[erf].kernel, Kernel::Host(HostOp::Erf)))?;
+            let add = sole_reader(erf_out)?;
+            let (_, shifted) =
+                single(&steps[add]).filter(|_| constant(&steps[add], Arithmetic::Add, 1.0))?;
+            let mul = sole_reader(shifted)?;
+            let product = match (
+                &steps[mul].kernel,
+                &steps[mul].inputs[..],
+                &steps[mul].outputs[..],
+            ) {
+                (
+                    Kernel::Host(HostOp::Binary {
+                        op: Arithmetic::Mul,
+                        relu: false,
+                        constant: None,
+                    }),
+                    [Some(p), Some(q)],
+                    [out],
+                ) if (*p, *q) == (x, shifted) || (*p, *q) == (shifted, x) => *out,
+                _ => return None,
+            };
+            let half = sole_reader(product)?;
+            single(&steps[half]).filter(|_| constant(&steps[half], Arithmetic::Mul, 0.5))?;
+            Some([erf, add, mul, half])
+        })();
+        let Some(fused) = matched else {
+            continue;
+        };
+        if fused.iter().any(|i| removed[*i]) {
+            continue;
+        }
+        steps[div].kernel = Kernel::Host(HostOp::Gelu { tanh: false });
+        steps[div].outputs = steps[fused[3]].outputs.clone();
+        fused.iter().for_each(|i| removed[*i] = true);
+    }
+    drop_removed(steps, &removed);
+}
+
 /// Folds a step into its producer where the producer's kernel can absorb it.
 pub(super) fn neighbours(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();

@@ -29,10 +29,11 @@ fn dense(value: Value) -> Result<Dense, EngineError> {
     }
 }
 
-/// Host data as `TensorData` without a copy.
+/// Host data as `TensorData`, without a copy unless another value shares it.
 #[must_use]
 pub fn dense_data(d: Dense) -> TensorData {
-    TensorData::new(d.data, d.shape)
+    let shape = d.shape.clone();
+    TensorData::new(d.into_values(), shape)
 }
 
 /// Host f32 input data as a host value (a copy only when the bytes are not f32).
@@ -159,12 +160,12 @@ impl HostOp {
             Self::Pass => take(&mut args, 0, op)?,
             Self::Relu => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
-                kernels::relu(&mut x.data);
+                kernels::relu(x.values_mut());
                 Value::Dense(x)
             }
             Self::Sigmoid => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
-                kernels::sigmoid(&mut x.data);
+                kernels::sigmoid(x.values_mut());
                 Value::Dense(x)
             }
             Self::Erf | Self::Gelu { .. } => {
@@ -174,8 +175,8 @@ impl HostOp {
                 }
                 let mut x = dense(x)?;
                 match self {
-                    Self::Gelu { tanh } => kernels::gelu(&mut x.data, *tanh),
-                    _ => kernels::erf(&mut x.data),
+                    Self::Gelu { tanh } => kernels::gelu(x.values_mut(), *tanh),
+                    _ => kernels::erf(x.values_mut()),
                 }
                 Value::Dense(x)
             }
@@ -196,18 +197,18 @@ impl HostOp {
                     return general(std::iter::once(Some(x)).chain(args.drain(1..)).collect());
                 }
                 let mut x = dense(x)?;
-                kernels::layer_norm_rows(&mut x.data, scale, bias.as_deref(), *epsilon);
+                kernels::layer_norm_rows(x.values_mut(), scale, bias.as_deref(), *epsilon);
                 Value::Dense(x)
             }
             Self::Silu => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
-                kernels::silu(&mut x.data);
+                kernels::silu(x.values_mut());
                 Value::Dense(x)
             }
             Self::Hard { swish, alpha, beta } => {
                 let mut x = dense(take(&mut args, 0, op)?)?;
                 // HardSwish is x · HardSigmoid(x) with α = 1/6, β = 1/2.
-                kernels::hard(&mut x.data, *swish, *alpha, *beta);
+                kernels::hard(x.values_mut(), *swish, *alpha, *beta);
                 Value::Dense(x)
             }
             Self::Softmax { axis } => {
@@ -218,7 +219,7 @@ impl HostOp {
                     return general(vec![Some(x)]);
                 }
                 let mut x = dense(x)?;
-                kernels::softmax_rows(&mut x.data, dims[axis]);
+                kernels::softmax_rows(x.values_mut(), dims[axis]);
                 Value::Dense(x)
             }
             Self::Flatten { axis } => {
@@ -283,7 +284,7 @@ impl HostOp {
                     let mut out = general(vec![Some(a), b])?;
                     if *relu && let Some(first) = out.first_mut() {
                         let mut d = dense(first.clone())?;
-                        kernels::relu(&mut d.data);
+                        kernels::relu(d.values_mut());
                         *first = Value::Dense(d);
                     }
                     return Ok(out);
@@ -349,7 +350,7 @@ impl HostOp {
                     )));
                 }
                 let plane: usize = x.shape[2..].iter().product();
-                kernels::scale_shift(&mut x.data, plane, scale, shift, *relu);
+                kernels::scale_shift(x.values_mut(), plane, scale, shift, *relu);
                 Value::Dense(x)
             }
             Self::Conv { conv, padding } => {
@@ -363,6 +364,18 @@ impl HostOp {
                 Value::Dense(pool.run(&x, pads, cap)?)
             }
             Self::Gemm(g) => Value::Dense(g.run(dense(take(&mut args, 0, op)?)?, cap)?),
+            Self::MatMul => {
+                let host = |v: &Option<Value>| {
+                    v.as_ref()
+                        .is_some_and(|v| !matches!(v, Value::Int { .. }) && v.dims().len() >= 2)
+                };
+                if args.len() != 2 || !args.iter().all(host) {
+                    return general(args);
+                }
+                let b = dense(take(&mut args, 1, op)?)?;
+                let a = dense(take(&mut args, 0, op)?)?;
+                Value::Dense(kernels::batched_matmul(&a, &b, cap)?)
+            }
         };
         Ok(vec![out])
     }

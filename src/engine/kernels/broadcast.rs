@@ -157,7 +157,7 @@ pub fn binary(
     if a.shape == shape {
         if len > 0 {
             let layout = Layout::new(&shape, [&b.shape]);
-            layout.spread_runs(&mut a.data, |dst, [ib], n, [sb]| {
+            layout.spread_runs(a.values_mut(), |dst, [ib], n, [sb]| {
                 let b = &b.data[ib..ib + if sb == 0 { 1 } else { n }];
                 match op {
                     Arithmetic::Add => on_best_cpu(InPlace(dst, b, |x, y| x + y, relu)),

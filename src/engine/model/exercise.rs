@@ -72,6 +72,7 @@ impl Model {
                 issue: Duration::ZERO,
                 total: Duration::ZERO,
                 split: false,
+                host: matches!(s.kernel, crate::engine::fast::Kernel::Host(_)),
             })
             .collect();
         // Where a run would go: on the pool, its other workers awake, when the model splits.

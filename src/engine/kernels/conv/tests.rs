@@ -106,7 +106,7 @@ fn conv_matches_the_direct_loop() {
                 let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
                 let want = reference_conv(&conv, &x, pads);
                 assert_eq!(got.shape, want.shape);
-                for (a, b) in got.data.iter().zip(&want.data) {
+                for (a, b) in got.data.iter().zip(want.data.iter()) {
                     assert!(
                         (a - b).abs() < 1e-4,
                         "{a} vs {b} ({groups} {kernel:?} {w} {prepared})"
@@ -125,7 +125,7 @@ fn matches_the_direct_loop_as_an_inference(conv: &Conv2d, x: &Dense, pads: [(usi
         crate::engine::threads::spread(&hint, || conv.run(x, pads, Cap::unlimited())).unwrap();
     let want = reference_conv(conv, x, pads);
     assert_eq!(got.shape, want.shape);
-    for (a, b) in got.data.iter().zip(&want.data) {
+    for (a, b) in got.data.iter().zip(want.data.iter()) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
 }
@@ -243,7 +243,7 @@ fn winograd_matches_the_direct_loop() {
         let want = reference_conv(&conv, &x, pads);
         assert_eq!(got.shape, want.shape);
         let tolerance = 1e-4 * (cin as f32).sqrt();
-        for (i, (a, b)) in got.data.iter().zip(&want.data).enumerate() {
+        for (i, (a, b)) in got.data.iter().zip(want.data.iter()).enumerate() {
             assert!(
                 (a - b).abs() < tolerance,
                 "{a} vs {b} at {i} ({cin}→{cout} {h}×{w} {pads:?})"
@@ -277,7 +277,7 @@ fn deep_conv_in_channel_chunks_matches_the_direct_loop() {
         let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
         let want = reference_conv(&conv, &x, pads);
         assert_eq!(got.shape, want.shape);
-        for (a, b) in got.data.iter().zip(&want.data) {
+        for (a, b) in got.data.iter().zip(want.data.iter()) {
             assert!((a - b).abs() < 1e-3, "{a} vs {b} (groups {groups})");
         }
     }

@@ -50,7 +50,7 @@ fn pools_follow_onnx_sizes_and_padding() {
         kind: PoolKind::Max,
     };
     let y = max.run(&x, [(0, 0), (0, 0)], Cap::unlimited()).unwrap();
-    assert_eq!(y.data, vec![5.0, 7.0, 13.0, 15.0]);
+    assert_eq!(*y.data, vec![5.0, 7.0, 13.0, 15.0]);
     // 3×3 stride 2 with ceil: the last window hangs over the edge.
     let ceil = Pool {
         kernel: [3, 3],
@@ -60,7 +60,7 @@ fn pools_follow_onnx_sizes_and_padding() {
     };
     let y = ceil.run(&x, [(0, 0), (0, 0)], Cap::unlimited()).unwrap();
     assert_eq!(y.shape, vec![1, 1, 2, 2]);
-    assert_eq!(y.data, vec![10.0, 11.0, 14.0, 15.0]);
+    assert_eq!(*y.data, vec![10.0, 11.0, 14.0, 15.0]);
     let avg = Pool {
         kind: PoolKind::Average {
             count_include_pad: true,

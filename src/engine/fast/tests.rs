@@ -1,0 +1,198 @@
+//! The CPU plan's rewrites, each on a small graph: the fused or rewritten plan (its step
+//! count, which steps run on cairn's kernels) and its values against a reference.
+
+use burn::tensor::TensorData;
+
+use crate::engine::test_graphs::{Graph, floats, info, ints, model, node, with};
+use crate::engine::{Model, cpu};
+
+fn run(bytes: &[u8], feed: &[(&str, Vec<f32>, Vec<usize>)]) -> (Vec<Vec<f32>>, Vec<bool>) {
+    let loaded = Model::load(bytes, &cpu()).unwrap();
+    let feed: Vec<(String, TensorData)> = feed
+        .iter()
+        .map(|(name, values, shape)| {
+            (
+                (*name).to_owned(),
+                TensorData::new(values.clone(), shape.clone()),
+            )
+        })
+        .collect();
+    let host = loaded
+        .profile(&feed, 1)
+        .unwrap()
+        .iter()
+        .map(|s| s.host)
+        .collect();
+    let outputs = loaded
+        .run(feed)
+        .unwrap()
+        .into_iter()
+        .map(|(_, data)| data.convert::<f32>().try_to_vec().unwrap())
+        .collect();
+    (outputs, host)
+}
+
+/// SiLU (`Mul(x, Sigmoid(x))`) runs as one fused step on the CPU, and unfused when the
+/// Sigmoid is also a graph output; both agree with `x / (1 + e^-x)`.
+#[test]
+fn silu_fused_or_not_is_x_times_its_sigmoid() {
+    for sigmoid_is_output in [false, true] {
+        let mut outputs = vec![info("y", 1, &[])];
+        if sigmoid_is_output {
+            outputs.push(info("s", 1, &[]));
+        }
+        let bytes = model(Graph {
+            nodes: vec![
+                node("Sigmoid", "gate", &["x"], &["s"]),
+                node("Mul", "silu", &["s", "x"], &["y"]),
+            ],
+            inputs: vec![info("x", 1, &[Some(2), Some(5)])],
+            outputs,
+            initializers: vec![],
+        });
+        let loaded = Model::load(&bytes, &cpu()).unwrap();
+        let xs = vec![-20.0f32, -3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.0, 5.0, 30.0];
+        let feed = vec![("x".to_owned(), TensorData::new(xs.clone(), vec![2, 5]))];
+        let steps = loaded.profile(&feed, 1).unwrap().len();
+        assert_eq!(steps, if sigmoid_is_output { 2 } else { 1 });
+        let out = loaded.run(feed).unwrap();
+        assert_eq!(out.len(), 1 + usize::from(sigmoid_is_output));
+        let y: Vec<f32> = out[0].1.try_to_vec().unwrap();
+        for (got, x) in y.iter().zip(&xs) {
+            let want = x / (1.0 + (-x).exp());
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs() + 1e-7,
+                "{got} vs {want}"
+            );
+        }
+    }
+}
+
+/// torch's exact GELU, `(x · (1 + erf(x / √2))) · 0.5`, fuses into one step, and agrees
+/// with the five steps it replaces (kept when the Erf is also a graph output) and with
+/// known values.
+#[test]
+fn decomposed_gelu_fuses_into_one_step() {
+    let xs = vec![-6.0f32, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 8.0];
+    let mut results = Vec::new();
+    for erf_is_output in [false, true] {
+        let mut outputs = vec![info("y", 1, &[])];
+        if erf_is_output {
+            outputs.push(info("e", 1, &[]));
+        }
+        let bytes = model(Graph {
+            nodes: vec![
+                node("Div", "div", &["x", "root2"], &["d"]),
+                node("Erf", "erf", &["d"], &["e"]),
+                node("Add", "add", &["e", "one"], &["a"]),
+                node("Mul", "mul", &["x", "a"], &["m"]),
+                node("Mul", "half", &["m", "half"], &["y"]),
+            ],
+            inputs: vec![info("x", 1, &[Some(2), Some(5)])],
+            outputs,
+            initializers: vec![
+                floats("root2", &[], &[std::f32::consts::SQRT_2]),
+                floats("one", &[], &[1.0]),
+                floats("half", &[], &[0.5]),
+            ],
+        });
+        let (out, host) = run(&bytes, &[("x", xs.clone(), vec![2, 5])]);
+        assert_eq!(host.len(), if erf_is_output { 5 } else { 1 });
+        assert!(host.iter().all(|h| *h), "every step on cairn's kernels");
+        results.push(out[0].clone());
+    }
+    for (fused, unfused) in results[0].iter().zip(&results[1]) {
+        assert!(
+            (fused - unfused).abs() <= 1e-6 * unfused.abs().max(1.0),
+            "{fused} vs {unfused}"
+        );
+    }
+    for (x, want) in [
+        (-1.0f32, -0.158_655_26f32),
+        (1.0, 0.841_344_7),
+        (2.0, 1.954_499_7),
+    ] {
+        let at = xs.iter().position(|v| *v == x).unwrap();
+        assert!(
+            (results[0][at] - want).abs() < 1e-5,
+            "gelu({x}) = {}",
+            results[0][at]
+        );
+    }
+}
+
+/// A constant first operand of Add (torch's `bias + x`) is held by the step, and the sum
+/// is the same as with the operands the other way round.
+#[test]
+fn a_constant_first_operand_is_held_by_the_step() {
+    let bias = [0.5f32, -1.0, 2.0, 0.0, 3.5];
+    let xs: Vec<f32> = (0..10).map(|i| i as f32 - 4.5).collect();
+    let bytes = model(Graph {
+        nodes: vec![node("Add", "add", &["bias", "x"], &["y"])],
+        inputs: vec![info("x", 1, &[Some(2), Some(5)])],
+        outputs: vec![info("y", 1, &[])],
+        initializers: vec![floats("bias", &[5], &bias)],
+    });
+    let (out, host) = run(&bytes, &[("x", xs.clone(), vec![2, 5])]);
+    assert_eq!(host, [true]);
+    let want: Vec<f32> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + bias[i % 5])
+        .collect();
+    assert_eq!(out[0], want);
+}
+
+/// MatMul of two computed tensors runs on cairn's kernels: batched, with a transposed
+/// operand and a rank-2 operand broadcast over the batch, against the index formula.
+#[test]
+fn matmul_of_computed_tensors_runs_on_the_host() {
+    let a: Vec<f32> = (0..24).map(|i| (i % 5) as f32 - 2.0).collect();
+    let w: Vec<f32> = (0..40).map(|i| (i % 7) as f32 * 0.5 - 1.0).collect();
+    let v: Vec<f32> = (0..20).map(|i| (i % 3) as f32 - 1.0).collect();
+    let bytes = model(Graph {
+        nodes: vec![
+            with(
+                node("Transpose", "t", &["w"], &["wt"]),
+                vec![ints("perm", &[0, 2, 1])],
+            ),
+            node("MatMul", "qk", &["a", "wt"], &["s"]),
+            node("MatMul", "sv", &["s", "v"], &["y"]),
+        ],
+        inputs: vec![
+            info("a", 1, &[Some(2), Some(3), Some(4)]),
+            info("w", 1, &[Some(2), Some(5), Some(4)]),
+            info("v", 1, &[Some(5), Some(4)]),
+        ],
+        outputs: vec![info("y", 1, &[])],
+        initializers: vec![],
+    });
+    let (out, host) = run(
+        &bytes,
+        &[
+            ("a", a.clone(), vec![2, 3, 4]),
+            ("w", w.clone(), vec![2, 5, 4]),
+            ("v", v.clone(), vec![5, 4]),
+        ],
+    );
+    assert_eq!(host, [true, true, true]);
+    // s[b,i,j] = Σp a[b,i,p]·w[b,j,p]; y[b,i,q] = Σj s[b,i,j]·v[j,q].
+    let mut want = vec![0f32; 24];
+    for b in 0..2 {
+        for i in 0..3 {
+            for q in 0..4 {
+                want[(b * 3 + i) * 4 + q] = (0..5)
+                    .map(|j| {
+                        let s: f32 = (0..4)
+                            .map(|p| a[(b * 3 + i) * 4 + p] * w[(b * 5 + j) * 4 + p])
+                            .sum();
+                        s * v[j * 4 + q]
+                    })
+                    .sum();
+            }
+        }
+    }
+    for (got, want) in out[0].iter().zip(&want) {
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+}
