@@ -108,8 +108,8 @@ pub enum HostOp {
     Concat {
         axis: usize,
     },
-    /// Squeeze, Unsqueeze, Transpose and Split: the general operator, which takes host
-    /// values as they are (no conversion to burn and back).
+    /// Squeeze, Unsqueeze, Transpose, Split, Shape, Size, Gather and Slice: the general
+    /// operator, which takes host values as they are (no conversion to burn and back).
     Layout,
 }
 
@@ -279,7 +279,14 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         Op::Softmax { axis, log: false } => HostOp::Softmax { axis: *axis },
         Op::Flatten { axis } => HostOp::Flatten { axis: *axis },
         Op::Reshape(target) => HostOp::Reshape(target.clone()),
-        Op::Squeeze(_) | Op::Unsqueeze(_) | Op::Transpose(_) | Op::Split { .. } => HostOp::Layout,
+        Op::Squeeze(_)
+        | Op::Unsqueeze(_)
+        | Op::Transpose(_)
+        | Op::Split { .. }
+        | Op::Shape { .. }
+        | Op::Size
+        | Op::Gather { .. }
+        | Op::Slice { .. } => HostOp::Layout,
         Op::Concat { axis } => HostOp::Concat { axis: *axis },
         Op::Arithmetic(op) if step.inputs.len() == 2 => {
             // A constant first operand of Add or Mul (torch exports `bias + x`) is put

@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use super::shape::{elem, float_device, int_index_tensor, take_positions};
 use super::{axis_of, host, lift_to};
 use crate::engine::EngineError;
+use crate::engine::kernels::Dense;
 use crate::engine::limits::Cap;
 use crate::engine::value::{Float, Value, each_rank, with_rank};
 
@@ -34,6 +35,15 @@ pub(super) fn gather(
         Value::Int { data, shape } => {
             let (data, shape) = host::gather(&data, &shape, axis, &picks, &index_shape);
             Ok(Value::Int { data, shape })
+        }
+        Value::Dense(d) => {
+            let (data, _) = host::gather(&d.data, &d.shape, axis, &picks, &index_shape);
+            let shape = if out_shape.is_empty() {
+                vec![1]
+            } else {
+                out_shape
+            };
+            Ok(Value::Dense(Dense::new(data, shape)?))
         }
         other => {
             let f = other.float()?;
@@ -172,6 +182,10 @@ pub(super) fn slice(
             data: host::select_axes(&data, &shape, &picks),
             shape: picks.iter().map(Vec::len).collect(),
         }),
+        Value::Dense(d) => Ok(Value::Dense(Dense::new(
+            host::select_axes(&d.data, &d.shape, &picks),
+            picks.iter().map(Vec::len).collect(),
+        )?)),
         other => {
             let mut f = other.float()?;
             if picks.iter().any(Vec::is_empty) {
