@@ -30,6 +30,10 @@ pub use run::{dense_data, dense_from_data, to_burn};
 
 /// How one step runs.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per step, a few hundred per model; boxing would add a pointer chase"
+)]
 pub enum Kernel {
     /// burn tensor operations ([`super::ops::Op::run`]).
     Burn,

@@ -17,6 +17,7 @@ mod phases;
 mod pointwise;
 mod pool;
 mod reduce;
+mod unfold;
 mod winograd;
 pub use batched::batched_matmul;
 pub use conv::{Conv2d, Packed};

@@ -30,6 +30,8 @@ pub enum Packed {
     None,
     /// Winograd F(2×2, 3×3): 16 transformed matrices per chunk of input channels.
     Winograd(Vec<f32>),
+    /// The weights as the panel kernel's A tiles, for im2col into its panels.
+    Unfold(Vec<f32>),
 }
 
 impl Packed {
@@ -38,7 +40,7 @@ impl Packed {
     pub fn len(&self) -> usize {
         match self {
             Self::None => 0,
-            Self::Winograd(v) => v.len(),
+            Self::Winograd(v) | Self::Unfold(v) => v.len(),
         }
     }
 
@@ -127,6 +129,17 @@ impl Conv2d {
                 {
                     let input = &x.data[n * image..][..image];
                     self.run_winograd(packed, input, [h, w], [oh, ow], pads, dst);
+                }
+                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            }
+            Packed::Unfold(tiles) => {
+                let image = channels * h * w;
+                for (n, dst) in out
+                    .chunks_exact_mut((self.out_channels * plane).max(1))
+                    .enumerate()
+                {
+                    let input = &x.data[n * image..][..image];
+                    self.run_unfold(tiles, input, [h, w], [oh, ow], pads, dst);
                 }
                 return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }

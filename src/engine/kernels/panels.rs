@@ -130,6 +130,18 @@ pub fn multiply(
     PACKED_A.with(|cell| *cell.borrow_mut() = tiles);
 }
 
+/// `A[m × k]` (row stride `lda`) in tiles of `ROWS` rows, as [`multiply_tiled`] reads it
+/// with a tile stride of `k · ROWS` (weights tiled once at plan time).
+#[must_use]
+pub fn tiled(m: usize, k: usize, a: &[f32], lda: usize) -> Vec<f32> {
+    let mut tiles = vec![0f32; tiled_len(m, k).unwrap_or(0)];
+    if m > 0 {
+        assert!(lda >= k && covers(a.len(), m, lda, k), "gemm: A too small");
+        tile_rows(m, k, (a, lda), &mut tiles);
+    }
+    tiles
+}
+
 /// Lays `A[m × k]` (row stride `lda`) out in tiles of `ROWS` rows, depth-major
 /// (`[tile][p][row]`), rows past `m` zero. On BERT's 32-row products a scalar copy took a
 /// fifth of the product's time; AVX2 transposes 8 depths of a tile at once.
@@ -188,6 +200,48 @@ pub fn multiply_tiled(
     relu: bool,
     threads: usize,
 ) {
+    // SAFETY: `c` is borrowed mutably for the call, so no other thread touches it.
+    unsafe {
+        multiply_tiled_into(
+            m,
+            n,
+            k,
+            (tiles, tile_stride),
+            b,
+            (c.as_mut_ptr(), c.len(), ldc),
+            start,
+            relu,
+            threads,
+        );
+    }
+}
+
+/// [`multiply_tiled`] into `C` given as a pointer and the number of floats behind it, for
+/// callers whose threads each write their own columns of one output (a convolution's
+/// blocks of pixels, in NCHW).
+///
+/// # Safety
+/// `c` is valid for reads and writes of `c_len` floats, and while the call runs no other
+/// thread reads or writes the elements it writes: rows `0..m`, columns `0..n` at row
+/// stride `ldc`.
+///
+/// # Panics
+/// Sizes that do not fit the slices and `c_len` (checked before any unsafe access).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a strided GEMM call is exactly these numbers"
+)]
+pub unsafe fn multiply_tiled_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    (tiles, tile_stride): (&[f32], usize),
+    b: &[f32],
+    (c, c_len, ldc): (*mut f32, usize, usize),
+    start: Start<'_>,
+    relu: bool,
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -202,7 +256,7 @@ pub fn multiply_tiled(
         panels_len(k, n).is_some_and(|e| b.len() >= e),
         "gemm: B panels too small"
     );
-    assert!(covers(c.len(), m, ldc, n), "gemm: C too small");
+    assert!(covers(c_len, m, ldc, n), "gemm: C too small");
     match start {
         Start::RowBias(bias) => assert!(bias.len() >= m, "gemm: row bias too short"),
         Start::ColumnBias(bias) => assert!(bias.len() >= n, "gemm: column bias too short"),
@@ -216,7 +270,7 @@ pub fn multiply_tiled(
         a: tiles.as_ptr(),
         tile_stride,
         b: b.as_ptr(),
-        c: c.as_mut_ptr(),
+        c,
         ldc,
         start,
         relu,

@@ -56,6 +56,8 @@ impl Conv2d {
                 self.in_channels,
                 self.out_channels,
             ))
+        } else if self.unfold_fits() {
+            self.unfold_weights()
         } else {
             Packed::None
         };

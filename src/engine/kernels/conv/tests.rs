@@ -282,3 +282,67 @@ fn deep_conv_in_channel_chunks_matches_the_direct_loop() {
         }
     }
 }
+
+/// Ungrouped layers beyond the stem's few channels that Winograd does not take (strides,
+/// 1×1 at stride 2, 5×5 and 7×7 windows, dilation, narrow 3×3): im2col into the panel
+/// kernel's panels, with blocks that end inside an output row and images of odd and even
+/// sizes; then one layer large enough to split its blocks over the pool.
+#[test]
+fn unfolded_convolutions_match_the_direct_loop() {
+    for (cin, cout, kernel, stride, dilation, pads) in [
+        (16, 32, [3, 3], [2, 2], [1, 1], [(1, 1), (1, 1)]),
+        (5, 7, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)]),
+        (6, 13, [1, 1], [2, 2], [1, 1], [(0, 0), (0, 0)]),
+        (8, 6, [5, 5], [2, 2], [1, 1], [(2, 2), (2, 2)]),
+        (5, 9, [7, 7], [2, 2], [1, 1], [(3, 3), (3, 3)]),
+        (17, 8, [3, 3], [1, 1], [2, 2], [(2, 2), (2, 2)]),
+        (9, 5, [3, 2], [2, 1], [1, 2], [(0, 2), (1, 0)]),
+        (12, 4, [1, 3], [1, 2], [1, 1], [(1, 0), (0, 1)]),
+    ] {
+        let mut conv = Conv2d {
+            weight: ramp(cout * cin * kernel[0] * kernel[1], 4),
+            bias: ramp(cout, 5),
+            out_channels: cout,
+            in_channels: cin,
+            groups: 1,
+            kernel,
+            stride,
+            dilation,
+            relu: cout % 2 == 0,
+            packed: Packed::None,
+        };
+        conv.prepare();
+        assert_eq!(
+            matches!(conv.packed, Packed::Unfold(_)),
+            super::super::panels::available(),
+            "{cin}→{cout} {kernel:?} {stride:?}"
+        );
+        for (h, w) in [(7, 6), (9, 11), (23, 17)] {
+            let x = Dense::new(ramp(2 * cin * h * w, 6), vec![2, cin, h, w]).unwrap();
+            let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+            let want = reference_conv(&conv, &x, pads);
+            assert_eq!(got.shape, want.shape);
+            for (a, b) in got.data.iter().zip(want.data.iter()) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{a} vs {b} ({cin}→{cout} {kernel:?} {h}×{w})"
+                );
+            }
+        }
+    }
+    let mut conv = Conv2d {
+        weight: ramp(32 * 16 * 9, 7),
+        bias: ramp(32, 8),
+        out_channels: 32,
+        in_channels: 16,
+        groups: 1,
+        kernel: [3, 3],
+        stride: [2, 2],
+        dilation: [1, 1],
+        relu: true,
+        packed: Packed::None,
+    };
+    conv.prepare();
+    let x = Dense::new(ramp(16 * 81 * 79, 9), vec![1, 16, 81, 79]).unwrap();
+    matches_the_direct_loop_as_an_inference(&conv, &x, [(1, 1), (1, 1)]);
+}
