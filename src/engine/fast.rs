@@ -112,8 +112,9 @@ pub enum HostOp {
     Concat {
         axis: usize,
     },
-    /// Squeeze, Unsqueeze, Transpose, Split, Shape, Size, Gather and Slice: the general
-    /// operator, which takes host values as they are (no conversion to burn and back).
+    /// Squeeze, Unsqueeze, Transpose, Split, Shape, Size, Gather, Slice and nearest
+    /// Resize: the general operator, which takes host values as they are (no conversion
+    /// to burn and back).
     Layout,
 }
 
@@ -291,6 +292,9 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
         | Op::Size
         | Op::Gather { .. }
         | Op::Slice { .. } => HostOp::Layout,
+        Op::Resize(r) if matches!(r.mode, onnx_ir::node::resize::ResizeMode::Nearest) => {
+            HostOp::Layout
+        }
         Op::Concat { axis } => HostOp::Concat { axis: *axis },
         Op::Arithmetic(op) if step.inputs.len() == 2 => {
             // A constant first operand of Add or Mul (torch exports `bias + x`) is put

@@ -36,21 +36,26 @@ impl Loop for Inside<'_> {
             return;
         }
         if sh == 1 && sw == 1 {
-            // Small planes (YOLO's SPPF: 5×5 on 20×20) in whole-plane passes: tap (j, i)
-            // of output position p = y·w + x reads p + j·w + i, so each tap is one
-            // contiguous pass; the `kw − 1` columns past each row's end are dropped.
+            // Small planes (YOLO's SPPF: 5×5 on 20×20) in whole-plane passes, separably:
+            // across, position p = y·w + x reduces p .. p + kw (one contiguous pass per
+            // tap; the `kw − 1` positions past each row's end are dropped at the end),
+            // then down, p reduces p, p + w, .. p + (kh − 1)·w: kh + kw − 2 passes
+            // instead of kh·kw − 1.
             let span = (oh - 1) * w + ow;
-            let mut wide = vec![0f32; span];
+            let across = span + (kh - 1) * w;
+            let (mut rows_done, mut wide) = (vec![0f32; across], vec![0f32; span]);
             for (plane, dst) in self
                 .input
                 .chunks_exact(h * w)
                 .zip(self.out.chunks_exact_mut(oh * ow))
             {
-                wide.copy_from_slice(&plane[..span]);
-                for j in 0..kh {
-                    for i in usize::from(j == 0)..kw {
-                        reduce(&mut wide, &plane[j * w + i..][..span]);
-                    }
+                rows_done.copy_from_slice(&plane[..across]);
+                for i in 1..kw {
+                    reduce(&mut rows_done, &plane[i..][..across]);
+                }
+                wide.copy_from_slice(&rows_done[..span]);
+                for j in 1..kh {
+                    reduce(&mut wide, &rows_done[j * w..][..span]);
                 }
                 for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
                     dst_row.copy_from_slice(&wide[y * w..][..ow]);
@@ -183,7 +188,8 @@ impl Pool {
         // Whole planes per piece, so the pieces spread over the pool when there are many
         // values to read.
         let (plane, out_plane) = (h * w, oh * ow);
-        let work = x.data.len().max(out.len());
+        let taps = self.kernel[0] + self.kernel[1] - 1;
+        let work = x.data.len().max(out.len()).saturating_mul(taps);
         let threads = crate::engine::threads::ways();
         let planes = batch * channels;
         if work >= super::PARALLEL_ELEMENTS && threads > 1 && planes > 1 {

@@ -46,6 +46,7 @@ pub fn select_axes<T: Copy>(data: &[T], shape: &[usize], picks: &[Vec<usize>]) -
     // Rows of the last axis: copied whole when they are taken as they are, else gathered.
     let whole = shape.last() == Some(&last.len()) && last.iter().enumerate().all(|(i, p)| i == *p);
     let mut counter = vec![0usize; outer.len()];
+    let mut previous = None;
     loop {
         let base: usize = counter
             .iter()
@@ -53,11 +54,15 @@ pub fn select_axes<T: Copy>(data: &[T], shape: &[usize], picks: &[Vec<usize>]) -
             .map(|(d, c)| outer[d][*c] * st[d])
             .sum();
         let row = &data[base..];
-        if whole {
+        if previous == Some(base) {
+            // The row just written again (a nearest upsample's repeated rows).
+            out.extend_from_within(out.len() - last.len()..);
+        } else if whole {
             out.extend_from_slice(&row[..last.len()]);
         } else {
             out.extend(last.iter().map(|p| row[*p]));
         }
+        previous = Some(base);
         let mut d = outer.len();
         loop {
             if d == 0 {

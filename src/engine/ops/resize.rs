@@ -7,6 +7,7 @@ use onnx_ir::node::resize::{CoordinateTransformMode, NearestMode, ResizeMode};
 
 use super::{Floats, ResizeOp, binary, shape::take_positions};
 use crate::engine::EngineError;
+use crate::engine::kernels::Dense;
 use crate::engine::elementwise::Arithmetic;
 use crate::engine::limits::{Cap, F32};
 use crate::engine::value::{Float, Value};
@@ -156,11 +157,12 @@ pub(super) fn run(
                     .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
                 if v.is_empty() { None } else { Some(v) }
             }
+            Some(Value::Dense(d)) if !d.data.is_empty() => Some(d.data.to_vec()),
             _ => None,
         },
         None => None,
     };
-    let x = super::float_input(&mut inputs, 0)?;
+    let x = super::any_input(&mut inputs, 0)?;
     let dims = x.dims();
     let rank = dims.len();
     // onnx-ir keeps only the spatial entries of constant sizes and scales.
@@ -238,17 +240,23 @@ pub(super) fn run(
                 }
             })
             .collect();
-        let data: Vec<f32> = x
-            .into_data()
-            .try_to_vec()
-            .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
-        let values = super::host::select_axes(&data, &dims, &picks);
-        return Ok(vec![Value::Float(Float::from_data(
-            TensorData::new(values, out),
-            device,
-        )?)]);
+        // A CPU plan's host values stay on the host.
+        return Ok(vec![match x {
+            Value::Dense(d) => {
+                Value::Dense(Dense::new(super::host::select_axes(&d.data, &dims, &picks), out)?)
+            }
+            other => {
+                let data: Vec<f32> = other
+                    .float()?
+                    .into_data()
+                    .try_to_vec()
+                    .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
+                let values = super::host::select_axes(&data, &dims, &picks);
+                Value::Float(Float::from_data(TensorData::new(values, out), device)?)
+            }
+        }]);
     }
-    let mut y = x;
+    let mut y = x.float()?;
     for axis in 0..rank {
         if out[axis] == dims[axis] && (factors[axis] - 1.0).abs() < f64::EPSILON {
             continue;
