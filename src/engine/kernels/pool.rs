@@ -9,6 +9,8 @@ struct Inside<'a> {
     pool: &'a Pool,
     input: &'a [f32],
     size: [usize; 2],
+    /// Padding, read as −∞: max pools only (`Pool::padded_max_fits`), strided ones.
+    pads: [(usize, usize); 2],
     out_size: [usize; 2],
     out: &'a mut [f32],
 }
@@ -23,8 +25,11 @@ impl Loop for Inside<'_> {
         let max = self.pool.kind == PoolKind::Max;
         #[expect(clippy::cast_precision_loss, reason = "window sizes are small")]
         let inv = 1.0 / (kh * kw) as f32;
-        let mut rows = vec![0f32; w];
-        let (mut even, mut odd) = (vec![0f32; w.div_ceil(2)], vec![0f32; w / 2]);
+        let [(top, _), (left, right)] = self.pads;
+        let padded = w + left + right;
+        // One window row's reduction, its padding columns −∞ from start to end.
+        let mut rows = vec![f32::NEG_INFINITY; padded];
+        let (mut even, mut odd) = (vec![0f32; padded.div_ceil(2)], vec![0f32; padded / 2]);
         let reduce = |dst: &mut [f32], src: &[f32]| {
             if max {
                 dst.iter_mut().zip(src).for_each(|(a, t)| *a = fmax(*a, *t));
@@ -72,10 +77,19 @@ impl Loop for Inside<'_> {
             .zip(self.out.chunks_exact_mut(oh * ow))
         {
             for (y, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
-                rows.copy_from_slice(&plane[y * sh * w..][..w]);
-                for j in 1..kh {
-                    reduce(&mut rows, &plane[(y * sh + j) * w..][..w]);
+                // The window's input rows, padding rows left out (−∞ takes no part in
+                // a max); every window has one (`padded_max_fits`).
+                let mut window = (0..kh)
+                    .map(|j| (y * sh + j).wrapping_sub(top))
+                    .filter(|iy| *iy < h);
+                let inner = &mut rows[left..left + w];
+                if let Some(first) = window.next() {
+                    inner.copy_from_slice(&plane[first * w..][..w]);
                 }
+                for iy in window {
+                    reduce(inner, &plane[iy * w..][..w]);
+                }
+                let w = padded;
                 // Across: output x reduces rows[x·sw .. x·sw + kw]. At stride 2 the row is
                 // split into its even and odd columns first, so every tap is a contiguous
                 // (vectorized) pass: tap j reads phase j % 2 from x + j / 2.
@@ -87,10 +101,7 @@ impl Loop for Inside<'_> {
                         }
                     }
                     2 => {
-                        for (x, pair) in rows.chunks_exact(2).enumerate() {
-                            even[x] = pair[0];
-                            odd[x] = pair[1];
-                        }
+                        super::phases::deinterleave(&rows, &mut even, &mut odd);
                         if w % 2 == 1 {
                             even[w / 2] = rows[w - 1];
                         }
@@ -248,6 +259,11 @@ impl Pool {
         }
         let [(top, bottom), (left, right)] = pads;
         let (ph, pw) = (h + top + bottom, w + left + right);
+        if self.padded_max_fits([h, w], [oh, ow], pads) && self.stride != [1, 1] {
+            // Row by row, the padding columns kept in the row buffer: no padded copy.
+            self.run_rows(input, [h, w], pads, [oh, ow], out);
+            return;
+        }
         if self.padded_max_fits([h, w], [oh, ow], pads) {
             // Sized against the cap by `run`, for all planes at once.
             let mut padded = vec![f32::NEG_INFINITY; out.len() / (oh * ow) * ph * pw];
@@ -287,11 +303,24 @@ impl Pool {
     /// first reduced element-wise (contiguous, vectorized), then each output's `kw`
     /// neighbours along that row (vectorized again at strides 1 and 2).
     fn run_inside(&self, input: &[f32], [h, w]: [usize; 2], [oh, ow]: [usize; 2], out: &mut [f32]) {
+        self.run_rows(input, [h, w], [(0, 0), (0, 0)], [oh, ow], out);
+    }
+
+    /// [`Pool::run_inside`] with `pads` read as −∞ (strided max pools).
+    fn run_rows(
+        &self,
+        input: &[f32],
+        size: [usize; 2],
+        pads: [(usize, usize); 2],
+        out_size: [usize; 2],
+        out: &mut [f32],
+    ) {
         super::on_best_cpu(Inside {
             pool: self,
             input,
-            size: [h, w],
-            out_size: [oh, ow],
+            size,
+            pads,
+            out_size,
             out,
         });
     }
