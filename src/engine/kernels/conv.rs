@@ -120,27 +120,27 @@ impl Conv2d {
             && oh == h
             && ow == w;
         let mut out = vec![0f32; batch * self.out_channels * plane];
+        // One image at a time into its output planes, on the path the plan packed for.
+        let per_image = |out: &mut [f32], image: &dyn Fn(&[f32], &mut [f32])| {
+            let size = channels * h * w;
+            for (n, dst) in out
+                .chunks_exact_mut((self.out_channels * plane).max(1))
+                .enumerate()
+            {
+                image(&x.data[n * size..][..size], dst);
+            }
+        };
         match &self.packed {
             Packed::Winograd(packed) => {
-                let image = channels * h * w;
-                for (n, dst) in out
-                    .chunks_exact_mut((self.out_channels * plane).max(1))
-                    .enumerate()
-                {
-                    let input = &x.data[n * image..][..image];
+                per_image(&mut out, &|input, dst| {
                     self.run_winograd(packed, input, [h, w], [oh, ow], pads, dst);
-                }
+                });
                 return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }
             Packed::Unfold(tiles) => {
-                let image = channels * h * w;
-                for (n, dst) in out
-                    .chunks_exact_mut((self.out_channels * plane).max(1))
-                    .enumerate()
-                {
-                    let input = &x.data[n * image..][..image];
+                per_image(&mut out, &|input, dst| {
                     self.run_unfold(tiles, input, [h, w], [oh, ow], pads, dst);
-                }
+                });
                 return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }
             Packed::None => {}

@@ -7,8 +7,8 @@ use onnx_ir::node::resize::{CoordinateTransformMode, NearestMode, ResizeMode};
 
 use super::{Floats, ResizeOp, binary, shape::take_positions};
 use crate::engine::EngineError;
-use crate::engine::kernels::Dense;
 use crate::engine::elementwise::Arithmetic;
+use crate::engine::kernels::Dense;
 use crate::engine::limits::{Cap, F32};
 use crate::engine::value::{Float, Value};
 
@@ -242,9 +242,10 @@ pub(super) fn run(
             .collect();
         // A CPU plan's host values stay on the host.
         return Ok(vec![match x {
-            Value::Dense(d) => {
-                Value::Dense(Dense::new(super::host::select_axes(&d.data, &dims, &picks), out)?)
-            }
+            Value::Dense(d) => Value::Dense(Dense::new(
+                super::host::select_axes(&d.data, &dims, &picks),
+                out,
+            )?),
             other => {
                 let data: Vec<f32> = other
                     .float()?

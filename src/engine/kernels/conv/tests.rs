@@ -45,6 +45,16 @@ fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
     Dense::new(out, vec![n, c.out_channels, oh, ow]).unwrap()
 }
 
+/// `conv` on `x` against the 7-loop reference; `what` names the case in a failure.
+fn matches_the_reference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2], what: &str) {
+    let got = conv.run(x, pads, Cap::unlimited()).unwrap();
+    let want = reference_conv(conv, x, pads);
+    assert_eq!(got.shape, want.shape, "{what}");
+    for (a, b) in got.data.iter().zip(want.data.iter()) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b} ({what})");
+    }
+}
+
 fn ramp(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| {
@@ -103,15 +113,8 @@ fn conv_matches_the_direct_loop() {
             }
             for (h, w) in [(7, 6), (6, 7), (37, 21)] {
                 let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
-                let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
-                let want = reference_conv(&conv, &x, pads);
-                assert_eq!(got.shape, want.shape);
-                for (a, b) in got.data.iter().zip(want.data.iter()) {
-                    assert!(
-                        (a - b).abs() < 1e-4,
-                        "{a} vs {b} ({groups} {kernel:?} {w} {prepared})"
-                    );
-                }
+                let what = format!("{groups} {kernel:?} {w} {prepared}");
+                matches_the_reference(&conv, &x, pads, &what);
             }
         }
     }
@@ -319,15 +322,7 @@ fn unfolded_convolutions_match_the_direct_loop() {
         );
         for (h, w) in [(7, 6), (9, 11), (23, 17)] {
             let x = Dense::new(ramp(2 * cin * h * w, 6), vec![2, cin, h, w]).unwrap();
-            let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
-            let want = reference_conv(&conv, &x, pads);
-            assert_eq!(got.shape, want.shape);
-            for (a, b) in got.data.iter().zip(want.data.iter()) {
-                assert!(
-                    (a - b).abs() < 1e-4,
-                    "{a} vs {b} ({cin}→{cout} {kernel:?} {h}×{w})"
-                );
-            }
+            matches_the_reference(&conv, &x, pads, &format!("{cin}→{cout} {kernel:?} {h}×{w}"));
         }
     }
     let mut conv = Conv2d {
