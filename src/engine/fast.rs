@@ -508,18 +508,21 @@ pub(super) fn plan(
         .filter(|s| matches!(s.kernel, Kernel::Burn))
         .flat_map(|s| s.inputs.iter().flatten().copied())
         .collect();
-    for (slot, value) in constants.iter_mut() {
-        if let Value::Float(f) = value
-            && !burn_reads.contains(slot)
-        {
-            let shape = f.dims();
-            if let Ok(data) = f.clone().into_data().convert::<f32>().try_to_vec::<f32>()
-                && let Ok(dense) = Dense::new(data, shape)
+    guarded(|| {
+        for (slot, value) in constants.iter_mut() {
+            if let Value::Float(f) = value
+                && !burn_reads.contains(slot)
             {
-                *value = Value::Dense(dense);
+                let shape = f.dims();
+                if let Ok(data) = f.clone().into_data().convert::<f32>().try_to_vec::<f32>()
+                    && let Ok(dense) = Dense::new(data, shape)
+                {
+                    *value = Value::Dense(dense);
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     guarded(|| {
         fuse::silu(steps, outputs);
         fuse::gelu(steps, outputs);
