@@ -7,7 +7,7 @@ use super::{Gemm, HostOp};
 use crate::engine::EngineError;
 use crate::engine::kernels::{self, Dense, panels};
 use crate::engine::limits::{Cap, F32, product};
-use crate::engine::ops::{Ints, Op};
+use crate::engine::ops::Op;
 use crate::engine::shapes::resolve_reshape;
 use crate::engine::value::{Float, Value};
 
@@ -317,10 +317,9 @@ impl HostOp {
                 keepdims,
                 noop_with_empty_axes,
             } => {
-                let axes = match axes {
-                    Ints::Input(i) if args.get(*i).is_none_or(Option::is_none) => vec![],
-                    other => other.read(&args, "Reduce axes")?,
-                };
+                let axes = axes
+                    .read_optional(&args, "Reduce axes")?
+                    .unwrap_or_default();
                 let x = take(&mut args, 0, op)?;
                 let plan = match x {
                     Value::Int { .. } => None,

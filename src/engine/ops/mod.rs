@@ -63,6 +63,21 @@ impl Ints {
                 .to_vec()),
         }
     }
+
+    /// [`Ints::read`] of an optional input: `None` when the node left it out.
+    ///
+    /// # Errors
+    /// The input is given but not an integer tensor.
+    pub fn read_optional(
+        &self,
+        inputs: &[Option<Value>],
+        what: &str,
+    ) -> Result<Option<Vec<i64>>, EngineError> {
+        match self {
+            Self::Input(i) if inputs.get(*i).is_none_or(Option::is_none) => Ok(None),
+            other => other.read(inputs, what).map(Some),
+        }
+    }
 }
 
 /// A scalar operand (Range's bounds), fixed or from an input.

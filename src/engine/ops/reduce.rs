@@ -92,10 +92,9 @@ pub(super) fn run(
             keepdims,
             noop_with_empty_axes,
         } => {
-            let axes = match axes {
-                super::Ints::Input(i) if inputs.get(*i).is_none_or(Option::is_none) => vec![],
-                other => other.read(&inputs, "Reduce axes")?,
-            };
+            let axes = axes
+                .read_optional(&inputs, "Reduce axes")?
+                .unwrap_or_default();
             let x = super::any_input(&mut inputs, 0)?;
             let dims = x.dims();
             let rank = dims.len();

@@ -140,10 +140,7 @@ pub(super) fn run(
     cap: Cap,
 ) -> Result<Vec<Value>, EngineError> {
     let sizes = match &r.sizes {
-        Some(s) => match s {
-            super::Ints::Input(i) if inputs.get(*i).is_none_or(Option::is_none) => None,
-            other => Some(other.read(&inputs, "Resize sizes")?),
-        },
+        Some(s) => s.read_optional(&inputs, "Resize sizes")?,
         None => None,
     };
     let scales: Option<Vec<f32>> = match &r.scales {

@@ -45,6 +45,23 @@ fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
     Dense::new(out, vec![n, c.out_channels, oh, ow]).unwrap()
 }
 
+/// A stride-1, undilated layer without ReLU, weights and bias from `ramp(…, seed)` and
+/// `ramp(…, seed + 1)`; tests set the rest with struct update.
+fn layer(cin: usize, cout: usize, groups: usize, kernel: [usize; 2], seed: u32) -> Conv2d {
+    Conv2d {
+        weight: ramp(cout * cin / groups * kernel[0] * kernel[1], seed),
+        bias: ramp(cout, seed + 1),
+        out_channels: cout,
+        in_channels: cin,
+        groups,
+        kernel,
+        stride: [1, 1],
+        dilation: [1, 1],
+        relu: false,
+        packed: Packed::None,
+    }
+}
+
 /// `conv` on `x` against the 7-loop reference; `what` names the case in a failure.
 fn matches_the_reference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2], what: &str) {
     let got = conv.run(x, pads, Cap::unlimited()).unwrap();
@@ -91,18 +108,11 @@ fn conv_matches_the_direct_loop() {
         (4, 4, [2, 2], [2, 2], [1, 3], [(0, 0), (3, 0)], false),
     ] {
         let cin = 4;
-        let k = cin / groups * kernel[0] * kernel[1];
         let mut conv = Conv2d {
-            weight: ramp(cout * k, 1),
-            bias: ramp(cout, 2),
-            out_channels: cout,
-            in_channels: cin,
-            groups,
-            kernel,
             stride,
             dilation,
             relu,
-            packed: Packed::None,
+            ..layer(cin, cout, groups, kernel, 1)
         };
         // As built, then as planned (packed for the panel kernel where it fits); an
         // even and an odd width (the stride phases split differently), and one tall
@@ -139,16 +149,9 @@ fn a_stem_spread_over_the_pool_matches_the_direct_loop() {
     // the direct kernel to spread its bands over the pool (where it has 2 threads).
     let (cin, cout) = (3, 24);
     let conv = Conv2d {
-        weight: ramp(cout * cin * 9, 1),
-        bias: ramp(cout, 2),
-        out_channels: cout,
-        in_channels: cin,
-        groups: 1,
-        kernel: [3, 3],
         stride: [2, 2],
-        dilation: [1, 1],
         relu: true,
-        packed: Packed::None,
+        ..layer(cin, cout, 1, [3, 3], 1)
     };
     assert!(conv.direct_fits() || !super::super::panels::available());
     let (h, w) = (199, 171);
@@ -163,16 +166,8 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
     // (where the pool has 2 threads), the last piece not a whole 8 rows.
     let (cin, cout) = (64, 44);
     let conv = Conv2d {
-        weight: ramp(cout * cin, 1),
-        bias: ramp(cout, 2),
-        out_channels: cout,
-        in_channels: cin,
-        groups: 1,
-        kernel: [1, 1],
-        stride: [1, 1],
-        dilation: [1, 1],
         relu: true,
-        packed: Packed::None,
+        ..layer(cin, cout, 1, [1, 1], 1)
     };
     let (h, w) = (29, 31);
     let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
@@ -185,18 +180,7 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
 #[test]
 fn empty_planes_convolve_without_panicking() {
     for (cin, groups, cout) in [(3, 1, 4), (4, 4, 4), (4, 2, 6), (16, 1, 8)] {
-        let mut conv = Conv2d {
-            weight: ramp(cout * cin / groups * 9, 13),
-            bias: ramp(cout, 14),
-            out_channels: cout,
-            in_channels: cin,
-            groups,
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
-            relu: false,
-            packed: Packed::None,
-        };
+        let mut conv = layer(cin, cout, groups, [3, 3], 13);
         conv.prepare();
         for shape in [[2, cin, 4, 0], [2, cin, 0, 4], [1, cin, 0, 0]] {
             let x = Dense::new(Vec::new(), shape.to_vec()).unwrap();
@@ -225,16 +209,8 @@ fn winograd_matches_the_direct_loop() {
     ];
     for (cin, cout, h, w, pads, relu) in cases {
         let mut conv = Conv2d {
-            weight: ramp(cout * cin * 9, 7),
-            bias: ramp(cout, 8),
-            out_channels: cout,
-            in_channels: cin,
-            groups: 1,
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
             relu,
-            packed: Packed::None,
+            ..layer(cin, cout, 1, [3, 3], 7)
         };
         conv.prepare();
         assert_eq!(
@@ -262,18 +238,9 @@ fn deep_conv_in_channel_chunks_matches_the_direct_loop() {
     let (cin, cout, side) = (64, 5, 48);
     assert_eq!(Conv2d::channel_chunk(cin, 9, side * side), 29);
     for groups in [1, 2] {
-        let k = cin / groups * 9;
         let conv = Conv2d {
-            weight: ramp(cout * groups * k, 4),
-            bias: ramp(cout * groups, 5),
-            out_channels: cout * groups,
-            in_channels: cin,
-            groups,
-            kernel: [3, 3],
-            stride: [1, 1],
-            dilation: [1, 1],
             relu: true,
-            packed: Packed::None,
+            ..layer(cin, cout * groups, groups, [3, 3], 4)
         };
         let x = Dense::new(ramp(cin * side * side, 6), vec![1, cin, side, side]).unwrap();
         let pads = [(1, 1), (1, 1)];
@@ -303,16 +270,10 @@ fn unfolded_convolutions_match_the_direct_loop() {
         (12, 4, [1, 3], [1, 2], [1, 1], [(1, 0), (0, 1)]),
     ] {
         let mut conv = Conv2d {
-            weight: ramp(cout * cin * kernel[0] * kernel[1], 4),
-            bias: ramp(cout, 5),
-            out_channels: cout,
-            in_channels: cin,
-            groups: 1,
-            kernel,
             stride,
             dilation,
             relu: cout % 2 == 0,
-            packed: Packed::None,
+            ..layer(cin, cout, 1, kernel, 4)
         };
         conv.prepare();
         assert_eq!(
@@ -326,16 +287,9 @@ fn unfolded_convolutions_match_the_direct_loop() {
         }
     }
     let mut conv = Conv2d {
-        weight: ramp(32 * 16 * 9, 7),
-        bias: ramp(32, 8),
-        out_channels: 32,
-        in_channels: 16,
-        groups: 1,
-        kernel: [3, 3],
         stride: [2, 2],
-        dilation: [1, 1],
         relu: true,
-        packed: Packed::None,
+        ..layer(16, 32, 1, [3, 3], 7)
     };
     conv.prepare();
     let x = Dense::new(ramp(16 * 81 * 79, 9), vec![1, 16, 81, 79]).unwrap();
