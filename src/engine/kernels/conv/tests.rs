@@ -115,13 +115,14 @@ fn conv_matches_the_direct_loop() {
             ..layer(cin, cout, groups, kernel, 1)
         };
         // As built, then as planned (packed for the panel kernel where it fits); an
-        // even and an odd width (the stride phases split differently), and one tall
-        // enough for several bands of the direct kernel, the last one partial.
+        // even and an odd width (the stride phases split differently), one tall enough
+        // for several bands of the direct kernel, the last one partial, and one whose
+        // output rows are narrower than a chunk of 8.
         for prepared in [false, true] {
             if prepared {
                 conv.prepare();
             }
-            for (h, w) in [(7, 6), (6, 7), (37, 21)] {
+            for (h, w) in [(7, 6), (6, 7), (37, 21), (4, 3)] {
                 let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
                 let what = format!("{groups} {kernel:?} {w} {prepared}");
                 matches_the_reference(&conv, &x, pads, &what);
