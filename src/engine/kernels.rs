@@ -18,6 +18,7 @@ mod pointwise;
 mod pool;
 mod reduce;
 mod unfold;
+mod window;
 mod winograd;
 pub use batched::batched_matmul;
 pub use conv::{Conv2d, Packed};

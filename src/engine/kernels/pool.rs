@@ -1,5 +1,6 @@
 //! Max and average pooling as direct loops, and global average pooling.
 
+use super::window::{Layout, Reduce};
 use super::{Dense, Loop, fmax, rank4, window_out_2d};
 use crate::engine::EngineError;
 use crate::engine::limits::{Cap, F32};
@@ -253,6 +254,33 @@ impl Pool {
             && self.dilation == [1, 1]
             && (oh - 1) * self.stride[0] + self.kernel[0] <= h
             && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
+        // Strided max pools (the stems' 3×3 at stride 2): every tap a contiguous run of
+        // the plane's column phases, the padding −∞ (never the max: every window holds a
+        // value, `padded_max_fits`). Measured 3× faster than reducing rows first on
+        // ShuffleNet's [24, 112, 112].
+        let windowed = self.kind == PoolKind::Max
+            && self.stride != [1, 1]
+            && (inside || self.padded_max_fits([h, w], [oh, ow], pads));
+        if let Some(layout) = windowed
+            .then(|| {
+                Layout::new(
+                    self.kernel,
+                    self.stride,
+                    self.dilation,
+                    [h, w],
+                    [oh, ow],
+                    pads,
+                )
+            })
+            .flatten()
+        {
+            let mut scratch = Vec::new();
+            layout.prepare(&mut scratch, f32::NEG_INFINITY);
+            for (plane, dst) in input.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
+                layout.run(plane, &mut scratch, dst, Reduce::Max);
+            }
+            return;
+        }
         if inside {
             self.run_inside(input, [h, w], [oh, ow], out);
             return;

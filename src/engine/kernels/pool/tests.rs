@@ -230,3 +230,49 @@ fn inside_pools_match_every_window() {
         }
     }
 }
+
+/// Strided max pooling (the column-phase path, padded and not) lets NaN lose to a number,
+/// as `f32::max` does, wherever it falls in a window.
+#[test]
+fn strided_max_pools_let_nan_lose() {
+    let (h, w) = (12, 21);
+    let values: Vec<f32> = (0..3 * h * w)
+        .map(|v| {
+            if v % 7 == 3 {
+                f32::NAN
+            } else {
+                ((v * 37) % 23) as f32 - 11.0
+            }
+        })
+        .collect();
+    let x = Dense::new(values, vec![1, 3, h, w]).unwrap();
+    for pads in [[(0, 0), (0, 0)], [(1, 1), (1, 0)]] {
+        let pool = Pool {
+            kernel: [3, 3],
+            stride: [2, 2],
+            dilation: [1, 1],
+            ceil: false,
+            kind: PoolKind::Max,
+        };
+        let y = pool.run(&x, pads, Cap::unlimited()).unwrap();
+        let [_, _, oh, ow] = <[usize; 4]>::try_from(y.shape.as_slice()).unwrap();
+        for c in 0..3 {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut want = f32::NEG_INFINITY;
+                    for ty in 0..3 {
+                        for tx in 0..3 {
+                            let iy = (oy * 2 + ty).checked_sub(pads[0].0).filter(|i| *i < h);
+                            let ix = (ox * 2 + tx).checked_sub(pads[1].0).filter(|i| *i < w);
+                            if let (Some(iy), Some(ix)) = (iy, ix) {
+                                want = want.max(x.data[(c * h + iy) * w + ix]);
+                            }
+                        }
+                    }
+                    let got = y.data[(c * oh + oy) * ow + ox];
+                    assert_eq!(got, want, "{pads:?} at {c},{oy},{ox}");
+                }
+            }
+        }
+    }
+}
