@@ -256,8 +256,8 @@ impl Pool {
             && (ow - 1) * self.stride[1] + self.kernel[1] <= w;
         // Strided max pools (the stems' 3×3 at stride 2): every tap a contiguous run of
         // the plane's column phases, the padding −∞ (never the max: every window holds a
-        // value, `padded_max_fits`). Measured 3× faster than reducing rows first on
-        // ShuffleNet's [24, 112, 112].
+        // value, `padded_max_fits`). On ShuffleNet's [24, 112, 112] (3×3, stride 2):
+        // 91–92 µs against 96–97 for the row reduction below, the same hour.
         let windowed = self.kind == PoolKind::Max
             && self.stride != [1, 1]
             && (inside || self.padded_max_fits([h, w], [oh, ow], pads));
