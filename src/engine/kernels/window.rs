@@ -102,7 +102,8 @@ impl Layout {
     }
 
     /// Sizes `scratch` for this layout, its border `border` (0 for a convolution, −∞ for
-    /// a max); a scratch already sized keeps its border.
+    /// a max); a scratch already sized keeps its border. A scratch serves one layout only:
+    /// another with the same length may put its border where this one's interior was.
     pub(super) fn prepare(&self, scratch: &mut Vec<f32>, border: f32) {
         if scratch.len() != self.len {
             scratch.clear();
@@ -352,7 +353,8 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Copies one plane's input into the scratch's interior (the border stays as
-/// [`Layout::prepare`] wrote it: only the interior is ever written), split into column phases at stride 2 across.
+/// [`Layout::prepare`] wrote it: only the interior is ever written), split into column
+/// phases at stride 2 across.
 struct Fill<'a> {
     input: &'a [f32],
     layout: &'a Layout,
