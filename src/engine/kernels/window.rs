@@ -17,6 +17,9 @@ const MAX_TAPS: usize = 49;
 const GROUP: usize = 8;
 const _: () = assert!(GROUP == 8, "the unrolled sums below name 8 chunks");
 
+/// Output rows per block of the 3×3 path: 6 sums and 9 weights fill 15 of 16 registers.
+const ROWS3: usize = 6;
+
 /// What a window reduces to.
 #[derive(Clone, Copy)]
 pub(super) enum Reduce<'a> {
@@ -43,6 +46,8 @@ pub(super) struct Layout {
     taps: usize,
     /// Base of output row `oy`: `oy · row_step`.
     row_step: usize,
+    /// 3×3 at stride and dilation 1 down.
+    rows3: bool,
     pads: [(usize, usize); 2],
     size: [usize; 2],
     out_size: [usize; 2],
@@ -95,6 +100,7 @@ impl Layout {
             offsets,
             taps,
             row_step,
+            rows3: [kh, kw, sh, dh] == [3, 3, 1, 1],
             pads,
             size: [h, w],
             out_size: [oh, ow],
@@ -128,6 +134,7 @@ impl Layout {
         Chunks {
             src: scratch,
             offsets: &self.offsets[..self.taps],
+            rows3: self.rows3,
             row_step: self.row_step,
             ow: self.out_size[1],
             dst: &mut dst[..self.out_size[0] * self.out_size[1]],
@@ -145,6 +152,8 @@ impl Layout {
 struct Chunks<'a> {
     src: &'a [f32],
     offsets: &'a [usize],
+    /// A 3×3 window at stride and dilation 1 down ([`Chunks::run_rows3_avx2`]).
+    rows3: bool,
     row_step: usize,
     ow: usize,
     dst: &'a mut [f32],
@@ -163,11 +172,116 @@ impl Chunks<'_> {
     fn run(self) {
         #[cfg(target_arch = "x86_64")]
         if super::panels::available() {
-            // SAFETY: the CPU has AVX2 and FMA (checked by `available`).
-            unsafe { self.run_avx2() };
+            let oh = self.dst.len() / self.ow;
+            match self.reduce {
+                Reduce::Sum {
+                    weights,
+                    bias,
+                    relu,
+                } if self.rows3 && oh >= ROWS3 => {
+                    // SAFETY: the CPU has AVX2 and FMA (checked by `available`).
+                    unsafe { self.run_rows3_avx2(weights, bias, relu) };
+                }
+                // SAFETY: the CPU has AVX2 and FMA (checked by `available`).
+                _ => unsafe { self.run_avx2() },
+            }
             return;
         }
         self.run_portable();
+    }
+
+    /// A 3×3 sum at stride 1 down (depthwise 3×3, MobileNetV2's and ShuffleNet's
+    /// layers) in blocks of [`ROWS3`] output rows of one column chunk: each input row's
+    /// three taps are loaded once and added into every output row that reads them, the 9
+    /// weights held in registers; half the loads of the chunk-by-chunk path. Columns
+    /// run right to left, so a chunk past its row's end spills only into columns a later
+    /// (leftward) chunk rewrites; the plane's last chunk stores only its own lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_rows3_avx2(self, weights: &[f32], bias: f32, relu: bool) {
+        use std::arch::x86_64::{
+            __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
+            _mm256_setzero_ps, _mm256_storeu_ps,
+        };
+        let Self {
+            src,
+            offsets,
+            row_step,
+            ow,
+            dst,
+            ..
+        } = self;
+        let per_row = ow.div_ceil(8);
+        let oh = dst.len() / ow;
+        assert!(offsets.len() == 9 && weights.len() == 9 && oh >= ROWS3);
+        // The reads are those of the chunk-by-chunk path: every one below the last
+        // chunk's farthest tap.
+        let reach = offsets.iter().max().copied().unwrap_or(0) + 8;
+        assert!((oh - 1) * row_step + (per_row - 1) * 8 + reach <= src.len());
+        let across = [offsets[0], offsets[1], offsets[2]];
+        let w: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(weights[t]));
+        // SAFETY (every `load`): inside the reads checked above.
+        let load = |at: usize| unsafe { _mm256_loadu_ps(src.as_ptr().add(at)) };
+        for col in (0..per_row).rev() {
+            let mut top = 0;
+            while top < oh {
+                // The last block overlaps the one before (same values stored again).
+                let first = top.min(oh - ROWS3);
+                let mut acc = [_mm256_set1_ps(bias); ROWS3];
+                // Input row `first + i` feeds output row `first + r` through kernel row
+                // i − r; spelled out so every index is a constant.
+                macro_rules! input_row {
+                    ($i:literal) => {{
+                        let base = (first + $i) * row_step + col * 8;
+                        for (kx, &offset) in across.iter().enumerate() {
+                            let v = load(base + offset);
+                            macro_rules! feed {
+                                ($r:literal) => {
+                                    if $i >= $r && $i - $r < 3 {
+                                        acc[$r] =
+                                            _mm256_fmadd_ps(w[($i - $r) * 3 + kx], v, acc[$r]);
+                                    }
+                                };
+                            }
+                            feed!(0);
+                            feed!(1);
+                            feed!(2);
+                            feed!(3);
+                            feed!(4);
+                            feed!(5);
+                        }
+                    }};
+                }
+                input_row!(0);
+                input_row!(1);
+                input_row!(2);
+                input_row!(3);
+                input_row!(4);
+                input_row!(5);
+                input_row!(6);
+                input_row!(7);
+                if relu {
+                    acc = acc.map(|a| _mm256_max_ps(a, _mm256_setzero_ps()));
+                }
+                for (r, values) in acc.into_iter().enumerate() {
+                    let at = (first + r) * ow + col * 8;
+                    if at + 8 <= dst.len() {
+                        // SAFETY: 8 floats inside `dst`.
+                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), values) };
+                    } else {
+                        let mut last = [0f32; 8];
+                        // SAFETY: 8 floats into an array of 8.
+                        unsafe { _mm256_storeu_ps(last.as_mut_ptr(), values) };
+                        let len = dst.len() - at;
+                        copy_short(&mut dst[at..], &last[..len]);
+                    }
+                }
+                top = first + ROWS3;
+            }
+        }
     }
 
     /// [`Chunks::run`] on CPUs without AVX2: one chunk at a time.
@@ -406,6 +520,11 @@ mod tests {
             ([3, 3], [2, 2], [1, 1], [11, 7], [(1, 0), (0, 1)]),
             ([3, 2], [1, 2], [2, 1], [10, 19], [(2, 1), (1, 0)]),
             ([7, 7], [1, 1], [1, 1], [7, 7], [(3, 3), (3, 3)]),
+            // 3×3 at stride 1 down (blocks of rows; the last overlapping), across at
+            // stride 2 and dilated, rows narrower than a chunk.
+            ([3, 3], [1, 2], [1, 1], [13, 30], [(1, 1), (0, 1)]),
+            ([3, 3], [1, 1], [1, 2], [8, 5], [(1, 1), (2, 2)]),
+            ([3, 3], [1, 1], [1, 1], [28, 28], [(1, 1), (1, 1)]),
         ];
         for (kernel, stride, dilation, [h, w], pads) in cases {
             let input: Vec<f32> = (0..h * w).map(|v| ((v * 37) % 23) as f32 - 11.0).collect();
@@ -455,6 +574,7 @@ mod tests {
                 Chunks {
                     src: &scratch,
                     offsets: &layout.offsets[..layout.taps],
+                    rows3: false,
                     row_step: layout.row_step,
                     ow,
                     dst: &mut portable,
