@@ -200,16 +200,31 @@ mod tests {
             return;
         }
         let on_pool = || rayon::current_thread_index().is_some();
-        let hint = AtomicBool::new(true);
-        assert!(spread(&hint, on_pool), "a first run goes to the pool");
-        assert!(!hint.load(Ordering::Relaxed), "it split nothing");
-        assert!(!spread(&hint, on_pool), "so the next stays on the caller");
-        spread(&hint, entering_parallel_region);
-        assert!(
-            hint.load(Ordering::Relaxed),
-            "a run that splits sends the next to the pool"
-        );
-        assert!(spread(&hint, on_pool));
+        let check = || -> Result<(), &'static str> {
+            let hint = AtomicBool::new(true);
+            let expect = |ok: bool, what| if ok { Ok(()) } else { Err(what) };
+            expect(spread(&hint, on_pool), "a first run goes to the pool")?;
+            expect(!hint.load(Ordering::Relaxed), "it split nothing")?;
+            expect(!spread(&hint, on_pool), "so the next stays on the caller")?;
+            spread(&hint, entering_parallel_region);
+            expect(
+                hint.load(Ordering::Relaxed),
+                "a run that splits sends the next to the pool",
+            )?;
+            expect(spread(&hint, on_pool), "and that one runs on the pool")
+        };
+        // Other tests in this binary run inferences at the same time, and beside another
+        // inference each stays on its caller by design: the sequence must hold whenever
+        // it runs alone, so it gets a few tries.
+        let mut outcome = check();
+        for _ in 0..50 {
+            if outcome.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            outcome = check();
+        }
+        assert_eq!(outcome, Ok(()));
     }
 
     #[test]
