@@ -204,8 +204,10 @@ impl Chunks<'_> {
     fn run_rows3_avx2(self, weights: &[f32], bias: f32, relu: bool) {
         use std::arch::x86_64::{
             __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
-            _mm256_setzero_ps, _mm256_storeu_ps,
+            _mm256_setzero_ps,
         };
+        // The reads are those of the chunk-by-chunk path.
+        let (per_row, oh) = self.checked_sizes();
         let Self {
             src,
             offsets,
@@ -214,13 +216,7 @@ impl Chunks<'_> {
             dst,
             ..
         } = self;
-        let per_row = ow.div_ceil(8);
-        let oh = dst.len() / ow;
         assert!(offsets.len() == 9 && weights.len() == 9 && oh >= ROWS3);
-        // The reads are those of the chunk-by-chunk path: every one below the last
-        // chunk's farthest tap.
-        let reach = offsets.iter().max().copied().unwrap_or(0) + 8;
-        assert!((oh - 1) * row_step + (per_row - 1) * 8 + reach <= src.len());
         let across = [offsets[0], offsets[1], offsets[2]];
         let w: [__m256; 9] = std::array::from_fn(|t| _mm256_set1_ps(weights[t]));
         // SAFETY (every `load`): inside the reads checked above.
@@ -267,17 +263,7 @@ impl Chunks<'_> {
                     acc = acc.map(|a| _mm256_max_ps(a, _mm256_setzero_ps()));
                 }
                 for (r, values) in acc.into_iter().enumerate() {
-                    let at = (first + r) * ow + col * 8;
-                    if at + 8 <= dst.len() {
-                        // SAFETY: 8 floats inside `dst`.
-                        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), values) };
-                    } else {
-                        let mut last = [0f32; 8];
-                        // SAFETY: 8 floats into an array of 8.
-                        unsafe { _mm256_storeu_ps(last.as_mut_ptr(), values) };
-                        let len = dst.len() - at;
-                        copy_short(&mut dst[at..], &last[..len]);
-                    }
+                    store8(dst, (first + r) * ow + col * 8, values);
                 }
                 top = first + ROWS3;
             }
@@ -333,7 +319,7 @@ impl Chunks<'_> {
     fn run_avx2(self) {
         use std::arch::x86_64::{
             __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
-            _mm256_setzero_ps, _mm256_storeu_ps,
+            _mm256_setzero_ps,
         };
         let (src, offsets, reduce) = (self.src, self.offsets, self.reduce);
         // SAFETY (every `load`): base + offset + 8 ≤ src.len(), checked by `groups`
@@ -385,19 +371,20 @@ impl Chunks<'_> {
                 }
             }
             for (j, values) in acc.into_iter().enumerate().take(group.n) {
-                let at = group.ats[j];
-                if at + 8 <= dst.len() {
-                    // SAFETY: 8 floats inside `dst`.
-                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), values) };
-                } else {
-                    let mut last = [0f32; 8];
-                    // SAFETY: 8 floats into an array of 8.
-                    unsafe { _mm256_storeu_ps(last.as_mut_ptr(), values) };
-                    let len = dst.len() - at;
-                    copy_short(&mut dst[at..], &last[..len]);
-                }
+                store8(dst, group.ats[j], values);
             }
         });
+    }
+
+    /// Chunks per row and output rows, once every chunk's reads are checked to lie inside
+    /// `src` (the last chunk's farthest tap is the farthest read): the kernels load
+    /// through pointers.
+    fn checked_sizes(&self) -> (usize, usize) {
+        let per_row = self.ow.div_ceil(8);
+        let oh = self.dst.len() / self.ow;
+        let reach = self.offsets.iter().max().copied().unwrap_or(0) + 8;
+        assert!(oh == 0 || (oh - 1) * self.row_step + (per_row - 1) * 8 + reach <= self.src.len());
+        (per_row, oh)
     }
 
     /// Every chunk of the plane, [`GROUP`] at a time, handed to `each` with the plane's
@@ -405,20 +392,11 @@ impl Chunks<'_> {
     /// the next row's first columns, which that row's first chunk overwrites later.
     #[inline(always)]
     fn groups(self, mut each: impl FnMut(&Group, &mut [f32])) {
+        let (per_row, oh) = self.checked_sizes();
         let Self {
-            src,
-            offsets,
-            row_step,
-            ow,
-            dst,
-            ..
+            row_step, ow, dst, ..
         } = self;
-        let per_row = ow.div_ceil(8);
-        let oh = dst.len() / ow;
         let total = oh * per_row;
-        let reach = offsets.iter().max().copied().unwrap_or(0) + 8;
-        // Every chunk's reads lie below the last chunk's: checked once, here.
-        assert!(total == 0 || (oh - 1) * row_step + (per_row - 1) * 8 + reach <= src.len());
         // Chunk k's row and column, stepped (no divisions in the loop: they cost more
         // than a 3×3 chunk's sums).
         let (mut row, mut col) = (0, 0);
@@ -463,6 +441,24 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
             d[..width].copy_from_slice(&s[..width]);
             (d, s) = (&mut d[width..], &s[width..]);
         }
+    }
+}
+
+/// Stores 8 sums at `dst[at..]`, or only those inside `dst` (the plane's last chunk).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn store8(dst: &mut [f32], at: usize, values: std::arch::x86_64::__m256) {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    if at + 8 <= dst.len() {
+        // SAFETY: 8 floats inside `dst`.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(at), values) };
+    } else {
+        let mut last = [0f32; 8];
+        // SAFETY: 8 floats into an array of 8.
+        unsafe { _mm256_storeu_ps(last.as_mut_ptr(), values) };
+        let len = dst.len() - at;
+        copy_short(&mut dst[at..], &last[..len]);
     }
 }
 
