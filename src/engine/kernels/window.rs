@@ -49,7 +49,8 @@ pub(super) struct Layout {
     /// 3×3 at stride and dilation 1 down.
     rows3: bool,
     pads: [(usize, usize); 2],
-    size: [usize; 2],
+    /// Input columns (a plane's rows are `input.len() / width`).
+    width: usize,
     out_size: [usize; 2],
 }
 
@@ -102,7 +103,7 @@ impl Layout {
             row_step,
             rows3: [kh, kw, sh, dh] == [3, 3, 1, 1],
             pads,
-            size: [h, w],
+            width: w,
             out_size: [oh, ow],
         })
     }
@@ -479,7 +480,7 @@ impl Loop for Fill<'_> {
             layout,
             scratch,
         } = self;
-        let w = layout.size[1];
+        let w = layout.width;
         let (top, left) = (layout.pads[0].0, layout.pads[1].0);
         let pitch = layout.pitch;
         if layout.phases == 1 {
