@@ -383,7 +383,9 @@ mod tests {
         }
         assert!(worst < 5e-7, "relative error {worst}");
         assert!(exp_fast(f32::NAN).is_nan());
-        assert!(exp_fast(-1000.0) < 1e-37);
+        assert_eq!(exp_fast(-1000.0), 0.0, "underflow is 0, not a subnormal");
+        assert_eq!(exp_fast(-87.5), 0.0);
+        assert!(exp_fast(-87.25) >= f32::MIN_POSITIVE);
         assert!(exp_fast(1000.0) > 1e38);
         let mut v = vec![-100.0, -1.0, 0.0, 1.0, 100.0];
         sigmoid(&mut v);
@@ -511,6 +513,26 @@ mod tests {
                 "{g} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn softmax_and_sigmoid_never_leave_subnormals() {
+        // An attention row masked with f32::MIN (BERT's extended mask) and one whose small
+        // terms only become subnormal once divided by the row's sum.
+        let mut row: Vec<f32> = (0..32)
+            .map(|i| if i % 7 == 0 { f32::MIN } else { 0.1 * i as f32 })
+            .collect();
+        row.extend((0..32).map(|i| if i == 0 { -87.2 } else { 0.0 }));
+        softmax_rows(&mut row, 32);
+        let mut gates = vec![-87.0, -87.5, -88.0, -100.0, -1e30, f32::MIN];
+        sigmoid(&mut gates);
+        for v in row.iter().chain(&gates) {
+            assert!(!v.is_subnormal(), "{v:e} is subnormal");
+        }
+        assert_eq!(row[0], 0.0, "a masked term is exactly 0");
+        assert_eq!(row[32], 0.0, "e^-87.2 / 32 is flushed");
+        assert!((row[32..].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(gates[0] > 0.0, "sigmoid(-87) is still normal");
     }
 
     #[test]
