@@ -36,6 +36,14 @@ pub enum Start<'a> {
     ColumnBias(&'a [f32]),
 }
 
+impl Start<'_> {
+    /// How a pass over part of the depth starts: the first as the product does, the
+    /// later ones from the sums already in C.
+    fn on_pass(self, first: bool) -> Self {
+        if first { self } else { Start::Accumulate }
+    }
+}
+
 /// Whether this CPU runs the panel kernel; callers keep their other path (the `gemm`
 /// crate, which has kernels for other architectures) when it does not.
 #[must_use]

@@ -155,12 +155,7 @@ impl Tile<'_, '_> {
             let c = job.c.add(self.row * job.ldc + self.panel * PANEL);
             let mut low = [_mm256_setzero_ps(); R];
             let mut high = [_mm256_setzero_ps(); R];
-            let start = if self.first_pass {
-                job.start
-            } else {
-                Start::Accumulate
-            };
-            match start {
+            match job.start.on_pass(self.first_pass) {
                 Start::Zero => {}
                 Start::Accumulate => {
                     for r in 0..R {

@@ -118,12 +118,7 @@ impl<const P: usize> Pass<'_, '_, P> {
         unsafe {
             let c = job.c.add(row * job.ldc + self.panel * PANEL);
             let mut acc = [[_mm512_setzero_ps(); P]; R];
-            let start = if self.first {
-                job.start
-            } else {
-                Start::Accumulate
-            };
-            match start {
+            match job.start.on_pass(self.first) {
                 Start::Zero => {}
                 Start::Accumulate => {
                     for r in 0..R {
