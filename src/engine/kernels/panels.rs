@@ -58,8 +58,9 @@ pub fn available() -> bool {
     }
 }
 
-/// Whether the AVX-512 tiles run (4 panels wide; same layouts, so packing does not care).
-fn wide() -> bool {
+/// Whether the AVX-512 tiles run (4 panels wide; same layouts, so packing does not care),
+/// and the other kernels' AVX-512 paths (the direct convolution's).
+pub(super) fn wide() -> bool {
     #[cfg(test)]
     if NARROW_ONLY.with(std::cell::Cell::get) {
         return false;
@@ -76,8 +77,8 @@ fn wide() -> bool {
 
 #[cfg(test)]
 thread_local! {
-    /// Keeps this thread's products on the AVX2 tiles, so tests check both.
-    static NARROW_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Keeps this thread's kernels on their AVX2 paths, so tests check both.
+    pub(super) static NARROW_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Floats in the panels of a `k × n` matrix, `None` on overflow.

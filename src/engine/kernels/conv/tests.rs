@@ -116,17 +116,23 @@ fn conv_matches_the_direct_loop() {
         };
         // As built, then as planned (packed for the panel kernel where it fits); an
         // even and an odd width (the stride phases split differently), one tall enough
-        // for several bands of the direct kernel, the last one partial, and one whose
-        // output rows are narrower than a chunk of 8.
+        // for several bands of the direct kernel, the last one partial, one whose output
+        // rows are narrower than a chunk of 8, and one past two 32-column blocks.
+        // On AVX-512 CPUs, through the AVX2 paths too; one width with whole blocks of
+        // 32 output columns and a tail.
         for prepared in [false, true] {
             if prepared {
                 conv.prepare();
             }
-            for (h, w) in [(7, 6), (6, 7), (37, 21), (4, 3)] {
-                let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
-                let what = format!("{groups} {kernel:?} {w} {prepared}");
-                matches_the_reference(&conv, &x, pads, &what);
+            for narrow in [false, true] {
+                super::super::panels::NARROW_ONLY.with(|n| n.set(narrow));
+                for (h, w) in [(7, 6), (6, 7), (37, 21), (4, 3), (5, 70)] {
+                    let x = Dense::new(ramp(2 * cin * h * w, 3), vec![2, cin, h, w]).unwrap();
+                    let what = format!("{groups} {kernel:?} {w} {prepared} {narrow}");
+                    matches_the_reference(&conv, &x, pads, &what);
+                }
             }
+            super::super::panels::NARROW_ONLY.with(|n| n.set(false));
         }
     }
 }
