@@ -1,10 +1,10 @@
 //! A register-tiled f32 GEMM whose B operand lies in panels of 16 columns (AVX2 + FMA,
 //! or AVX-512 where the CPU has it: 4 panels a tile, 2× the AVX2 tile's speed on BERT's
-//! and ViT's shapes on a Xeon): `C = start + A · B`, then ReLU. Constant weights (Gemm, Linear, MatMul) are packed
-//! once at plan time, so a product never packs B at run time; the `gemm` crate does, per
-//! call, and took 1.2–1.4× as long on BERT's and ViT's shapes (`benches/kernels.rs`).
-//! Convolutions stay on the `gemm` crate: unfolding their input into panels cost more
-//! than it saved.
+//! and ViT's shapes on a Xeon): `C = start + A · B`, then ReLU. Constant weights (Gemm,
+//! Linear, MatMul) are packed once at plan time, so a product never packs B at run time;
+//! the `gemm` crate does, per call, and took 1.2–1.4× as long on BERT's and ViT's shapes
+//! (`benches/kernels.rs`). 1×1 convolutions stay on the `gemm` crate: unfolding their
+//! input into panels cost more than it saved (on AVX-512 too: ShuffleNet 1.12× slower).
 //!
 //! Invariants:
 //! - Panel `j` holds rows `0..k` of columns `16j .. 16j + 16`, row-major, zero past `n`:
