@@ -136,6 +136,119 @@ impl Output {
     }
 }
 
+/// One body for [`Band::sum_avx2`] and [`Band::sum_avx512`]: the same blocks of two
+/// registers of columns × `CHANNELS` channels, in the register width and with the
+/// intrinsics given (a generic over register types would not inline the intrinsics into
+/// each `target_feature` function).
+macro_rules! sum_blocks {
+    (
+        $(#[$doc:meta])* $name:ident, $feature:literal, $lanes:literal,
+        $zero:ident, $splat:ident, $load:ident, $fma:ident, $max:ident,
+        $store:ident, $store_first:ident
+    ) => {
+        $(#[$doc])*
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            &self,
+            phases: &[f32],
+            rows: std::ops::Range<usize>,
+            channels: std::ops::Range<usize>,
+        ) {
+            #[allow(clippy::wildcard_imports, reason = "the intrinsics the macro names")]
+            use std::arch::x86_64::*;
+            const LANES: usize = $lanes;
+            const BLOCK: usize = 2 * LANES;
+            let [oh, ow] = self.out_size;
+            let conv = self.conv;
+            let cout = conv.out_channels;
+            let stride = cout.next_multiple_of(CHANNELS);
+            let row_step = conv.stride[0] * self.row_len;
+            for y in rows.clone() {
+                let origin = (y - rows.start) * row_step;
+                for x0 in (0..ow).step_by(BLOCK) {
+                    let valid = BLOCK.min(ow - x0);
+                    for first in channels.clone().step_by(CHANNELS) {
+                        let count = CHANNELS.min(channels.end - first);
+                        let mut acc = [$zero(); 2 * CHANNELS];
+                        for j in 0..count {
+                            let b = $splat(conv.bias[first + j]);
+                            acc[2 * j] = b;
+                            acc[2 * j + 1] = b;
+                        }
+                        for (t, &offset) in self.taps.iter().enumerate() {
+                            // Bounds-checked slices; the loads stay inside them.
+                            let src = &phases[origin + offset + x0..][..BLOCK];
+                            let w = &self.weights[t * stride + first..][..CHANNELS];
+                            // SAFETY: each load reads LANES floats inside `src`.
+                            let (low, high) =
+                                unsafe { ($load(src.as_ptr()), $load(src.as_ptr().add(LANES))) };
+                            for j in 0..CHANNELS {
+                                let wv = $splat(w[j]);
+                                acc[2 * j] = $fma(wv, low, acc[2 * j]);
+                                acc[2 * j + 1] = $fma(wv, high, acc[2 * j + 1]);
+                            }
+                        }
+                        for j in 0..count {
+                            let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
+                            if conv.relu {
+                                low = $max(low, $zero());
+                                high = $max(high, $zero());
+                            }
+                            let at = ((first + j) * oh + y) * ow + x0;
+                            let dst = self.out.row(at, valid);
+                            // SAFETY: `row` checked `valid` floats at `dst`, and this thread
+                            // owns them; the second register's address is formed only when
+                            // it has valid lanes.
+                            unsafe {
+                                if valid <= LANES {
+                                    $store_first(dst, low, valid);
+                                } else {
+                                    $store(dst, low);
+                                    $store_first(dst.add(LANES), high, valid - LANES);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// Stores the first `n` (1..=8) lanes of `v` at `at`.
+///
+/// # Safety
+/// AVX2 is present; `n` floats at `at` are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn store_first_avx2(at: *mut f32, v: std::arch::x86_64::__m256, n: usize) {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    // SAFETY: a whole register where it fits, else through a stack copy of `n` floats.
+    unsafe {
+        if n >= 8 {
+            _mm256_storeu_ps(at, v);
+        } else {
+            let mut lanes = [0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), at, n);
+        }
+    }
+}
+
+/// Stores the first `n` (1..=16) lanes of `v` at `at`, masked.
+///
+/// # Safety
+/// AVX-512F is present; `n` floats at `at` are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_first_avx512(at: *mut f32, v: std::arch::x86_64::__m512, n: usize) {
+    use std::arch::x86_64::_mm512_mask_storeu_ps;
+    let lanes = if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+    // SAFETY: the mask enables only the `n` writable floats.
+    unsafe { _mm512_mask_storeu_ps(at, lanes, v) };
+}
+
 /// What every band of one layer shares.
 struct Band<'a> {
     conv: &'a Conv2d,
@@ -227,173 +340,26 @@ impl Band<'_> {
         }
     }
 
-    /// Output rows `rows` of every channel, 16 columns × 4 channels at a time: a column
-    /// block's inputs are read once from L1 for all its channel blocks.
-    ///
-    /// # Safety
-    /// The CPU has AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn sum_avx2(
-        &self,
-        phases: &[f32],
-        rows: std::ops::Range<usize>,
-        channels: std::ops::Range<usize>,
-    ) {
-        use std::arch::x86_64::{
-            _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_max_ps, _mm256_set1_ps,
-            _mm256_setzero_ps, _mm256_storeu_ps,
-        };
-        let [oh, ow] = self.out_size;
-        let conv = self.conv;
-        let cout = conv.out_channels;
-        let stride = cout.next_multiple_of(CHANNELS);
-        let row_step = conv.stride[0] * self.row_len;
-        for y in rows.clone() {
-            let origin = (y - rows.start) * row_step;
-            for x0 in (0..ow).step_by(COLUMNS) {
-                let valid = COLUMNS.min(ow - x0);
-                for first in channels.clone().step_by(CHANNELS) {
-                    let count = CHANNELS.min(channels.end - first);
-                    let mut acc = [_mm256_setzero_ps(); 2 * CHANNELS];
-                    for j in 0..count {
-                        let b = _mm256_set1_ps(conv.bias[first + j]);
-                        acc[2 * j] = b;
-                        acc[2 * j + 1] = b;
-                    }
-                    for (t, &offset) in self.taps.iter().enumerate() {
-                        // Bounds-checked slices; the loads stay inside them.
-                        let src = &phases[origin + offset + x0..][..COLUMNS];
-                        let w = &self.weights[t * stride + first..][..CHANNELS];
-                        // SAFETY: each load reads 8 floats inside `src`.
-                        let (low, high) = unsafe {
-                            (
-                                _mm256_loadu_ps(src.as_ptr()),
-                                _mm256_loadu_ps(src.as_ptr().add(8)),
-                            )
-                        };
-                        for j in 0..CHANNELS {
-                            let wv = _mm256_broadcast_ss(&w[j]);
-                            acc[2 * j] = _mm256_fmadd_ps(wv, low, acc[2 * j]);
-                            acc[2 * j + 1] = _mm256_fmadd_ps(wv, high, acc[2 * j + 1]);
-                        }
-                    }
-                    for j in 0..count {
-                        let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
-                        if conv.relu {
-                            low = _mm256_max_ps(low, _mm256_setzero_ps());
-                            high = _mm256_max_ps(high, _mm256_setzero_ps());
-                        }
-                        let at = ((first + j) * oh + y) * ow + x0;
-                        if valid == COLUMNS {
-                            let dst = self.out.row(at, COLUMNS);
-                            // SAFETY: `row` checked 16 floats at `dst`; this thread owns them.
-                            unsafe {
-                                _mm256_storeu_ps(dst, low);
-                                _mm256_storeu_ps(dst.add(8), high);
-                            }
-                            continue;
-                        }
-                        let mut lanes = [0f32; COLUMNS];
-                        // SAFETY: 16 floats into a 16-float array.
-                        unsafe {
-                            _mm256_storeu_ps(lanes.as_mut_ptr(), low);
-                            _mm256_storeu_ps(lanes.as_mut_ptr().add(8), high);
-                        }
-                        let dst = self.out.row(at, valid);
-                        // SAFETY: `row` checked `valid` floats at `dst`; this thread owns them.
-                        unsafe { std::ptr::copy_nonoverlapping(lanes.as_ptr(), dst, valid) };
-                    }
-                }
-            }
-        }
-    }
+    sum_blocks!(
+        /// Output rows `rows` of every channel, 16 columns (two AVX2 registers) × 4
+        /// channels at a time: a column block's inputs are read once from L1 for all its
+        /// channel blocks.
+        ///
+        /// # Safety
+        /// The CPU has AVX2 and FMA.
+        sum_avx2, "avx2,fma", 8,
+        _mm256_setzero_ps, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_max_ps,
+        _mm256_storeu_ps, store_first_avx2
+    );
 
-    /// [`Band::sum_avx2`] on AVX-512: 32 columns (two registers) × 4 channels a block,
-    /// twice the AVX2 block's work for each load and broadcast.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn sum_avx512(
-        &self,
-        phases: &[f32],
-        rows: std::ops::Range<usize>,
-        channels: std::ops::Range<usize>,
-    ) {
-        use std::arch::x86_64::{
-            _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_max_ps, _mm512_set1_ps,
-            _mm512_setzero_ps, _mm512_storeu_ps,
-        };
-        const WIDE: usize = 2 * COLUMNS;
-        let [oh, ow] = self.out_size;
-        let conv = self.conv;
-        let cout = conv.out_channels;
-        let stride = cout.next_multiple_of(CHANNELS);
-        let row_step = conv.stride[0] * self.row_len;
-        for y in rows.clone() {
-            let origin = (y - rows.start) * row_step;
-            for x0 in (0..ow).step_by(WIDE) {
-                let valid = WIDE.min(ow - x0);
-                // The valid lanes of the block's two registers.
-                let lanes = |half: usize| -> u16 {
-                    match valid.saturating_sub(half * COLUMNS).min(COLUMNS) {
-                        COLUMNS => u16::MAX,
-                        n => (1u16 << n) - 1,
-                    }
-                };
-                let (low_lanes, high_lanes) = (lanes(0), lanes(1));
-                for first in channels.clone().step_by(CHANNELS) {
-                    let count = CHANNELS.min(channels.end - first);
-                    let mut acc = [_mm512_setzero_ps(); 2 * CHANNELS];
-                    for j in 0..count {
-                        let b = _mm512_set1_ps(conv.bias[first + j]);
-                        acc[2 * j] = b;
-                        acc[2 * j + 1] = b;
-                    }
-                    for (t, &offset) in self.taps.iter().enumerate() {
-                        // Bounds-checked slices; the loads stay inside them.
-                        let src = &phases[origin + offset + x0..][..WIDE];
-                        let w = &self.weights[t * stride + first..][..CHANNELS];
-                        // SAFETY: each load reads 16 floats inside `src`.
-                        let (low, high) = unsafe {
-                            (
-                                _mm512_loadu_ps(src.as_ptr()),
-                                _mm512_loadu_ps(src.as_ptr().add(COLUMNS)),
-                            )
-                        };
-                        for j in 0..CHANNELS {
-                            let wv = _mm512_set1_ps(w[j]);
-                            acc[2 * j] = _mm512_fmadd_ps(wv, low, acc[2 * j]);
-                            acc[2 * j + 1] = _mm512_fmadd_ps(wv, high, acc[2 * j + 1]);
-                        }
-                    }
-                    for j in 0..count {
-                        let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
-                        if conv.relu {
-                            low = _mm512_max_ps(low, _mm512_setzero_ps());
-                            high = _mm512_max_ps(high, _mm512_setzero_ps());
-                        }
-                        let at = ((first + j) * oh + y) * ow + x0;
-                        let dst = self.out.row(at, valid);
-                        // SAFETY: `row` checked `valid` floats at `dst`, and this thread
-                        // owns them; a masked store writes only the valid lanes, and the
-                        // second register's address is formed only when it has some.
-                        unsafe {
-                            if valid == WIDE {
-                                _mm512_storeu_ps(dst, low);
-                                _mm512_storeu_ps(dst.add(COLUMNS), high);
-                            } else {
-                                _mm512_mask_storeu_ps(dst, low_lanes, low);
-                                if high_lanes != 0 {
-                                    _mm512_mask_storeu_ps(dst.add(COLUMNS), high_lanes, high);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    sum_blocks!(
+        /// [`Band::sum_avx2`] on AVX-512: 32 columns (two registers) × 4 channels a block,
+        /// twice the AVX2 block's work for each load and broadcast.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F.
+        sum_avx512, "avx512f", 16,
+        _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_max_ps,
+        _mm512_storeu_ps, store_first_avx512
+    );
 }
