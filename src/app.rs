@@ -139,15 +139,8 @@ async fn select_engine_device(metrics: &mut Metrics, data_dir: &Path) -> Option<
     .await
     .ok()?
     .ok()?;
-    let adapter = selected
-        .adapter
-        .clone()
-        .unwrap_or_else(|| crate::engine::device::AdapterInfo {
-            name: String::new(),
-            device_type: String::new(),
-            backend: String::new(),
-            driver: String::new(),
-        });
+    let adapter = selected.adapter.clone().unwrap_or_default();
+    let f16 = selected.kind == "gpu" && adapter.f16;
     tracing::info!(kind = selected.kind, adapter = %adapter.name, reason = %selected.reason, "inference device");
     metrics.register_engine_device(crate::telemetry::metrics::EngineDeviceLabels {
         kind: selected.kind.to_owned(),
@@ -156,7 +149,11 @@ async fn select_engine_device(metrics: &mut Metrics, data_dir: &Path) -> Option<
         backend: adapter.backend,
         driver: adapter.driver,
     });
-    Some(format!("{}: {}", selected.kind, selected.reason))
+    let precisions = if f16 { "; precision f16 available" } else { "" };
+    Some(format!(
+        "{}: {}{precisions}",
+        selected.kind, selected.reason
+    ))
 }
 
 /// A started appliance: listeners bound, store open.

@@ -123,6 +123,8 @@ function renderDeployment(model, canWrite) {
       ["state", d.state, stateClass(d.state)],
       ["error", d.error, "bad"],
       ["device", d.device_kind ? `${d.device} (${d.device_kind})` : d.device, ""],
+      ["precision", d.precision_running && d.precision_running !== d.precision
+        ? `${d.precision} (computing in ${d.precision_running})` : d.precision, ""],
       ["instances", d.instances, ""],
       ["max batch size", d.max_batch_size, ""],
       ["max batch delay", `${d.max_batch_delay_us} µs`, ""],
@@ -158,6 +160,7 @@ function renderDeployment(model, canWrite) {
     ui.deployKey = key;
     if (d && options.includes(String(d.version))) select.value = String(d.version);
     form.elements.device.value = d ? d.device : "auto";
+    form.elements.precision.value = d ? d.precision : "f32";
     for (const name of ["instances", "max_batch_size", "max_batch_delay_us", "queue_capacity"]) {
       form.elements[name].value = d ? d[name] : "";
     }
@@ -284,7 +287,7 @@ async function busy(label, statusId, action) {
 
 function settings() {
   const data = formData($("deploy-form"));
-  const body = { device: data.device };
+  const body = { device: data.device, precision: data.precision };
   for (const name of ["instances", "max_batch_size", "max_batch_delay_us", "queue_capacity"]) {
     if (data[name] !== "") body[name] = Number(data[name]);
   }

@@ -32,12 +32,15 @@ dyn = os.environ.get("RESNET_ONNX") or os.path.join(tempfile.mkdtemp(), "resnet5
 onnx.save(m, dyn)
 
 
-def cairn_bench(device, batch, iters):
+def cairn_bench(device, batch, iters, precision=None):
     t0 = time.time()
+    extra = ["--precision", precision] if precision else []
     r = subprocess.run([BIN, "model", "bench", dyn, "--device", device, "--batch", str(batch),
-                        "--iterations", str(iters)], capture_output=True, text=True, timeout=400)
+                        "--iterations", str(iters)] + extra, capture_output=True, text=True,
+                       timeout=400)
     txt = r.stdout + r.stderr
-    log(f"--- cairn {device} b{batch} ({time.time() - t0:.0f}s wall)\n{txt.strip()[-900:]}")
+    log(f"--- cairn {device} {precision or ''} b{batch} ({time.time() - t0:.0f}s wall)\n"
+        f"{txt.strip()[-900:]}")
     p50 = re.search(r"p50 ([\d.]+) µs", txt)
     thr = re.search(r"throughput: (\d+)", txt)
     return {"p50_ms": float(p50.group(1)) / 1e3 if p50 else None,
@@ -55,17 +58,29 @@ json.dump(res, open(os.path.join(OUT, "bench.json"), "w"), indent=1)
 
 if os.environ.get("CAIRN_ONLY"):  # a second cairn build against the same run's anchors
     log(json.dumps(res, indent=1)); sys.exit(0)
+# 2b. the opt-in half precision (weights and activations in f16 on the GPU)
+for b, it in ((1, 50), (32, 20), (256, 8)):
+    try:
+        res[f"cairn_gpu_f16_b{b}"] = cairn_bench("gpu", b, it, "f16")
+    except Exception as e:
+        res[f"cairn_gpu_f16_b{b}"] = {"error": str(e)}
+        log("cairn gpu f16", b, e)
+json.dump(res, open(os.path.join(OUT, "bench.json"), "w"), indent=1)
 # 3. PyTorch CUDA, fp32, default (TF32 convs allowed) and strict fp32
 try:
     import torch, torchvision
     dev = torch.device("cuda")
     net = torchvision.models.resnet50().eval().to(dev)
-    for mode in ("default", "strict_fp32"):
+    for mode in ("default", "strict_fp32", "fp16"):
+        if mode == "fp16":
+            net = net.half()
         torch.backends.cudnn.allow_tf32 = mode == "default"
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
         for b, it in ((1, 100), (32, 50), (256, 20)):
             x = torch.randn(b, 3, 224, 224, device=dev)
+            if mode == "fp16":
+                x = x.half()
             with torch.inference_mode():
                 for _ in range(10):
                     net(x)

@@ -7,7 +7,7 @@
 #   gpu-kit/cairn-before.xz   optional: the build to compare with, measured in the same run
 #   gpu-kit/models/           optional: MODEL.onnx + MODEL.npz pairs to check on the GPU
 # Writes to $OUT: bench.json/txt and micro.json/txt (after), before/ (the same, cairn only),
-# profile_b1.txt and profile_b32.txt (ResNet-50 per operator), models.txt.
+# profile_b1.txt and profile_b32.txt (ResNet-50 per operator), models.txt (f32, then f16).
 #   bash benches/gpu/run.sh [STEP...]   steps: before bench micro profile models (default: all)
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -26,7 +26,7 @@ if want before && [ -x /tmp/cairn-before ]; then
     CAIRN_BIN=/tmp/cairn-before CAIRN_ONLY=1 timeout 150 python3 "$HERE/bench.py" "$OUT/before" 2>&1 | tee "$OUT/before/bench.txt"
     CAIRN_BIN=/tmp/cairn-before CAIRN_ONLY=1 timeout 90 python3 "$HERE/micro.py" "$OUT/before" 2>&1 | tee "$OUT/before/micro.txt"
 fi
-want bench && CAIRN_BIN=/tmp/cairn timeout 240 python3 "$HERE/bench.py" "$OUT" 2>&1 | tee "$OUT/bench.txt"
+want bench && CAIRN_BIN=/tmp/cairn timeout 330 python3 "$HERE/bench.py" "$OUT" 2>&1 | tee "$OUT/bench.txt"
 want micro && CAIRN_BIN=/tmp/cairn timeout 120 python3 "$HERE/micro.py" "$OUT" 2>&1 | tee "$OUT/micro.txt"
 if want profile; then
     [ -f "$RESNET_ONNX" ] || CAIRN_ONLY=1 CAIRN_BIN=/bin/true timeout 60 python3 "$HERE/bench.py" /tmp >/dev/null 2>&1
@@ -36,4 +36,5 @@ if want profile; then
 fi
 if want models && [ -d gpu-kit/models ]; then
     timeout 150 python3 scripts/check_models.py --cairn /tmp/cairn --device gpu gpu-kit/models 2>&1 | grep -v '^\[' | tee "$OUT/models.txt"
+    timeout 150 python3 scripts/check_models.py --cairn /tmp/cairn --device gpu --precision f16 gpu-kit/models 2>&1 | grep -v '^\[' | tee -a "$OUT/models.txt"
 fi

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use burn::tensor::TensorData;
 use clap::Subcommand;
 
-use crate::engine::device::{DeviceChoice, select};
+use crate::engine::device::{DeviceChoice, Precision, select_with};
 use crate::engine::elementwise::to_declared;
 use crate::engine::{Model, inspect, npy, threads};
 
@@ -26,6 +26,10 @@ pub enum ModelCommand {
         output_dir: PathBuf,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
+        /// and outputs stay f32); the CPU always computes in f32.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
     },
     /// Load time, first run, latency percentiles and throughput on synthetic inputs.
     Bench {
@@ -37,6 +41,10 @@ pub enum ModelCommand {
         iterations: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
+        /// and outputs stay f32); the CPU always computes in f32.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
         /// CPU threads one inference spreads over (0: every core), as
         /// `engine.intra_op_threads`.
         #[arg(long, default_value_t = 0)]
@@ -57,6 +65,10 @@ pub enum ModelCommand {
         iterations: usize,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceChoice,
+        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
+        /// and outputs stay f32); the CPU always computes in f32.
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: Precision,
         /// CPU threads one inference spreads over (0: every core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -91,9 +103,14 @@ fn synthetic_inputs(model: &Model, batch: usize) -> anyhow::Result<Vec<(String, 
         .collect()
 }
 
-fn device(choice: DeviceChoice) -> anyhow::Result<burn::tensor::Device> {
-    let selected = select(choice)?;
-    eprintln!("device: {} ({})", selected.kind, selected.reason);
+fn device(choice: DeviceChoice, precision: Precision) -> anyhow::Result<burn::tensor::Device> {
+    let selected = select_with(choice, precision)?;
+    eprintln!(
+        "device: {} {} ({})",
+        selected.kind,
+        selected.precision.as_str(),
+        selected.reason
+    );
     if let Some(adapter) = &selected.adapter {
         eprintln!(
             "adapter: {} [{}; {}; {}]",
@@ -152,8 +169,9 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             inputs,
             output_dir,
             device: choice,
+            precision,
         } => {
-            let device = device(choice)?;
+            let device = device(choice, precision)?;
             let model = Model::load(&read_model(&file)?, &device)?;
             let mut named = Vec::new();
             for pair in &inputs {
@@ -186,10 +204,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             batch,
             iterations,
             device: choice,
+            precision,
             threads,
             concurrency,
         } => {
-            let device = device(choice)?;
+            let device = device(choice, precision)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
             let bytes = read_model(&file)?;
             let started = Instant::now();
@@ -254,10 +273,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             batch,
             iterations,
             device: choice,
+            precision,
             threads,
             top,
         } => {
-            let device = device(choice)?;
+            let device = device(choice, precision)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
             let model = Model::load(&read_model(&file)?, &device)?;
             let inputs = synthetic_inputs(&model, batch)?;

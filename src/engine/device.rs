@@ -22,13 +22,37 @@ pub enum DeviceChoice {
 }
 
 /// The adapter wgpu found, as its driver reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AdapterInfo {
     pub name: String,
     /// `DiscreteGpu`, `IntegratedGpu`, `VirtualGpu`, `Cpu` or `Other`.
     pub device_type: String,
     pub backend: String,
     pub driver: String,
+    /// Whether its shaders can compute in f16 (wgpu's `SHADER_F16`): what
+    /// [`Precision::F16`] needs.
+    pub f16: bool,
+}
+
+/// The float type a model computes in. f16 is opt-in, per deployment, on a GPU only: it
+/// halves weight memory and bandwidth and reaches tensor cores, at an accuracy cost stated
+/// per model in `docs/engine-conformance.md`. Inputs and outputs stay f32 either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Weights and activations in f16 on the GPU; the CPU always computes in f32.
+    F16,
+}
+
+impl Precision {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
 }
 
 /// The device inference runs on, and why.
@@ -39,6 +63,8 @@ pub struct Selected {
     pub kind: &'static str,
     pub adapter: Option<AdapterInfo>,
     pub reason: String,
+    /// What the device computes in (f32 on the CPU whatever was asked).
+    pub precision: Precision,
 }
 
 /// Keeps what cubecl learns about the GPU (kernel autotune results with `gpu-tuned`, and
@@ -84,6 +110,10 @@ fn vulkan() -> &'static Result<(Device, AdapterInfo), String> {
                         driver: format!("{} {}", info.driver, info.driver_info)
                             .trim()
                             .to_owned(),
+                        f16: setup
+                            .adapter
+                            .features()
+                            .contains(burn::tensor::wgpu::wgpu::Features::SHADER_F16),
                     },
                 ))
             }
@@ -103,6 +133,7 @@ pub fn select(choice: DeviceChoice) -> Result<Selected, EngineError> {
         kind: "cpu",
         adapter: None,
         reason,
+        precision: Precision::F32,
     };
     match choice {
         DeviceChoice::Cpu => Ok(cpu("asked for the CPU".into())),
@@ -122,6 +153,7 @@ pub fn select(choice: DeviceChoice) -> Result<Selected, EngineError> {
                     kind: "gpu",
                     adapter: Some(adapter.clone()),
                     reason: format!("Vulkan adapter {} ({})", adapter.name, adapter.device_type),
+                    precision: Precision::F32,
                 })
             }
             Ok((_, adapter)) => Ok(Selected {
@@ -135,4 +167,89 @@ pub fn select(choice: DeviceChoice) -> Result<Selected, EngineError> {
             Err(e) => Err(EngineError::Unsupported(format!("GPU: {e}"))),
         },
     }
+}
+
+/// Picks the device for `choice` computing in `precision`. f16 on a GPU is a second wgpu
+/// device on the same adapter whose float tensors default to f16 (so every weight, constant
+/// and intermediate of a model loaded on it is f16, and f32 models on the first device
+/// are untouched). Where `Auto` settles on the CPU, the model runs in f32 and the reason
+/// says so.
+///
+/// # Errors
+/// As [`select`]; f16 asked for on the CPU, or on an adapter without f16 shaders.
+pub fn select_with(choice: DeviceChoice, precision: Precision) -> Result<Selected, EngineError> {
+    let selected = select(choice)?;
+    if precision == Precision::F32 {
+        return Ok(selected);
+    }
+    if selected.kind != "gpu" {
+        if choice == DeviceChoice::Cpu {
+            return Err(EngineError::Unsupported(
+                "precision f16 runs on the GPU only; the CPU computes in f32".into(),
+            ));
+        }
+        return Ok(Selected {
+            reason: format!("{}; f16 applies on a GPU only, so f32", selected.reason),
+            ..selected
+        });
+    }
+    #[cfg(feature = "gpu")]
+    {
+        let device = half_precision()
+            .as_ref()
+            .map_err(|e| EngineError::Unsupported(format!("precision f16 on this GPU: {e}")))?;
+        Ok(Selected {
+            device: device.clone(),
+            precision: Precision::F16,
+            reason: format!("{}, computing in f16", selected.reason),
+            ..selected
+        })
+    }
+    #[cfg(not(feature = "gpu"))]
+    Err(EngineError::Unsupported(
+        "this build has no GPU support (feature `gpu`)".into(),
+    ))
+}
+
+/// The f16 device: a second wgpu runtime on the adapter [`vulkan`] found, configured once
+/// with f16 as its default float type.
+#[cfg(feature = "gpu")]
+fn half_precision() -> &'static Result<Device, String> {
+    static HALF: OnceLock<Result<Device, String>> = OnceLock::new();
+    HALF.get_or_init(|| {
+        use burn::tensor::wgpu::WgpuBackend;
+        use burn::tensor::{DeviceKind, FloatDType};
+        let (_, adapter) = vulkan().as_ref().map_err(Clone::clone)?;
+        if !adapter.f16 {
+            return Err(format!(
+                "{} has no f16 shaders (wgpu feature SHADER_F16)",
+                adapter.name
+            ));
+        }
+        // The first device is wgpu's default pick; the same adapter under its explicit
+        // kind is a distinct runtime with its own settings. (With several GPUs of one
+        // type, the first of them: edge devices have one.)
+        let kind = match adapter.device_type.as_str() {
+            "DiscreteGpu" => DeviceKind::DiscreteGpu(0),
+            "IntegratedGpu" => DeviceKind::IntegratedGpu(0),
+            "VirtualGpu" => DeviceKind::VirtualGpu(0),
+            "Cpu" => DeviceKind::Cpu,
+            other => return Err(format!("an adapter of type {other}")),
+        };
+        let started = std::panic::catch_unwind(|| {
+            Device::wgpu_options()
+                .graphics_api(WgpuBackend::Vulkan)
+                .device_kind(kind)
+                .init()
+        });
+        let mut device = match started {
+            Ok(Ok(device)) => device,
+            Ok(Err(e)) => return Err(format!("a second Vulkan device: {e}")),
+            Err(_) => return Err("the Vulkan driver failed to start a second device".into()),
+        };
+        device
+            .configure(FloatDType::F16)
+            .map_err(|e| format!("f16 tensors: {e:?}"))?;
+        Ok(device)
+    })
 }

@@ -122,7 +122,7 @@ pub fn value_bytes(value: &Value) -> u64 {
     let (count, elem) = match value {
         Value::Int { data, .. } => (data.len(), I64),
         Value::Dense(d) => (d.data.len(), F32),
-        Value::Float(f) => (product(&f.dims()).unwrap_or(0), F32),
+        Value::Float(f) => (product(&f.dims()).unwrap_or(0), f.element_bytes()),
     };
     u64::try_from(count.saturating_mul(elem)).unwrap_or(u64::MAX)
 }

@@ -109,7 +109,19 @@ mod fixture_tests {
         check_on(model_name, input, output, &cpu());
     }
 
+    /// Within 1e-5 of onnxruntime's f32 outputs.
     fn check_on(model_name: &str, input: &str, output: &str, device: &burn::tensor::Device) {
+        check_within(model_name, input, output, device, |_| 1e-5);
+    }
+
+    /// Within `tolerance(largest |reference output|)` of onnxruntime's f32 outputs.
+    fn check_within(
+        model_name: &str,
+        input: &str,
+        output: &str,
+        device: &burn::tensor::Device,
+        tolerance: fn(f32) -> f32,
+    ) {
         let bytes = std::fs::read(dir().join(format!("{model_name}.onnx"))).unwrap();
         let model = Model::load(&bytes, device).unwrap();
         assert_eq!(model.inputs()[0].name, input);
@@ -134,9 +146,10 @@ mod fixture_tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
+            let peak = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
             assert!(
-                worst <= 1e-5,
-                "{model_name} batch {batch}: max abs diff {worst}"
+                worst <= tolerance(peak),
+                "{model_name} batch {batch}: max abs diff {worst} (largest output {peak})"
             );
         }
     }
@@ -182,6 +195,42 @@ mod fixture_tests {
             .is_some_and(|a| a.device_type == "Cpu")
         {
             assert_eq!(auto.kind, "cpu", "{}", auto.reason);
+        }
+    }
+
+    /// Precision f16 on whatever Vulkan adapter there is (lavapipe in CI): a second device
+    /// whose tensors are f16, within f16's accuracy of onnxruntime's f32 outputs, while
+    /// the f32 device beside it keeps its accuracy.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn fixtures_in_f16_on_wgpu() {
+        use super::device::{DeviceChoice, Precision, select_with};
+        if std::env::var("CAIRN_TEST_WGPU").as_deref() != Ok("1") {
+            eprintln!("CAIRN_TEST_WGPU is not 1: the wgpu path did not run");
+            return;
+        }
+        let half = select_with(DeviceChoice::Gpu, Precision::F16).expect("f16 on the adapter");
+        assert_eq!(half.precision, Precision::F16, "{}", half.reason);
+        assert!(super::value::computes_in_f16(&half.device));
+        for (model, input, output) in [
+            ("mlp", "input", "probabilities"),
+            ("cnn", "image", "scores"),
+            ("resblock", "x", "logits"),
+        ] {
+            check_within(model, input, output, &half.device, |peak| {
+                2e-2 * peak.max(1.0)
+            });
+        }
+        let full = select_with(DeviceChoice::Gpu, Precision::F32).unwrap();
+        assert!(!super::value::computes_in_f16(&full.device));
+        check_on("mlp", "input", "probabilities", &full.device);
+        // f16 is a GPU setting: refused on the CPU, f32 where `auto` picks the CPU.
+        let err = select_with(DeviceChoice::Cpu, Precision::F16).unwrap_err();
+        assert!(err.to_string().contains("GPU only"), "{err}");
+        let auto = select_with(DeviceChoice::Auto, Precision::F16).unwrap();
+        if auto.kind == "cpu" {
+            assert_eq!(auto.precision, Precision::F32, "{}", auto.reason);
+            assert!(auto.reason.contains("f32"), "{}", auto.reason);
         }
     }
 

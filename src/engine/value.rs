@@ -19,6 +19,29 @@ pub enum Float {
     R6(Tensor<6>),
 }
 
+/// Whether float tensors created on `device` are f16 (a [`Precision::F16`] GPU device).
+///
+/// [`Precision::F16`]: super::device::Precision::F16
+#[must_use]
+pub fn computes_in_f16(device: &Device) -> bool {
+    device.settings().float_dtype == burn::tensor::FloatDType::F16
+}
+
+/// Finite values past f16's range become ±65504 instead of ±∞ when uploaded to an f16
+/// device: exporters write masks as `(1 - mask) · f32::MIN`, which must stay `0` where
+/// the mask is 1, not `0 · −∞ = NaN`.
+fn saturate_to_f16(data: TensorData) -> Result<TensorData, EngineError> {
+    const F16_MAX: f32 = 65504.0;
+    let shape = data.shape().to_vec();
+    let mut values: Vec<f32> = data
+        .try_into_vec()
+        .map_err(|e| EngineError::Internal(format!("{e:?}")))?;
+    for v in values.iter_mut().filter(|v| v.is_finite()) {
+        *v = v.clamp(-F16_MAX, F16_MAX);
+    }
+    Ok(TensorData::new(values, shape))
+}
+
 /// Applies a rank-preserving expression to a [`Float`] of any rank.
 macro_rules! each_rank {
     ($value:expr, $t:ident => $body:expr) => {
@@ -97,6 +120,20 @@ impl Float {
         }
     }
 
+    /// Bytes per element on the device: 4, or 2 on a device computing in f16.
+    #[must_use]
+    pub fn element_bytes(&self) -> usize {
+        let dtype = match self {
+            Self::R1(t) => t.dtype(),
+            Self::R2(t) => t.dtype(),
+            Self::R3(t) => t.dtype(),
+            Self::R4(t) => t.dtype(),
+            Self::R5(t) => t.dtype(),
+            Self::R6(t) => t.dtype(),
+        };
+        dtype.size()
+    }
+
     /// Host data of the tensor (f32). Counted in [`transfers`] (a read-back on a GPU).
     #[must_use]
     pub fn into_data(self) -> TensorData {
@@ -104,13 +141,19 @@ impl Float {
             &transfers::READ_BACKS,
             self.dims().iter().product::<usize>() * 4,
         );
-        match self {
+        let data = match self {
             Self::R1(t) => t.into_data(),
             Self::R2(t) => t.into_data(),
             Self::R3(t) => t.into_data(),
             Self::R4(t) => t.into_data(),
             Self::R5(t) => t.into_data(),
             Self::R6(t) => t.into_data(),
+        };
+        // A device computing in f16 (`Precision::F16`) hands back f16.
+        if data.dtype() == burn::tensor::DType::F32 {
+            data
+        } else {
+            data.convert::<f32>()
         }
     }
 
@@ -127,6 +170,11 @@ impl Float {
             data
         } else {
             data.convert::<f32>()
+        };
+        let data = if computes_in_f16(device) {
+            saturate_to_f16(data)?
+        } else {
+            data
         };
         let dims = data.shape().to_vec();
         if dims.is_empty() {

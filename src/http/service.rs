@@ -166,13 +166,23 @@ impl Ctx {
             ));
         }
         let body = self.body().await?;
-        serde_json::from_slice(&body).map_err(|e| {
+        let mut parser = serde_json::Deserializer::from_slice(&body);
+        let parsed = serde_path_to_error::deserialize(&mut parser)
+            .map_err(|e| (e.path().to_string(), e.into_inner()))
+            .and_then(|value| parser.end().map(|()| value).map_err(|e| (String::new(), e)));
+        parsed.map_err(|(path, e)| {
             let code = if e.is_data() {
                 "invalid_request"
             } else {
                 "invalid_json"
             };
-            ApiError::bad_request(code, format!("request body: {e}"))
+            // The field is named where serde knows it (a wrong type or value of a field).
+            let field = if path.is_empty() || path == "." || !e.is_data() {
+                String::new()
+            } else {
+                format!(" (field {path})")
+            };
+            ApiError::bad_request(code, format!("request body: {e}{field}"))
         })
     }
 }

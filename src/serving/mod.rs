@@ -10,6 +10,7 @@
 //! (the API's `error`, `cairn_deployment_failures_total`, the log).
 
 pub mod batcher;
+mod settings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,11 +20,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+pub use self::settings::DeploySettings;
+
 use self::batcher::{Answer, BatchSettings, Counters, Pool, SubmitError, Tensors};
-use crate::engine::device::{DeviceChoice, select};
+use self::settings::device_name;
+use crate::engine::device::{Precision, select_with};
 use crate::engine::{EngineError, Model, TensorSpec};
 use crate::registry::{Registry, RegistryError};
-use crate::store::schema::{DeploySettingsRecord, DeploymentRecord, VersionRecord};
+use crate::store::schema::{Deployed, DeploymentRecord, VersionRecord};
 use crate::store::{Store, StoreError, unix_now};
 use crate::telemetry::metrics::{DeploymentMetrics, ServingMetrics};
 
@@ -55,95 +59,13 @@ pub enum ServeError {
     Store(#[from] StoreError),
 }
 
-/// What an operator asks of a deployment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeploySettings {
-    pub version: u32,
-    pub device: DeviceChoice,
-    pub instances: u32,
-    pub max_batch_size: u32,
-    pub max_batch_delay_us: u32,
-    pub queue_capacity: u32,
-}
-
-impl DeploySettings {
-    /// Defaults for `version`: auto device, one instance, batches of up to 8 gathered
-    /// without waiting, 64 requests queued.
-    #[must_use]
-    pub fn new(version: u32) -> Self {
-        Self {
-            version,
-            device: DeviceChoice::Auto,
-            instances: 1,
-            max_batch_size: 8,
-            max_batch_delay_us: 0,
-            queue_capacity: 64,
-        }
-    }
-
-    /// # Errors
-    /// Values out of their ranges.
-    pub fn check(&self) -> Result<(), ServeError> {
-        let bad = |what: &str| Err(ServeError::Invalid(what.to_owned()));
-        if !(1..=64).contains(&self.instances) {
-            return bad("instances: 1 to 64");
-        }
-        if !(1..=4096).contains(&self.max_batch_size) {
-            return bad("max_batch_size: 1 to 4096");
-        }
-        if self.max_batch_delay_us > 1_000_000 {
-            return bad("max_batch_delay_us: at most 1000000 (one second)");
-        }
-        if !(1..=65_536).contains(&self.queue_capacity) {
-            return bad("queue_capacity: 1 to 65536");
-        }
-        Ok(())
-    }
-
-    fn record(&self) -> DeploySettingsRecord {
-        DeploySettingsRecord {
-            version: self.version,
-            device: match self.device {
-                DeviceChoice::Auto => 0,
-                DeviceChoice::Gpu => 1,
-                DeviceChoice::Cpu => 2,
-            },
-            instances: self.instances,
-            max_batch_size: self.max_batch_size,
-            max_batch_delay_us: self.max_batch_delay_us,
-            queue_capacity: self.queue_capacity,
-        }
-    }
-
-    fn from_record(r: &DeploySettingsRecord) -> Self {
-        Self {
-            version: r.version,
-            device: match r.device {
-                1 => DeviceChoice::Gpu,
-                2 => DeviceChoice::Cpu,
-                _ => DeviceChoice::Auto,
-            },
-            instances: r.instances,
-            max_batch_size: r.max_batch_size,
-            max_batch_delay_us: r.max_batch_delay_us,
-            queue_capacity: r.queue_capacity,
-        }
-    }
-}
-
-fn device_name(choice: DeviceChoice) -> &'static str {
-    match choice {
-        DeviceChoice::Auto => "auto",
-        DeviceChoice::Gpu => "gpu",
-        DeviceChoice::Cpu => "cpu",
-    }
-}
-
 /// A loaded, serving version of a model.
 pub struct Deployment {
     pub model_name: String,
     pub settings: DeploySettings,
     pub device_kind: &'static str,
+    /// What the model computes in (f32 where `auto` with f16 landed on the CPU).
+    pub precision_running: Precision,
     pub weight_bytes: u64,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
@@ -185,6 +107,10 @@ pub struct DeploymentView {
     pub error: Option<String>,
     pub device: &'static str,
     pub device_kind: Option<&'static str>,
+    /// What was asked for: `f32` or `f16`.
+    pub precision: &'static str,
+    /// What the model computes in while it serves (f32 on the CPU whatever was asked).
+    pub precision_running: Option<&'static str>,
     pub instances: u32,
     pub max_batch_size: u32,
     pub max_batch_delay_us: u32,
@@ -302,11 +228,11 @@ impl Serving {
         match stored {
             Ok(stored) => {
                 for (name, record) in stored {
-                    let DeploymentRecord::V1 {
+                    let Deployed {
                         current,
                         deployed_at,
                         ..
-                    } = record;
+                    } = record.latest();
                     let settings = DeploySettings::from_record(&current);
                     let _guard = self.switching.lock().await;
                     match self.load(&name, settings, deployed_at).await {
@@ -396,8 +322,8 @@ impl Serving {
             let bytes = registry
                 .read_blob(&sha256)
                 .map_err(|e| ServeError::LoadFailed(e.to_string()))?;
-            let selected =
-                select(settings.device).map_err(|e| ServeError::LoadFailed(e.to_string()))?;
+            let selected = select_with(settings.device, settings.precision)
+                .map_err(|e| ServeError::LoadFailed(e.to_string()))?;
             let model = Model::load_with(&bytes, &selected.device, registry.limits())
                 .and_then(|m| m.warmup().map(|()| m))
                 .map_err(|e: EngineError| ServeError::LoadFailed(e.to_string()))?;
@@ -428,6 +354,7 @@ impl Serving {
                 model_name: name,
                 settings,
                 device_kind: selected.kind,
+                precision_running: selected.precision,
                 weight_bytes: model.weight_bytes(),
                 inputs: model.inputs().into_iter().cloned().collect(),
                 outputs: model.outputs().into_iter().cloned().collect(),
@@ -460,13 +387,13 @@ impl Serving {
                 return Err(e);
             }
         };
-        let previous = previous.map(|DeploymentRecord::V1 { current, .. }| current);
+        let previous = previous.map(|record| record.latest().current);
         let previous = previous.filter(|p| p.version != settings.version);
-        let record = DeploymentRecord::V1 {
+        let record = DeploymentRecord::from(Deployed {
             current: settings.record(),
             previous,
             deployed_at,
-        };
+        });
         self.put(model, Some(record)).await?;
         self.publish(model, Some(deployment));
         tracing::info!(model, version = settings.version, "deployed");
@@ -478,8 +405,8 @@ impl Serving {
     /// # Errors
     /// Nothing to roll back to; as `deploy`.
     pub async fn rollback(&self, model: &str) -> Result<(), ServeError> {
-        let previous = match self.stored(model).await? {
-            Some(DeploymentRecord::V1 {
+        let previous = match self.stored(model).await?.map(DeploymentRecord::latest) {
+            Some(Deployed {
                 previous: Some(previous),
                 ..
             }) => previous,
@@ -555,11 +482,11 @@ impl Serving {
     }
 
     fn view_of(&self, model: &str, stored: Option<DeploymentRecord>) -> Option<DeploymentView> {
-        let DeploymentRecord::V1 {
+        let Deployed {
             current,
             previous,
             deployed_at,
-        } = stored?;
+        } = stored?.latest();
         let settings = DeploySettings::from_record(&current);
         let live = self.get(model);
         let error = self
@@ -581,6 +508,8 @@ impl Serving {
             error,
             device: device_name(settings.device),
             device_kind: live_here.as_ref().map(|d| d.device_kind),
+            precision: settings.precision.as_str(),
+            precision_running: live_here.as_ref().map(|d| d.precision_running.as_str()),
             instances: settings.instances,
             max_batch_size: settings.max_batch_size,
             max_batch_delay_us: settings.max_batch_delay_us,

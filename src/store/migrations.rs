@@ -4,16 +4,16 @@
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::StoreError;
 use super::schema::{
     API_KEYS, AUDIT, DEPLOYMENTS, DeviceRecord, KEY_USAGE, META, MODEL_VERSIONS, MODELS, SCHEDULES,
     SESSIONS, TASK_KEYS, TASKS, TASKS_BY_STATUS, USERNAMES, USERS, encode, meta_key,
 };
+use super::{StoreError, decode};
 
 type Step = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` upgrades version `i + 1` to `i + 2`.
-pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
+pub(super) const MIGRATIONS: &[Step] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
 
 /// Schema 2 turns the bare creation time into the device identity record.
 fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -77,6 +77,30 @@ fn v4_to_v5(txn: &WriteTransaction) -> Result<(), StoreError> {
         if meta.get(key)?.is_none() {
             meta.insert(key, 1u64.to_le_bytes().as_slice())?;
         }
+    }
+    Ok(())
+}
+
+/// Schema 6 rewrites every deployment as [`DeploymentRecord::V2`] (precision f32), so a
+/// cairn that predates precisions refuses the store rather than misreading it.
+///
+/// [`DeploymentRecord::V2`]: super::schema::DeploymentRecord::V2
+fn v5_to_v6(txn: &WriteTransaction) -> Result<(), StoreError> {
+    use super::schema::DeploymentRecord;
+    let mut deployments = txn.open_table(DEPLOYMENTS)?;
+    let mut upgraded = Vec::new();
+    for entry in deployments.iter()? {
+        let (name, raw) = entry?;
+        let record: DeploymentRecord = decode(raw.value(), "deployments")?;
+        if matches!(record, DeploymentRecord::V1 { .. }) {
+            upgraded.push((
+                name.value().to_owned(),
+                DeploymentRecord::from(record.latest()),
+            ));
+        }
+    }
+    for (name, record) in upgraded {
+        deployments.insert(name.as_str(), encode(&record).as_slice())?;
     }
     Ok(())
 }

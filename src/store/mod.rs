@@ -376,6 +376,41 @@ pub mod fixtures {
         txn.commit().expect("commit");
     }
 
+    /// Writes a store exactly as schema 5 of cairn did, with one deployment (`m`, version 2
+    /// on the GPU, version 1 to roll back to) in the schema-5 layout.
+    ///
+    /// # Panics
+    /// On any I/O error (test helper).
+    pub fn write_schema_v5(path: &Path, created_at_unix: u64) {
+        use super::schema::{DEPLOYMENTS, DeploySettingsRecord, DeploymentRecord, encode};
+        write_schema_v4(path, created_at_unix);
+        let db = Database::open(path).expect("open v4 store");
+        let txn = db.begin_write().expect("begin");
+        super::migrations::MIGRATIONS[3](&txn).expect("v4 to v5");
+        let settings = |version, device| DeploySettingsRecord {
+            version,
+            device,
+            instances: 2,
+            max_batch_size: 16,
+            max_batch_delay_us: 500,
+            queue_capacity: 32,
+        };
+        let record = DeploymentRecord::V1 {
+            current: settings(2, 1),
+            previous: Some(settings(1, 2)),
+            deployed_at: 77,
+        };
+        txn.open_table(DEPLOYMENTS)
+            .expect("deployments")
+            .insert("m", encode(&record).as_slice())
+            .expect("deployment");
+        txn.open_table(META)
+            .expect("meta")
+            .insert(meta_key::SCHEMA_VERSION, 5u32.to_le_bytes().as_slice())
+            .expect("v");
+        txn.commit().expect("commit");
+    }
+
     /// Writes a store that claims a schema version from the future.
     ///
     /// # Panics
@@ -456,6 +491,35 @@ mod tests {
         assert!(loaded.active.is_empty() && loaded.finished.is_empty());
         assert_eq!(loaded.next_task_id, 1);
         assert!(store.schedules().unwrap().is_empty());
+    }
+
+    #[test]
+    fn schema_5_migrates_deployments_to_v2_at_f32() {
+        use schema::{DeploySettingsRecordV2, DeploymentRecord};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        fixtures::write_schema_v5(&path, 5);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let deployments = store.list_deployments().unwrap();
+        assert_eq!(deployments.len(), 1);
+        let (name, record) = &deployments[0];
+        assert_eq!(name, "m");
+        let DeploymentRecord::V2(deployed) = record else {
+            panic!("not rewritten: {record:?}");
+        };
+        let settings = |version, device| DeploySettingsRecordV2 {
+            version,
+            device,
+            precision: 0,
+            instances: 2,
+            max_batch_size: 16,
+            max_batch_delay_us: 500,
+            queue_capacity: 32,
+        };
+        assert_eq!(deployed.current, settings(2, 1));
+        assert_eq!(deployed.previous, Some(settings(1, 2)));
+        assert_eq!(deployed.deployed_at, 77);
     }
 
     #[test]

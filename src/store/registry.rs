@@ -4,8 +4,8 @@
 use redb::{Durability, ReadableDatabase, ReadableTable};
 
 use super::schema::{
-    DEPLOYMENTS, DeploymentRecord, META, MODEL_VERSIONS, MODELS, ModelRecord, VersionRecord,
-    encode, meta_key,
+    DEPLOYMENTS, Deployed, DeploymentRecord, META, MODEL_VERSIONS, MODELS, ModelRecord,
+    VersionRecord, encode, meta_key,
 };
 use super::{Store, StoreError, decode};
 
@@ -191,11 +191,11 @@ impl Store {
                 .get(name)?
                 .map(|raw| decode(raw.value(), "deployments"))
                 .transpose()?;
-            if let Some(DeploymentRecord::V1 {
+            if let Some(Deployed {
                 current,
                 previous,
                 deployed_at,
-            }) = deployment
+            }) = deployment.map(DeploymentRecord::latest)
             {
                 if current.version == version {
                     return Err(StoreError::InUse(format!(
@@ -204,11 +204,11 @@ impl Store {
                 }
                 if previous.as_ref().is_some_and(|p| p.version == version) {
                     // Rollback can no longer go there.
-                    let record = DeploymentRecord::V1 {
+                    let record = DeploymentRecord::from(Deployed {
                         current,
                         previous: None,
                         deployed_at,
-                    };
+                    });
                     deployments.insert(name, encode(&record).as_slice())?;
                 }
             }
@@ -292,7 +292,7 @@ impl Store {
             let mut table = txn.open_table(DEPLOYMENTS)?;
             match record {
                 Some(record) => {
-                    let DeploymentRecord::V1 { current, .. } = record;
+                    let current = record.clone().latest().current;
                     let versions = txn.open_table(MODEL_VERSIONS)?;
                     let Some(raw) = versions.get((name, current.version))? else {
                         return Err(StoreError::NotFound(format!(

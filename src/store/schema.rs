@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 /// - 3: users, sessions, API keys, key usage, the audit log; `meta["server_secret"]`.
 /// - 4: the model registry (models, versions) and deployments.
 /// - 5: the task scheduler (tasks, their status and idempotency indexes, schedules).
-pub const SCHEMA_VERSION: u32 = 5;
+/// - 6: deployments are [`DeploymentRecord::V2`] (a precision per deployment).
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Small singleton values, by name.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -203,6 +204,34 @@ pub struct DeploySettingsRecord {
     pub queue_capacity: u32,
 }
 
+/// [`DeploySettingsRecord`] and the float precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploySettingsRecordV2 {
+    pub version: u32,
+    /// 0 auto, 1 gpu, 2 cpu.
+    pub device: u8,
+    /// 0 f32, 1 f16.
+    pub precision: u8,
+    pub instances: u32,
+    pub max_batch_size: u32,
+    pub max_batch_delay_us: u32,
+    pub queue_capacity: u32,
+}
+
+impl From<&DeploySettingsRecord> for DeploySettingsRecordV2 {
+    fn from(v1: &DeploySettingsRecord) -> Self {
+        Self {
+            version: v1.version,
+            device: v1.device,
+            precision: 0,
+            instances: v1.instances,
+            max_batch_size: v1.max_batch_size,
+            max_batch_delay_us: v1.max_batch_delay_us,
+            queue_capacity: v1.queue_capacity,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeploymentRecord {
     V1 {
@@ -211,6 +240,42 @@ pub enum DeploymentRecord {
         previous: Option<DeploySettingsRecord>,
         deployed_at: u64,
     },
+    /// Schema 6: settings carry a precision.
+    V2(Deployed),
+}
+
+/// A deployment in the latest layout: what code reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployed {
+    pub current: DeploySettingsRecordV2,
+    /// What `rollback` returns to.
+    pub previous: Option<DeploySettingsRecordV2>,
+    pub deployed_at: u64,
+}
+
+impl DeploymentRecord {
+    /// The record in the latest layout; older ones gain the defaults (precision f32).
+    #[must_use]
+    pub fn latest(self) -> Deployed {
+        match self {
+            Self::V1 {
+                current,
+                previous,
+                deployed_at,
+            } => Deployed {
+                current: (&current).into(),
+                previous: previous.as_ref().map(Into::into),
+                deployed_at,
+            },
+            Self::V2(deployed) => deployed,
+        }
+    }
+}
+
+impl From<Deployed> for DeploymentRecord {
+    fn from(deployed: Deployed) -> Self {
+        Self::V2(deployed)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

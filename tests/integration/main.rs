@@ -17,6 +17,7 @@ mod lifecycle;
 #[cfg(feature = "engine")]
 mod model_cli;
 mod models;
+mod precision;
 mod serving;
 mod store_lock;
 mod systemd_unit;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::harness::{Options, Server, client};
 use crate::models::{create_model, demo_model, fixture, upload};
 
-async fn wait_ready(server: &Server, key: &str, model: &str) {
+pub(crate) async fn wait_ready(server: &Server, key: &str, model: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = client()
@@ -28,7 +28,7 @@ async fn wait_ready(server: &Server, key: &str, model: &str) {
     }
 }
 
-async fn deploy(server: &Server, key: &str, model: &str, body: Value) -> Value {
+pub(crate) async fn deploy(server: &Server, key: &str, model: &str, body: Value) -> Value {
     let r = client()
         .post(server.url(&format!("/api/v1/models/{model}/deploy")))
         .bearer_auth(key)
@@ -42,7 +42,7 @@ async fn deploy(server: &Server, key: &str, model: &str, body: Value) -> Value {
     v
 }
 
-fn example() -> Value {
+pub(crate) fn example() -> Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/assets/models/digits-example.json"

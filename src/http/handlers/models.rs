@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::engine::device::DeviceChoice;
+use crate::engine::device::{DeviceChoice, Precision};
 use crate::http::service::Ctx;
 use crate::http::{ApiError, Response, response};
 use crate::registry::{ModelView, RegistryError};
@@ -45,6 +45,8 @@ struct Deploy {
     version: u32,
     #[serde(default)]
     device: Option<String>,
+    #[serde(default)]
+    precision: Option<String>,
     #[serde(default)]
     instances: Option<u32>,
     #[serde(default)]
@@ -187,6 +189,18 @@ pub async fn deploy(mut ctx: Ctx) -> Result<Response, ApiError> {
                 return Err(ApiError::bad_request(
                     "invalid_request",
                     "device: auto, gpu or cpu",
+                ));
+            }
+        };
+    }
+    if let Some(precision) = request.precision {
+        settings.precision = match precision.as_str() {
+            "f32" => Precision::F32,
+            "f16" => Precision::F16,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "precision: f32 or f16",
                 ));
             }
         };
