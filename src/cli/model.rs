@@ -374,4 +374,23 @@ fn print_profile(
             if s.host { "cairn" } else { "burn" }
         );
     }
+    let moving: Vec<_> = steps
+        .iter()
+        .filter(|s| s.uploads + s.read_backs > 0)
+        .collect();
+    if !moving.is_empty() {
+        println!(
+            "\nsteps that move floats between host and device (per run; inputs and outputs \
+             are counted below):"
+        );
+        for s in moving {
+            println!(
+                "{:<40} {:<20} {:>3} up {:>3} back",
+                s.node,
+                s.op,
+                s.uploads / runs as u64,
+                s.read_backs / runs as u64
+            );
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Load-time rewrites of a device plan (the GPU's; the CPU plan has its own in
-//! [`super::fast`]): BatchNormalization folded into the convolution before it, and
-//! convolution weights laid out as the GPU kernels read them. Both change only constants
-//! and steps, before the first run; a pattern that does not match exactly is left alone.
+//! [`super::fast`]): BatchNormalization folded into the convolution before it, NaN guards
+//! fused so they stay on the device, and convolution weights laid out as the GPU kernels
+//! read them. All change only constants and steps, before the first run; a pattern that
+//! does not match exactly is left alone.
 
 use std::collections::{HashMap, HashSet};
 
@@ -154,6 +155,62 @@ pub(super) fn batch_norms(
     Ok(())
 }
 
+/// Fuses `Where(IsNaN(x), c, x)` (the IsNaN read by nothing else, `c` a constant scalar)
+/// into one [`Op::ReplaceNan`] on the device. Exporters guard attention's softmax this way
+/// (torch's scaled-dot-product attention); unfused, IsNaN and Where run on the host and
+/// read the tensor back, a wait for the GPU in every attention layer.
+pub(super) fn nan_guards(
+    steps: &mut Vec<Step>,
+    constants: &Constants<'_>,
+    pinned: &HashSet<usize>,
+) {
+    let mut readers: HashMap<usize, usize> = HashMap::new();
+    for step in steps.iter() {
+        for slot in step.inputs.iter().flatten() {
+            *readers.entry(*slot).or_default() += 1;
+        }
+    }
+    let producer: HashMap<usize, usize> = steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.outputs.iter().map(move |o| (*o, i)))
+        .collect();
+    let mut removed = vec![false; steps.len()];
+    for j in 0..steps.len() {
+        let (Op::Where, &[Some(cond), Some(value), Some(x)]) =
+            (&steps[j].op, steps[j].inputs.as_slice())
+        else {
+            continue;
+        };
+        let Some(&i) = producer.get(&cond) else {
+            continue;
+        };
+        if !matches!(steps[i].op, Op::IsNaN)
+            || steps[i].inputs.first().copied().flatten() != Some(x)
+            || readers.get(&cond) != Some(&1)
+            || pinned.contains(&cond)
+            || removed[i]
+        {
+            continue;
+        }
+        let Some((values, _)) = constants.get(Some(value)).and_then(host_f32) else {
+            continue;
+        };
+        let &[fill] = values.as_slice() else {
+            continue;
+        };
+        steps[j].op = Op::ReplaceNan(fill);
+        steps[j].inputs = vec![Some(x)];
+        steps[j].last_use = vec![false];
+        removed[i] = true;
+    }
+    let mut index = 0;
+    steps.retain(|_| {
+        index += 1;
+        !removed[index - 1]
+    });
+}
+
 /// Holds every 2-D convolution weight as a view of an `[O, KH, KW, I]` buffer: burn's
 /// convolutions read the weight channels-last, and would otherwise copy it on every run.
 ///
@@ -202,4 +259,66 @@ pub(super) fn conv_weights_channels_last(
         *value = Value::Float(Float::R4(t.permute([0, 3, 1, 2])));
     }
     Ok(())
+}
+
+#[cfg(all(test, feature = "gpu"))]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use crate::engine::Model;
+    use crate::engine::device::{DeviceChoice, select};
+    use crate::engine::test_graphs::{Graph, floats, info, model, node};
+
+    /// On wgpu, `Where(IsNaN(x), 0, x)` is one step, and a `Where` on host booleans picks
+    /// between device constants on the device: no step reads a float back.
+    #[test]
+    fn nan_guard_and_where_stay_on_the_device() {
+        if std::env::var("CAIRN_TEST_WGPU").as_deref() != Ok("1") {
+            eprintln!("CAIRN_TEST_WGPU is not 1: the wgpu path did not run");
+            return;
+        }
+        let device = select(DeviceChoice::Gpu).expect("a Vulkan adapter").device;
+        let bytes = model(Graph {
+            nodes: vec![
+                node("IsNaN", "isnan", &["x"], &["n"]),
+                node("Where", "guard", &["n", "zero", "x"], &["y"]),
+                node("Where", "pick", &["m", "one", "two"], &["z"]),
+            ],
+            inputs: vec![
+                info("x", 1, &[Some(2), Some(3)]),
+                info("m", 9, &[Some(1), Some(3)]),
+            ],
+            outputs: vec![info("y", 1, &[]), info("z", 1, &[])],
+            initializers: vec![
+                floats("zero", &[], &[0.0]),
+                floats("one", &[], &[1.0]),
+                floats("two", &[], &[2.0]),
+            ],
+        });
+        let loaded = Model::load(&bytes, &device).unwrap();
+        let x = vec![1.0, f32::NAN, -3.0, f32::NAN, 5.0, 0.5];
+        let feed = vec![
+            ("x".to_owned(), TensorData::new(x, vec![2, 3])),
+            (
+                "m".to_owned(),
+                TensorData::new(vec![true, false, true], vec![1, 3]),
+            ),
+        ];
+        let profile = loaded.profile(&feed, 1).unwrap();
+        assert_eq!(profile.len(), 2, "IsNaN fused into its Where");
+        assert!(
+            profile.iter().all(|s| s.read_backs == 0),
+            "{:?}",
+            profile
+                .iter()
+                .map(|s| (&s.node, s.read_backs))
+                .collect::<Vec<_>>()
+        );
+        let out = loaded.run(feed).unwrap();
+        let y: Vec<f32> = out[0].1.clone().try_to_vec().unwrap();
+        assert_eq!(y, [1.0, 0.0, -3.0, 0.0, 5.0, 0.5]);
+        let z: Vec<f32> = out[1].1.clone().try_to_vec().unwrap();
+        assert_eq!(z, [1.0, 2.0, 1.0]);
+        assert_eq!(out[1].1.shape().to_vec(), [1, 3]);
+    }
 }

@@ -346,6 +346,7 @@ impl Model {
                 slot_count: &mut slot_count,
             };
             fold::batch_norms(&mut steps, &mut editable, &pinned, device)?;
+            fold::nan_guards(&mut steps, &editable, &pinned);
             fold::conv_weights_channels_last(&steps, &mut editable, device)?;
         }
         // Weights the host kernels absorbed, or folding replaced, are not held twice.
@@ -538,6 +539,10 @@ pub struct StepProfile {
     pub split: bool,
     /// Whether the step ran on cairn's own CPU kernels (else burn's operators).
     pub host: bool,
+    /// Float tensors it uploaded and read back, over all runs (on a GPU, each read-back
+    /// waits for the device: the steps that do it are where a run syncs with the host).
+    pub uploads: u64,
+    pub read_backs: u64,
 }
 
 /// A step may take (instead of clone) an input whose slot no later step reads, unless the

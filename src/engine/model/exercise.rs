@@ -9,6 +9,7 @@ use super::{Model, StepProfile};
 use crate::engine::EngineError;
 use crate::engine::elementwise;
 use crate::engine::limits::{Cap, I64, guarded};
+use crate::engine::value::transfers;
 
 impl Model {
     /// Runs the model once on synthetic inputs (dynamic dimensions set to 1), so the first
@@ -73,6 +74,8 @@ impl Model {
                 total: Duration::ZERO,
                 split: false,
                 host: matches!(s.kernel, crate::engine::fast::Kernel::Host(_)),
+                uploads: 0,
+                read_backs: 0,
             })
             .collect();
         // Where a run would go: on the pool, its other workers awake, when the model splits.
@@ -82,12 +85,16 @@ impl Model {
                 sync()?;
                 for (step, entry) in self.steps.iter().zip(&mut profile) {
                     let regions = crate::engine::threads::parallel_regions();
+                    let moved = transfers::snapshot();
                     let started = Instant::now();
                     self.execute_step(step, &mut slots, cap)?;
                     entry.issue += started.elapsed();
                     sync()?;
                     entry.total += started.elapsed();
                     entry.split |= crate::engine::threads::parallel_regions() != regions;
+                    let now = transfers::snapshot();
+                    entry.uploads += now[0].saturating_sub(moved[0]);
+                    entry.read_backs += now[2].saturating_sub(moved[2]);
                 }
             }
             Ok(())

@@ -2,13 +2,13 @@
 //! on burn; integer and boolean tensors on the host ([`crate::engine::elementwise`]).
 
 use burn::tensor::activation;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::{Bound, FloatBinary, Op, Unary, Variadic, any_input, binary, float_input};
 use crate::engine::EngineError;
 use crate::engine::elementwise::{self as values, Arithmetic, broadcast_shape};
 use crate::engine::limits::{Cap, I64};
-use crate::engine::value::{Value, each_rank};
+use crate::engine::value::{Value, each_rank, to_array, with_rank};
 
 /// Checks the broadcast of `values` against the cap, at 8 bytes an element.
 fn check_broadcast(operands: &[&Value], cap: Cap) -> Result<(), EngineError> {
@@ -160,7 +160,16 @@ pub(super) fn run(
             let a = any_input(&mut inputs, 1)?;
             let b = any_input(&mut inputs, 2)?;
             check_broadcast(&[&cond, &a, &b], cap)?;
-            values::select(cond, a, b, device)?
+            let on_device = *device != crate::engine::cpu()
+                && matches!(cond, Value::Int { .. })
+                && [&a, &b].iter().any(|v| matches!(v, Value::Float(_)))
+                && [&a, &b].iter().all(|v| !matches!(v, Value::Int { .. }))
+                && [&cond, &a, &b].iter().any(|v| !v.dims().is_empty());
+            if on_device {
+                select_on_device(cond, a, b, device)?
+            } else {
+                values::select(cond, a, b, device)?
+            }
         }
         Op::Cast(to) => values::cast(any_input(&mut inputs, 0)?, *to, device)?,
         Op::Unary(u) => {
@@ -271,6 +280,24 @@ pub(super) fn run(
             Value::Float(f)
         }
         Op::IsNaN => values::classify(any_input(&mut inputs, 0)?, f32::is_nan)?,
+        Op::ReplaceNan(value) => match any_input(&mut inputs, 0)? {
+            Value::Dense(mut d) => {
+                for v in std::sync::Arc::make_mut(&mut d.data)
+                    .iter_mut()
+                    .filter(|v| v.is_nan())
+                {
+                    *v = *value;
+                }
+                Value::Dense(d)
+            }
+            other => {
+                let f = other.float()?;
+                Value::Float(each_rank!(f, t => {
+                    let nan = t.clone().is_nan();
+                    t.mask_fill(nan, *value)
+                }))
+            }
+        },
         Op::IsInf { negative, positive } => {
             let (n, p) = (*negative, *positive);
             values::classify(any_input(&mut inputs, 0)?, move |v: f32| {
@@ -285,6 +312,38 @@ pub(super) fn run(
         }
     };
     Ok(vec![out])
+}
+
+/// `Where` with float branches on a GPU: the condition (host booleans) is uploaded and the
+/// choice made there, so neither branch is read back (a wait for the device).
+fn select_on_device(
+    cond: Value,
+    a: Value,
+    b: Value,
+    device: &Device,
+) -> Result<Value, EngineError> {
+    let out = broadcast_shape(&[&cond.dims(), &a.dims(), &b.dims()])?;
+    let Value::Int { data, shape } = cond else {
+        return Err(EngineError::Internal("Where: a float condition".into()));
+    };
+    let mask: Vec<bool> = data.iter().map(|v| *v != 0).collect();
+    let count = mask.len();
+    let (a_dims, b_dims) = (a.dims(), b.dims());
+    let (a, b) = (a.float()?, b.float()?);
+    Ok(Value::Float(with_rank!(out.len(), D => {
+        let full: [usize; D] = to_array(&out);
+        // Shapes right-aligned to rank D, as broadcasting reads them.
+        let lift = |s: &[usize]| {
+            let mut lifted = [1usize; D];
+            lifted[D - s.len()..].copy_from_slice(s);
+            lifted
+        };
+        let mask = Tensor::<1, Bool>::from_data(TensorData::new(mask, [count]), device)
+            .reshape(lift(&shape))
+            .expand(full);
+        let a = a.to_rank(lift(&a_dims)).expand(full);
+        b.to_rank(lift(&b_dims)).expand(full).mask_where(mask, a)
+    })))
 }
 
 /// tanh, saturated past |x| = 20 (where f32's tanh is ±1): a GPU's tanh built from

@@ -222,6 +222,9 @@ pub enum Op {
         max: Bound,
     },
     IsNaN,
+    /// `Where(IsNaN(x), value, x)` fused by the GPU plan ([`crate::engine::fold`]):
+    /// exporters guard attention's softmax this way, and unfused it reads the tensor back.
+    ReplaceNan(f32),
     IsInf {
         negative: bool,
         positive: bool,
