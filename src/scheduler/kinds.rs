@@ -46,6 +46,8 @@ pub enum Kind {
         version: u32,
         runs: u32,
         device: String,
+        /// `f32` or `f16` (on a GPU; see [`crate::engine::device::Precision`]).
+        precision: String,
     },
     /// Diagnostic: sleeps `ms` cooperatively (cancel and time limits interrupt it), and
     /// fails on purpose when asked (the first `fail_attempts` attempts, or always with
@@ -85,6 +87,10 @@ fn default_device() -> String {
     "cpu".into()
 }
 
+fn default_precision() -> String {
+    "f32".into()
+}
+
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct BenchmarkPayload {
@@ -94,6 +100,8 @@ struct BenchmarkPayload {
     runs: u32,
     #[serde(default = "default_device")]
     device: String,
+    #[serde(default = "default_precision")]
+    precision: String,
 }
 
 #[derive(Deserialize, Serialize)]
@@ -169,11 +177,20 @@ impl Kind {
                         "payload of {name}: device must be cpu, gpu or auto"
                     ));
                 }
+                if !matches!(p.precision.as_str(), "f32" | "f16") {
+                    return Err(format!("payload of {name}: precision must be f32 or f16"));
+                }
+                if p.precision == "f16" && p.device == "cpu" {
+                    return Err(format!(
+                        "payload of {name}: precision f16 runs on a GPU (device gpu or auto)"
+                    ));
+                }
                 Self::ModelBenchmark {
                     model: p.model,
                     version: p.version,
                     runs: p.runs,
                     device: p.device,
+                    precision: p.precision,
                 }
             }
             "system.sleep" => {
@@ -251,11 +268,13 @@ impl Kind {
                 version,
                 runs,
                 device,
+                precision,
             } => serde_json::to_value(BenchmarkPayload {
                 model: model.clone(),
                 version: *version,
                 runs: *runs,
                 device: device.clone(),
+                precision: precision.clone(),
             }),
             Self::SystemSleep {
                 ms,
@@ -308,6 +327,36 @@ mod tests {
             )
             .is_err()
         );
+        // Precision: f32 by default, f16 only where a GPU may be picked; round-trips.
+        let bench = |payload| Kind::parse("model.benchmark", &payload);
+        let Kind::ModelBenchmark { precision, .. } =
+            bench(json!({"model": "m", "version": 1})).unwrap()
+        else {
+            panic!("not a benchmark");
+        };
+        assert_eq!(precision, "f32");
+        let f16 = bench(json!({"model": "m", "version": 1, "device": "auto", "precision": "f16"}))
+            .unwrap();
+        assert_eq!(
+            Kind::parse(
+                f16.name(),
+                &serde_json::from_str(&f16.payload_json()).unwrap()
+            )
+            .unwrap(),
+            f16
+        );
+        for (payload, says) in [
+            (
+                json!({"model": "m", "version": 1, "precision": "f16"}),
+                "runs on a GPU",
+            ),
+            (
+                json!({"model": "m", "version": 1, "precision": "bf16"}),
+                "f32 or f16",
+            ),
+        ] {
+            assert!(bench(payload).unwrap_err().contains(says));
+        }
         assert_eq!(
             Kind::parse("store.backup", &serde_json::Value::Null).unwrap(),
             Kind::StoreBackup

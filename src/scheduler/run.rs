@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{Command, Event};
 use super::kinds::{FailMode, Kind};
 use super::model::Failure;
-use crate::engine::device::{DeviceChoice, select};
+use crate::engine::device::{DeviceChoice, Precision, select_with};
 use crate::engine::{LoadLimits, Model};
 use crate::registry::Registry;
 use crate::store::{Store, StoreError};
@@ -103,9 +103,13 @@ pub(super) async fn execute(kind: Kind, ctx: Attempt) -> Result<String, Failure>
             version,
             runs,
             device,
+            precision,
         } => {
             let bytes = model_bytes(&ctx, &model, version).await?;
-            blocking(&ctx, move |ctx| benchmark(ctx, &bytes, runs, &device)).await?
+            blocking(&ctx, move |ctx| {
+                benchmark(ctx, &bytes, runs, (&device, &precision))
+            })
+            .await?
         }
     };
     Ok(value.to_string())
@@ -379,13 +383,23 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn benchmark(ctx: &Attempt, bytes: &[u8], runs: u32, device: &str) -> Result<Value, Failure> {
+fn benchmark(
+    ctx: &Attempt,
+    bytes: &[u8],
+    runs: u32,
+    (device, precision): (&str, &str),
+) -> Result<Value, Failure> {
     let choice = match device {
         "gpu" => DeviceChoice::Gpu,
         "auto" => DeviceChoice::Auto,
         _ => DeviceChoice::Cpu,
     };
-    let selected = select(choice).map_err(|e| Failure::terminal(e.to_string()))?;
+    let precision = if precision == "f16" {
+        Precision::F16
+    } else {
+        Precision::F32
+    };
+    let selected = select_with(choice, precision).map_err(|e| Failure::terminal(e.to_string()))?;
     let model = Model::load_with(bytes, &selected.device, &limits(ctx))
         .map_err(|e| Failure::terminal(format!("the model does not load: {e}")))?;
     model
@@ -410,6 +424,7 @@ fn benchmark(ctx: &Attempt, bytes: &[u8], runs: u32, device: &str) -> Result<Val
     let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
     Ok(json!({
         "device": selected.kind,
+        "precision": selected.precision.as_str(),
         "runs": runs,
         "mean_ms": mean,
         "min_ms": samples.first().copied().unwrap_or(0.0),

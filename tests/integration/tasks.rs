@@ -437,6 +437,7 @@ async fn schedules_and_built_in_kinds() {
     assert_eq!(bench["status"], "succeeded", "{bench}");
     assert!(bench["result"]["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(bench["result"]["p99_ms"].as_f64() >= bench["result"]["p50_ms"].as_f64());
+    assert_eq!(bench["result"]["precision"], "f32", "{bench}");
     let validate = submit(
         &server,
         &key,
