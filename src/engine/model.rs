@@ -16,6 +16,8 @@ use onnx_ir::ValueSource;
 
 mod exercise;
 
+pub use exercise::StepProfile;
+
 use super::EngineError;
 use super::elementwise;
 use super::fast::{self, Kernel};
@@ -524,25 +526,6 @@ impl Model {
         }
         Ok(())
     }
-}
-
-/// One step's share of a [`Model::profile`].
-#[derive(Debug, Clone)]
-pub struct StepProfile {
-    pub node: String,
-    pub op: String,
-    /// Time to issue the step's work.
-    pub issue: Duration,
-    /// Time until the device finished it (issue included).
-    pub total: Duration,
-    /// Whether the step split its work over the intra-op pool.
-    pub split: bool,
-    /// Whether the step ran on cairn's own CPU kernels (else burn's operators).
-    pub host: bool,
-    /// Float tensors it uploaded and read back, over all runs (on a GPU, each read-back
-    /// waits for the device: the steps that do it are where a run syncs with the host).
-    pub uploads: u64,
-    pub read_backs: u64,
 }
 
 /// A step may take (instead of clone) an input whose slot no later step reads, unless the

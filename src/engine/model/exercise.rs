@@ -5,11 +5,30 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{DType, TensorData};
 
-use super::{Model, StepProfile};
+use super::Model;
 use crate::engine::EngineError;
 use crate::engine::elementwise;
 use crate::engine::limits::{Cap, I64, guarded};
 use crate::engine::value::transfers;
+
+/// One step's share of a [`Model::profile`].
+#[derive(Debug, Clone)]
+pub struct StepProfile {
+    pub node: String,
+    pub op: String,
+    /// Time to issue the step's work.
+    pub issue: Duration,
+    /// Time until the device finished it (issue included).
+    pub total: Duration,
+    /// Whether the step split its work over the intra-op pool.
+    pub split: bool,
+    /// Whether the step ran on cairn's own CPU kernels (else burn's operators).
+    pub host: bool,
+    /// Float tensors it uploaded and read back, over all runs (on a GPU, each read-back
+    /// waits for the device: the steps that do it are where a run syncs with the host).
+    pub uploads: u64,
+    pub read_backs: u64,
+}
 
 impl Model {
     /// Runs the model once on synthetic inputs (dynamic dimensions set to 1), so the first
