@@ -45,6 +45,40 @@ impl Constants<'_> {
     }
 }
 
+/// Who reads and who writes each slot of a plan.
+struct Wiring {
+    /// Steps reading the slot.
+    readers: HashMap<usize, usize>,
+    /// The step writing the slot.
+    producer: HashMap<usize, usize>,
+}
+
+impl Wiring {
+    fn of(steps: &[Step]) -> Self {
+        let mut readers: HashMap<usize, usize> = HashMap::new();
+        for step in steps {
+            for slot in step.inputs.iter().flatten() {
+                *readers.entry(*slot).or_default() += 1;
+            }
+        }
+        let producer = steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.outputs.iter().map(move |o| (*o, i)))
+            .collect();
+        Self { readers, producer }
+    }
+}
+
+/// Drops the steps marked in `removed` (same indexes as `steps`).
+fn drop_removed(steps: &mut Vec<Step>, removed: &[bool]) {
+    let mut index = 0;
+    steps.retain(|_| {
+        index += 1;
+        !removed[index - 1]
+    });
+}
+
 /// Folds `Conv → BatchNormalization` pairs (the BN the convolution's only reader, every
 /// parameter a constant) into one convolution with scaled weights and a shifted bias:
 /// `W' = W·s`, `b' = (b − μ)·s + β` with `s = γ / √(σ² + ε)` per output channel.
@@ -57,17 +91,7 @@ pub(super) fn batch_norms(
     pinned: &HashSet<usize>,
     device: &Device,
 ) -> Result<(), EngineError> {
-    let mut readers: HashMap<usize, usize> = HashMap::new();
-    for step in steps.iter() {
-        for slot in step.inputs.iter().flatten() {
-            *readers.entry(*slot).or_default() += 1;
-        }
-    }
-    let producer: HashMap<usize, usize> = steps
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.outputs.iter().map(move |o| (*o, i)))
-        .collect();
+    let Wiring { readers, producer } = Wiring::of(steps);
     let mut removed = vec![false; steps.len()];
     for j in 0..steps.len() {
         let Op::BatchNorm { epsilon } = steps[j].op else {
@@ -147,11 +171,7 @@ pub(super) fn batch_norms(
         steps[i].outputs = outputs;
         removed[j] = true;
     }
-    let mut index = 0;
-    steps.retain(|_| {
-        index += 1;
-        !removed[index - 1]
-    });
+    drop_removed(steps, &removed);
     Ok(())
 }
 
@@ -164,17 +184,7 @@ pub(super) fn nan_guards(
     constants: &Constants<'_>,
     pinned: &HashSet<usize>,
 ) {
-    let mut readers: HashMap<usize, usize> = HashMap::new();
-    for step in steps.iter() {
-        for slot in step.inputs.iter().flatten() {
-            *readers.entry(*slot).or_default() += 1;
-        }
-    }
-    let producer: HashMap<usize, usize> = steps
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| s.outputs.iter().map(move |o| (*o, i)))
-        .collect();
+    let Wiring { readers, producer } = Wiring::of(steps);
     let mut removed = vec![false; steps.len()];
     for j in 0..steps.len() {
         let (Op::Where, &[Some(cond), Some(value), Some(x)]) =
@@ -204,11 +214,7 @@ pub(super) fn nan_guards(
         steps[j].last_use = vec![false];
         removed[i] = true;
     }
-    let mut index = 0;
-    steps.retain(|_| {
-        index += 1;
-        !removed[index - 1]
-    });
+    drop_removed(steps, &removed);
 }
 
 /// Holds every 2-D convolution weight as a view of an `[O, KH, KW, I]` buffer: burn's

@@ -164,7 +164,8 @@ pub(super) fn run(
                 && matches!(cond, Value::Int { .. })
                 && [&a, &b].iter().any(|v| matches!(v, Value::Float(_)))
                 && [&a, &b].iter().all(|v| !matches!(v, Value::Int { .. }))
-                && [&cond, &a, &b].iter().any(|v| !v.dims().is_empty());
+                && [&cond, &a, &b].iter().any(|v| !v.dims().is_empty())
+                && [&cond, &a, &b].iter().all(|v| !v.dims().contains(&0));
             if on_device {
                 select_on_device(cond, a, b, device)?
             } else {
