@@ -46,6 +46,14 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// `f32` or `f16`, as the API, tasks and the command line write it.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::F32, Self::F16]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

@@ -30,8 +30,15 @@ pub fn computes_in_f16(device: &Device) -> bool {
 /// Finite values past f16's range become ±65504 instead of ±∞ when uploaded to an f16
 /// device: exporters write masks as `(1 - mask) · f32::MIN`, which must stay `0` where
 /// the mask is 1, not `0 · −∞ = NaN`.
+/// Data already in range (every input of a run, nearly every weight) is not copied.
 fn saturate_to_f16(data: TensorData) -> Result<TensorData, EngineError> {
     const F16_MAX: f32 = 65504.0;
+    let in_range = data
+        .as_slice::<f32>()
+        .is_ok_and(|values| !values.iter().any(|v| v.is_finite() && v.abs() > F16_MAX));
+    if in_range {
+        return Ok(data);
+    }
     let shape = data.shape().to_vec();
     let mut values: Vec<f32> = data
         .try_into_vec()
@@ -137,10 +144,7 @@ impl Float {
     /// Host data of the tensor (f32). Counted in [`transfers`] (a read-back on a GPU).
     #[must_use]
     pub fn into_data(self) -> TensorData {
-        transfers::count(
-            &transfers::READ_BACKS,
-            self.dims().iter().product::<usize>() * 4,
-        );
+        transfers::read_back(self.dims().iter().product::<usize>() * self.element_bytes());
         let data = match self {
             Self::R1(t) => t.into_data(),
             Self::R2(t) => t.into_data(),
@@ -162,10 +166,7 @@ impl Float {
     /// # Errors
     /// Rank 0 is stored as rank 1; ranks above [`MAX_RANK`] are unsupported.
     pub fn from_data(data: TensorData, device: &Device) -> Result<Self, EngineError> {
-        transfers::count(
-            &transfers::UPLOADS,
-            data.shape().iter().product::<usize>() * 4,
-        );
+        transfers::uploaded(data.shape().iter().product::<usize>() * 4);
         let data = if data.dtype() == burn::tensor::DType::F32 {
             data
         } else {
@@ -386,9 +387,35 @@ pub mod transfers {
     pub static UPLOADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
     pub static READ_BACKS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
-    pub(super) fn count(counter: &[AtomicU64; 2], bytes: usize) {
+    std::thread_local! {
+        /// Uploads and read-backs made by this thread (see [`on_this_thread`]).
+        static HERE: std::cell::Cell<[u64; 2]> = const { std::cell::Cell::new([0, 0]) };
+    }
+
+    pub(super) fn uploaded(bytes: usize) {
+        count(&UPLOADS, 0, bytes);
+    }
+
+    pub(super) fn read_back(bytes: usize) {
+        count(&READ_BACKS, 1, bytes);
+    }
+
+    /// Adds to the process-wide `counter` and to this thread's count `here`.
+    fn count(counter: &[AtomicU64; 2], here: usize, bytes: usize) {
         counter[0].fetch_add(1, Ordering::Relaxed);
         counter[1].fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        HERE.with(|counts| {
+            let mut now = counts.get();
+            now[here] += 1;
+            counts.set(now);
+        });
+    }
+
+    /// `(uploads, read-backs)` made so far by this thread: what one step moved, whatever
+    /// other threads (other inferences, other tests) do meanwhile.
+    #[must_use]
+    pub fn on_this_thread() -> [u64; 2] {
+        HERE.with(std::cell::Cell::get)
     }
 
     /// `(uploads, upload bytes, read-backs, read-back bytes)` so far.

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::device::Precision;
+
 /// Every kind, by name. The index is the kind's slot in per-kind tables.
 pub const KIND_NAMES: &[&str] = &[
     "store.backup",
@@ -46,8 +48,8 @@ pub enum Kind {
         version: u32,
         runs: u32,
         device: String,
-        /// `f32` or `f16` (on a GPU; see [`crate::engine::device::Precision`]).
-        precision: String,
+        /// f16 only where a GPU may be picked.
+        precision: Precision,
     },
     /// Diagnostic: sleeps `ms` cooperatively (cancel and time limits interrupt it), and
     /// fails on purpose when asked (the first `fail_attempts` attempts, or always with
@@ -177,10 +179,10 @@ impl Kind {
                         "payload of {name}: device must be cpu, gpu or auto"
                     ));
                 }
-                if !matches!(p.precision.as_str(), "f32" | "f16") {
+                let Some(precision) = Precision::parse(&p.precision) else {
                     return Err(format!("payload of {name}: precision must be f32 or f16"));
-                }
-                if p.precision == "f16" && p.device == "cpu" {
+                };
+                if precision == Precision::F16 && p.device == "cpu" {
                     return Err(format!(
                         "payload of {name}: precision f16 runs on a GPU (device gpu or auto)"
                     ));
@@ -190,7 +192,7 @@ impl Kind {
                     version: p.version,
                     runs: p.runs,
                     device: p.device,
-                    precision: p.precision,
+                    precision,
                 }
             }
             "system.sleep" => {
@@ -274,7 +276,7 @@ impl Kind {
                 version: *version,
                 runs: *runs,
                 device: device.clone(),
-                precision: precision.clone(),
+                precision: precision.as_str().to_owned(),
             }),
             Self::SystemSleep {
                 ms,
@@ -334,7 +336,7 @@ mod tests {
         else {
             panic!("not a benchmark");
         };
-        assert_eq!(precision, "f32");
+        assert_eq!(precision, Precision::F32);
         let f16 = bench(json!({"model": "m", "version": 1, "device": "auto", "precision": "f16"}))
             .unwrap();
         assert_eq!(

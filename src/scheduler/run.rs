@@ -107,7 +107,7 @@ pub(super) async fn execute(kind: Kind, ctx: Attempt) -> Result<String, Failure>
         } => {
             let bytes = model_bytes(&ctx, &model, version).await?;
             blocking(&ctx, move |ctx| {
-                benchmark(ctx, &bytes, runs, (&device, &precision))
+                benchmark(ctx, &bytes, runs, (&device, precision))
             })
             .await?
         }
@@ -387,17 +387,12 @@ fn benchmark(
     ctx: &Attempt,
     bytes: &[u8],
     runs: u32,
-    (device, precision): (&str, &str),
+    (device, precision): (&str, Precision),
 ) -> Result<Value, Failure> {
     let choice = match device {
         "gpu" => DeviceChoice::Gpu,
         "auto" => DeviceChoice::Auto,
         _ => DeviceChoice::Cpu,
-    };
-    let precision = if precision == "f16" {
-        Precision::F16
-    } else {
-        Precision::F32
     };
     let selected = select_with(choice, precision).map_err(|e| Failure::terminal(e.to_string()))?;
     let model = Model::load_with(bytes, &selected.device, &limits(ctx))

@@ -104,16 +104,16 @@ impl Model {
                 sync()?;
                 for (step, entry) in self.steps.iter().zip(&mut profile) {
                     let regions = crate::engine::threads::parallel_regions();
-                    let moved = transfers::snapshot();
+                    let moved = transfers::on_this_thread();
                     let started = Instant::now();
                     self.execute_step(step, &mut slots, cap)?;
                     entry.issue += started.elapsed();
                     sync()?;
                     entry.total += started.elapsed();
                     entry.split |= crate::engine::threads::parallel_regions() != regions;
-                    let now = transfers::snapshot();
+                    let now = transfers::on_this_thread();
                     entry.uploads += now[0].saturating_sub(moved[0]);
-                    entry.read_backs += now[2].saturating_sub(moved[2]);
+                    entry.read_backs += now[1].saturating_sub(moved[1]);
                 }
             }
             Ok(())

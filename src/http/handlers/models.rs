@@ -194,16 +194,8 @@ pub async fn deploy(mut ctx: Ctx) -> Result<Response, ApiError> {
         };
     }
     if let Some(precision) = request.precision {
-        settings.precision = match precision.as_str() {
-            "f32" => Precision::F32,
-            "f16" => Precision::F16,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "precision: f32 or f16",
-                ));
-            }
-        };
+        settings.precision = Precision::parse(&precision)
+            .ok_or_else(|| ApiError::bad_request("invalid_request", "precision: f32 or f16"))?;
     }
     settings.instances = request.instances.unwrap_or(settings.instances);
     settings.max_batch_size = request.max_batch_size.unwrap_or(settings.max_batch_size);
