@@ -283,11 +283,13 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let inputs = synthetic_inputs(&model, batch)?;
             // One run first: first-use allocations and shader compilation stay out.
             model.run(inputs.clone())?;
+            let pool_before = device.memory_pool_usage();
             let before = crate::engine::value::transfers::snapshot();
             let started = Instant::now();
             model.run(inputs.clone())?;
             let unfenced = started.elapsed();
             let after = crate::engine::value::transfers::snapshot();
+            let pool_after = device.memory_pool_usage();
             let steps = model.profile(&inputs, iterations)?;
             print_profile(&steps, iterations.max(1), unfenced, top);
             let d = |i: usize| after[i] - before[i];
@@ -300,9 +302,26 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
                 d(3),
                 steps.len()
             );
+            if let (Some(was), Some(now)) = (pool_before, pool_after) {
+                let peak = steps.iter().map(|s| s.live_bytes).max().unwrap_or(0);
+                println!(
+                    "device memory: {} reserved; between runs {} in {} live tensors; one \
+                     unfenced run reserved {} more (fresh buffers); at most {} live after a step",
+                    mib(now.bytes_reserved),
+                    mib(now.bytes_in_use),
+                    now.number_allocs,
+                    mib(now.bytes_reserved.saturating_sub(was.bytes_reserved)),
+                    mib(peak)
+                );
+            }
             Ok(())
         }
     }
+}
+
+#[expect(clippy::cast_precision_loss, reason = "sizes for a report")]
+fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / f64::from(1u32 << 20))
 }
 
 fn print_profile(
@@ -373,6 +392,18 @@ fn print_profile(
             if s.split { "yes" } else { "-" },
             if s.host { "cairn" } else { "burn" }
         );
+    }
+    let reserving: Vec<_> = steps.iter().filter(|s| s.reserved > 0).collect();
+    if !reserving.is_empty() {
+        println!("\nsteps that reserved fresh device memory (per run, after a first run):");
+        for s in reserving {
+            println!(
+                "{:<40} {:<20} {:>12}",
+                s.node,
+                s.op,
+                mib(s.reserved / runs as u64)
+            );
+        }
     }
     let moving: Vec<_> = steps
         .iter()

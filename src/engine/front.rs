@@ -84,6 +84,30 @@ pub(super) struct Raw {
     nodes: Vec<(String, String)>,
 }
 
+impl Raw {
+    /// The first graph input or output whose element type the engine does not hold.
+    fn unheld_io_type(&self) -> Option<String> {
+        let (kind, (name, elem_type, _)) = self
+            .inputs
+            .iter()
+            .map(|io| ("input", io))
+            .chain(self.outputs.iter().map(|io| ("output", io)))
+            .find(|(_, (_, elem_type, _))| {
+                let spec = TensorSpec {
+                    name: String::new(),
+                    dtype: onnx_type_name(*elem_type).to_owned(),
+                    shape: Vec::new(),
+                };
+                spec.element_type().is_none()
+            })?;
+        Some(format!(
+            "{kind} {name} has element type {} ({elem_type}); cairn holds FLOAT, FLOAT16, \
+             INT8/16/32/64, UINT8/16/32 and BOOL tensors",
+            onnx_type_name(*elem_type)
+        ))
+    }
+}
+
 fn value_info(info: &onnx_ir::ValueInfoProto) -> (String, i32, Vec<Option<usize>>) {
     let tensor = info.type_.tensor_type();
     let shape = tensor
@@ -216,7 +240,11 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineErr
         let graph = OnnxGraphBuilder::new()
             .simplify(false)
             .parse_bytes(bytes)
-            .map_err(|e| EngineError::Parse(e.to_string()))?;
+            .map_err(|e| match raw.unheld_io_type() {
+                // onnx-ir's own message for a STRING input is about a rank-0 tensor.
+                Some(reason) => EngineError::Unsupported(reason),
+                None => EngineError::Parse(e.to_string()),
+            })?;
         Ok::<_, EngineError>((graph, raw))
     }))
     .map_err(|_| EngineError::Parse("the ONNX front end failed on this model".into()))??;
@@ -318,6 +346,24 @@ mod tests {
     fn type_names() {
         assert_eq!(onnx_type_name(1), "FLOAT");
         assert_eq!(onnx_type_name(99), "UNSUPPORTED");
+    }
+
+    /// A model of strings is refused naming the type, not with the front end's own
+    /// message (about a rank-0 tensor).
+    #[test]
+    fn string_tensors_are_refused_by_their_type() {
+        use crate::engine::test_graphs::{Graph, info, model, node};
+        let bytes = model(Graph {
+            nodes: vec![node("Identity", "same", &["text"], &["copy"])],
+            inputs: vec![info("text", 8, &[Some(2)])],
+            outputs: vec![info("copy", 8, &[Some(2)])],
+            initializers: vec![],
+        });
+        let e = crate::engine::Model::load(&bytes, &crate::engine::cpu())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("STRING"), "{e}");
     }
 }
 

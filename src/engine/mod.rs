@@ -198,6 +198,39 @@ mod fixture_tests {
         }
     }
 
+    /// A warm model on the GPU runs from its pool: no step reserves fresh device memory,
+    /// its weights stay resident between runs, and no step reads a tensor back.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn a_warm_run_on_wgpu_reuses_device_memory() {
+        if std::env::var("CAIRN_TEST_WGPU").as_deref() != Ok("1") {
+            eprintln!("CAIRN_TEST_WGPU is not 1: the wgpu path did not run");
+            return;
+        }
+        let device = super::device::select(super::device::DeviceChoice::Gpu)
+            .expect("a Vulkan adapter")
+            .device;
+        let bytes = std::fs::read(dir().join("resblock.onnx")).unwrap();
+        let model = Model::load(&bytes, &device).unwrap();
+        let x = npy::read(&dir().join("resblock_b4_x.npy")).unwrap();
+        let feed = vec![("x".to_owned(), x)];
+        model.run(feed.clone()).unwrap();
+        // The pool's figures cover the whole device, which the other wgpu tests of this
+        // binary use at the same time: a regression reserves on every try, they on some.
+        let mut fresh = u64::MAX;
+        for _ in 0..5 {
+            let steps = model.profile(&feed, 2).unwrap();
+            // Outputs are read back after the steps; no step waits for the device.
+            assert_eq!(steps.iter().map(|s| s.read_backs).sum::<u64>(), 0);
+            assert!(steps.iter().all(|s| s.live_bytes > 0), "weights resident");
+            fresh = steps.iter().map(|s| s.reserved).sum();
+            if fresh == 0 {
+                break;
+            }
+        }
+        assert_eq!(fresh, 0, "bytes reserved afresh by warm runs");
+    }
+
     /// Precision f16 on whatever Vulkan adapter there is (lavapipe in CI): a second device
     /// whose tensors are f16, within f16's accuracy of onnxruntime's f32 outputs, while
     /// the f32 device beside it keeps its accuracy.

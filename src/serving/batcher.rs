@@ -45,8 +45,12 @@ pub struct Counters {
     pub compute_ns: AtomicU64,
     /// Model executions (a batch is one).
     pub executions: AtomicU64,
-    /// Requests run (`inference_count` in Triton's terms counts rows; this counts requests).
+    /// Rows inferred by requests that succeeded (Triton's `inference_count`: each row of
+    /// a batched request counts).
     pub inferences: AtomicU64,
+    /// Successful executions by their rows: (executions, compute nanoseconds), Triton's
+    /// `batch_stats`.
+    pub by_batch: std::sync::Mutex<std::collections::BTreeMap<usize, (u64, u64)>>,
     pub last_inference_ms: AtomicU64,
     pub skipped_disconnected: AtomicU64,
 }
@@ -244,6 +248,13 @@ impl Worker {
         };
         let compute = started.elapsed();
         self.counters.executions.fetch_add(1, Ordering::Relaxed);
+        if results.iter().all(Result::is_ok)
+            && let Ok(mut by_batch) = self.counters.by_batch.lock()
+        {
+            let entry = by_batch.entry(rows).or_default();
+            entry.0 += 1;
+            entry.1 = entry.1.saturating_add(nanos(compute));
+        }
         self.counters
             .last_inference_ms
             .store(unix_ms(), Ordering::Relaxed);
@@ -253,11 +264,13 @@ impl Worker {
             if outputs.is_ok() {
                 self.counters.success.fetch_add(1, Ordering::Relaxed);
                 self.counters.success_ns.fetch_add(total, Ordering::Relaxed);
+                self.counters
+                    .inferences
+                    .fetch_add(job.rows as u64, Ordering::Relaxed);
             } else {
                 self.counters.failure.fetch_add(1, Ordering::Relaxed);
                 self.counters.failure_ns.fetch_add(total, Ordering::Relaxed);
             }
-            self.counters.inferences.fetch_add(1, Ordering::Relaxed);
             self.counters
                 .queue_ns
                 .fetch_add(nanos(queue), Ordering::Relaxed);

@@ -28,7 +28,8 @@ async fn readiness_fails_when_disk_threshold_is_not_met() {
             .await
             .unwrap()
             .status(),
-        503
+        400,
+        "KServe V2: not ready is a 4xx (Triton's 400); /readyz answers 503"
     );
     // Liveness is a different question.
     assert_eq!(
@@ -89,6 +90,10 @@ async fn ready_server_says_so_under_both_names() {
         .await
         .unwrap();
     assert_eq!(meta["name"], "cairn");
+    assert_eq!(
+        meta["extensions"],
+        serde_json::json!(["binary_tensor_data", "model_repository", "statistics"])
+    );
 }
 
 fn promtool_check(exposition: &str) {

@@ -6,6 +6,7 @@ mod harness;
 mod auth_flows;
 mod auth_keys;
 mod auth_matrix;
+mod compression;
 mod config_cli;
 #[cfg(feature = "engine")]
 mod conformance;

@@ -162,6 +162,26 @@ async fn demo_model_answers_kserve_v2_in_json_and_binary() {
         .unwrap()
         .0;
     assert_eq!(best, label);
+    // The request's binary_data_output is a default: an output's own binary_data false
+    // wins (JSON back), and an output that says nothing follows it (binary back).
+    for (output_says, binary) in [(json!({"binary_data": false}), false), (json!({}), true)] {
+        let r = c
+            .post(server.url("/v2/models/digits/infer"))
+            .bearer_auth(&key)
+            .json(&json!({
+                "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": floats}],
+                "parameters": {"binary_data_output": true},
+                "outputs": [{"name": "probabilities", "parameters": output_says}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers().contains_key("inference-header-content-length"),
+            binary
+        );
+    }
     // Mistakes: 400 naming the input and what was expected; 404 for unknown models.
     let cases = [
         (
@@ -280,7 +300,11 @@ async fn demo_model_answers_kserve_v2_in_json_and_binary() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 503);
+    // KServe V2: not ready is a 4xx (400, as Triton answers).
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], false, "{body}");
+    assert_eq!(body["code"], "not_ready", "{body}");
     let r = c
         .post(server.url("/v2/repository/models/digits/load"))
         .bearer_auth(&admin)
@@ -517,6 +541,28 @@ async fn concurrent_requests_are_batched_and_failed_loads_keep_the_old_version()
     let s = &stats["model_stats"][0];
     assert_eq!(s["inference_count"], 8, "{stats}");
     assert!(s["execution_count"].as_u64().unwrap() < 8, "{stats}");
+    // Triton's batch_stats: the executions by their rows, adding up to the same totals.
+    let batches = s["batch_stats"].as_array().unwrap();
+    let executions: u64 = batches
+        .iter()
+        .map(|b| b["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    let rows: u64 = batches
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        executions,
+        s["execution_count"].as_u64().unwrap(),
+        "{stats}"
+    );
+    assert_eq!(rows, 8, "{stats}");
+    assert!(
+        batches
+            .iter()
+            .any(|b| b["batch_size"].as_u64().unwrap() > 1),
+        "{stats}"
+    );
     // A version whose file has gone fails to load: version 1 keeps serving, and says why.
     let mut other = demo_model();
     other.extend_from_slice(b"");

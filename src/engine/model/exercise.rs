@@ -28,6 +28,12 @@ pub struct StepProfile {
     /// waits for the device: the steps that do it are where a run syncs with the host).
     pub uploads: u64,
     pub read_backs: u64,
+    /// Device memory (bytes) the pool reserved afresh during the step, over all runs: a
+    /// real buffer allocation, where a steady run reuses the pool's pages. Zero on the
+    /// CPU, whose allocator reports no pool.
+    pub reserved: u64,
+    /// The largest device memory in live tensors right after the step, over the runs.
+    pub live_bytes: u64,
 }
 
 impl Model {
@@ -95,8 +101,16 @@ impl Model {
                 host: matches!(s.kernel, crate::engine::fast::Kernel::Host(_)),
                 uploads: 0,
                 read_backs: 0,
+                reserved: 0,
+                live_bytes: 0,
             })
             .collect();
+        // (reserved, in use) bytes of the device's pool; none on the CPU.
+        let pool = || {
+            self.device
+                .memory_pool_usage()
+                .map_or((0, 0), |u| (u.bytes_reserved, u.bytes_in_use))
+        };
         // Where a run would go: on the pool, its other workers awake, when the model splits.
         crate::engine::threads::spread(&self.parallel, || {
             for _ in 0..iterations.max(1) {
@@ -105,6 +119,7 @@ impl Model {
                 for (step, entry) in self.steps.iter().zip(&mut profile) {
                     let regions = crate::engine::threads::parallel_regions();
                     let moved = transfers::on_this_thread();
+                    let (reserved, _) = pool();
                     let started = Instant::now();
                     self.execute_step(step, &mut slots, cap)?;
                     entry.issue += started.elapsed();
@@ -114,6 +129,9 @@ impl Model {
                     let now = transfers::on_this_thread();
                     entry.uploads += now[0].saturating_sub(moved[0]);
                     entry.read_backs += now[1].saturating_sub(moved[1]);
+                    let (reserved_now, live) = pool();
+                    entry.reserved += reserved_now.saturating_sub(reserved);
+                    entry.live_bytes = entry.live_bytes.max(live);
                 }
             }
             Ok(())

@@ -26,12 +26,14 @@ pub async fn readyz(ctx: &Ctx) -> Response {
     response::json(status, &*report)
 }
 
+/// KServe V2's server readiness: 200 is true, a 4xx false (400, as Triton answers; the
+/// probe `/readyz` answers 503).
 pub async fn v2_ready(ctx: &Ctx) -> Response {
     let report = ctx.app.readiness().await;
     let status = if report.ready {
         StatusCode::OK
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::BAD_REQUEST
     };
     response::json(
         status,

@@ -12,14 +12,16 @@ pub fn v2_metadata() -> Response {
     struct Metadata {
         name: &'static str,
         version: &'static str,
-        extensions: [&'static str; 0],
+        extensions: [&'static str; 3],
     }
     response::json(
         StatusCode::OK,
         &Metadata {
             name: "cairn",
             version: build_info::VERSION,
-            extensions: [],
+            // The Triton extensions served: binary tensors in requests and answers,
+            // /v2/repository (index, load, unload) and /v2/models/stats.
+            extensions: ["binary_tensor_data", "model_repository", "statistics"],
         },
     )
 }

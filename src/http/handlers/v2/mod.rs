@@ -135,8 +135,16 @@ pub async fn ready(ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
     } else {
         None
     };
-    deployment(&ctx, version).await?;
-    Ok(response::json(StatusCode::OK, &json!({ "ready": true })))
+    // KServe V2: 200 is true, a 4xx false (Triton answers 400); an unknown model or
+    // version stays a 404.
+    match deployment(&ctx, version).await {
+        Ok(_) => Ok(response::json(StatusCode::OK, &json!({ "ready": true }))),
+        Err(e) if e.code == "not_ready" => Ok(response::json(
+            StatusCode::BAD_REQUEST,
+            &json!({ "ready": false, "error": e.message, "code": e.code }),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 fn header_length(ctx: &Ctx) -> Result<Option<usize>, ApiError> {
@@ -155,6 +163,67 @@ fn header_length(ctx: &Ctx) -> Result<Option<usize>, ApiError> {
                 })
         })
         .transpose()
+}
+
+/// A compressed request body, as tritonclient sends with `request_compression_algorithm`.
+#[derive(Debug, Clone, Copy)]
+enum Encoding {
+    Gzip,
+    /// zlib's format, as HTTP's `deflate` is (and Python's `zlib.compress` writes).
+    Deflate,
+}
+
+/// The request's `Content-Encoding`: gzip, deflate or none (identity); 415 for another.
+fn content_encoding(ctx: &Ctx) -> Result<Option<Encoding>, ApiError> {
+    let Some(value) = ctx.head.headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    match text.as_str() {
+        "" | "identity" => Ok(None),
+        "gzip" | "x-gzip" => Ok(Some(Encoding::Gzip)),
+        "deflate" => Ok(Some(Encoding::Deflate)),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {text:?}: cairn takes gzip, deflate or none"),
+        )
+        .with_header(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip, deflate"),
+        )),
+    }
+}
+
+/// The body decompressed, at most `limit` bytes of it (a small body may expand a
+/// thousandfold: the limit holds for what it expands to). Runs on a blocking thread.
+fn decompress(body: &[u8], encoding: Encoding, limit: u64) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(body)),
+    };
+    let mut out = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            ApiError::bad_request(
+                "invalid_encoding",
+                format!("the body is not valid {encoding:?} data: {e}"),
+            )
+        })?;
+    if out.len() as u64 > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the decompressed request body is larger than the limit of {limit} bytes \
+                 (limits.max_body_bytes)"
+            ),
+        ));
+    }
+    Ok(Bytes::from(out))
 }
 
 pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> {
@@ -178,8 +247,9 @@ pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> 
     drop(guard);
     match &result {
         Ok(_) => metrics.success.inc(),
-        Err(e) if e.status == StatusCode::BAD_REQUEST => metrics.invalid.inc(),
         Err(e) if e.status == StatusCode::TOO_MANY_REQUESTS => metrics.busy.inc(),
+        // The client's mistakes (a bad body, one too large or too slow), not the model's.
+        Err(e) if e.status.is_client_error() => metrics.invalid.inc(),
         Err(_) => metrics.error.inc(),
     };
     result
@@ -187,7 +257,17 @@ pub async fn infer(mut ctx: Ctx, versioned: bool) -> Result<Response, ApiError> 
 
 async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiError> {
     let header_len = header_length(ctx)?;
+    let encoding = content_encoding(ctx)?;
     let body: Bytes = ctx.body().await?;
+    let body = match encoding {
+        Some(encoding) => {
+            let limit = ctx.app.config.limits.max_body_bytes.0;
+            tokio::task::spawn_blocking(move || decompress(&body, encoding, limit))
+                .await
+                .map_err(|e| ApiError::internal(format!("decompression: {e}")))??
+        }
+        None => body,
+    };
     let (json_part, binary): (&[u8], &[u8]) = match header_len {
         Some(n) if n <= body.len() => body.split_at(n),
         Some(n) => {
@@ -214,6 +294,13 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
     let given = std::mem::take(&mut request.inputs);
     let inputs = codec::decode_inputs(given, &deployment.inputs, binary, max_elements)
         .map_err(|BadRequest(m)| ApiError::bad_request("invalid_request", m))?;
+    // The request's `binary_data_output` is the default; an output's own `binary_data`,
+    // true or false, wins over it (as Triton decides).
+    let all_binary = request
+        .parameters
+        .as_ref()
+        .and_then(|p| p.binary_data_output)
+        .unwrap_or(false);
     let requested: Option<Vec<(String, bool)>> = request.outputs.as_ref().map(|outs| {
         outs.iter()
             .map(|o| {
@@ -221,7 +308,7 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
                     .parameters
                     .as_ref()
                     .and_then(|p| p.binary_data)
-                    .unwrap_or(false);
+                    .unwrap_or(all_binary);
                 (o.name.clone(), binary)
             })
             .collect()
@@ -240,11 +327,6 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
             }
         }
     }
-    let all_binary = request
-        .parameters
-        .as_ref()
-        .and_then(|p| p.binary_data_output)
-        .unwrap_or(false);
     let started = Instant::now();
     let answer = deployment.infer(inputs).await?;
     let metrics = &deployment.metrics;
@@ -262,6 +344,12 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
         }
         match cause {
             EngineError::Input(_) => ApiError::bad_request("invalid_request", e.to_string()),
+            // An operator refused the shapes these inputs led to (a model exported with
+            // a dynamic batch that it fixes inside, say): the request's, not the server's.
+            EngineError::Invalid(_) => ApiError::bad_request(
+                "model_rejected_input",
+                format!("the model cannot run on these inputs: {e}"),
+            ),
             EngineError::Limit(_) => ApiError::bad_request(
                 "limit_exceeded",
                 format!("{e} (engine.max_tensor_bytes)"),
@@ -279,7 +367,7 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
                 outputs
                     .iter()
                     .find(|(n, _)| n == name)
-                    .map(|o| (o, *binary || all_binary))
+                    .map(|o| (o, *binary))
             })
             .collect(),
         None => outputs.iter().map(|o| (o, all_binary)).collect(),
@@ -338,6 +426,25 @@ fn model_stats(d: &Deployment) -> serde_json::Value {
     let c = &d.counters;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     let pair = |count: u64, ns: u64| json!({ "count": count, "ns": ns });
+    // Inputs are decoded and outputs encoded on the request's task, outside an
+    // execution: their time is counted in the request's total only.
+    let batch_stats: Vec<serde_json::Value> = c
+        .by_batch
+        .lock()
+        .map(|by_batch| {
+            by_batch
+                .iter()
+                .map(|(rows, (count, ns))| {
+                    json!({
+                        "batch_size": rows,
+                        "compute_input": pair(*count, 0),
+                        "compute_infer": pair(*count, *ns),
+                        "compute_output": pair(*count, 0),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     json!({
         "name": d.model_name,
         "version": d.settings.version.to_string(),
@@ -354,7 +461,7 @@ fn model_stats(d: &Deployment) -> serde_json::Value {
             "cache_hit": pair(0, 0),
             "cache_miss": pair(0, 0),
         },
-        "batch_stats": [],
+        "batch_stats": batch_stats,
     })
 }
 
