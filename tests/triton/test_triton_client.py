@@ -56,12 +56,13 @@ def expect_error(what, call):
     raise AssertionError(f"{what}: expected InferenceServerException, got success")
 
 
-def infer(client, x, binary, model_version="", request_id=""):
+def infer(client, x, binary, model_version="", request_id="", compression=None):
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
     out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
     result = client.infer(MODEL, [inp], model_version=model_version, outputs=[out],
-                          request_id=request_id, headers=auth())
+                          request_id=request_id, headers=auth(),
+                          request_compression_algorithm=compression)
     response = result.get_response()
     check(response.get("model_name") == MODEL, f"model_name in {response}")
     if request_id:
@@ -119,6 +120,24 @@ def main():
                   f"batch {batch} binary={binary}: max abs diff {np.abs(got - want).max()}")
             print(f"  infer batch {batch} {'binary' if binary else 'JSON'}: matches onnxruntime "
                   f"(max abs diff {np.abs(got - want).max():.1e})")
+
+    # Compressed requests (the whole body, binary tensors included), as the client sends them.
+    x = rng.integers(0, 17, size=(3, 64)).astype(np.float32)
+    (want,) = reference.run(["probabilities"], {"input": x})
+    for compression in ("gzip", "deflate"):
+        for binary in (False, True):
+            got = infer(client, x, binary, compression=compression)
+            successes += 1
+            check(np.allclose(got, want, rtol=1e-4, atol=1e-5),
+                  f"{compression} binary={binary}: max abs diff {np.abs(got - want).max()}")
+        print(f"  infer with a {compression} request body: matches onnxruntime")
+
+    # Server metadata names the extensions the client can rely on; statistics count rows.
+    server = client.get_server_metadata(headers=auth())
+    check("binary_tensor_data" in server.get("extensions", []), f"extensions {server}")
+    stats = client.get_inference_statistics(MODEL, headers=auth())["model_stats"][0]
+    rows = sum(int(b["batch_size"]) * int(b["compute_infer"]["count"]) for b in stats["batch_stats"])
+    check(rows == int(stats["inference_count"]), f"batch_stats rows {rows} != inference_count in {stats}")
 
     # The versioned route, and the committed example request (a real test image).
     example = json.loads(EXAMPLE.read_text())
