@@ -82,7 +82,7 @@ pub fn matmul(
     accumulate: bool,
     scale: f32,
 ) {
-    gemm_product(m, n, k, dst, lhs, rhs, accumulate, scale, true);
+    gemm_product(m, n, k, (dst, n), lhs, rhs, accumulate, scale, true);
 }
 
 /// [`matmul`] on this thread only (the caller splits the work itself).
@@ -100,7 +100,20 @@ pub(super) fn matmul_one_thread(
     accumulate: bool,
     scale: f32,
 ) {
-    gemm_product(m, n, k, dst, lhs, rhs, accumulate, scale, false);
+    gemm_product(m, n, k, (dst, n), lhs, rhs, accumulate, scale, false);
+}
+
+/// `dst = lhs · rhs` on this thread, into `m` rows of `n` values spaced `row_stride`
+/// apart in `dst` (a block of columns of a wider matrix).
+pub(super) fn matmul_into_rows(
+    m: usize,
+    n: usize,
+    k: usize,
+    (dst, row_stride): (&mut [f32], usize),
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    gemm_product(m, n, k, (dst, row_stride), lhs, rhs, false, 1.0, false);
 }
 
 #[expect(
@@ -111,7 +124,7 @@ fn gemm_product(
     m: usize,
     n: usize,
     k: usize,
-    dst: &mut [f32],
+    (dst, dst_rs): (&mut [f32], usize),
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
     accumulate: bool,
@@ -130,7 +143,7 @@ fn gemm_product(
         }
     };
     assert!(
-        m.checked_mul(n).is_some_and(|mn| dst.len() >= mn),
+        dst_rs >= n && extent(m, n, dst_rs, 1).is_some_and(|e| dst.len() >= e),
         "gemm destination too small"
     );
     assert!(
@@ -146,7 +159,9 @@ fn gemm_product(
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            for row in 0..m {
+                dst[row * dst_rs..][..n].fill(0.0);
+            }
         }
         return;
     }
@@ -170,7 +185,7 @@ fn gemm_product(
             k,
             dst.as_mut_ptr(),
             1,
-            signed(n),
+            signed(dst_rs),
             accumulate,
             lhs.0.as_ptr(),
             signed(lhs.2),

@@ -182,6 +182,23 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
     matches_the_direct_loop_as_an_inference(&conv, &x, pads);
 }
 
+#[test]
+fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
+    // 5 → 48 channels, 1×1, on 80×83 (6640 columns): past one product's 128k output
+    // floats whether a thread takes all 48 channels (blocks of 688 columns) or half of
+    // them (blocks of 1376), the last block short either way.
+    let (cin, cout) = (5, 48);
+    let conv = Conv2d {
+        relu: true,
+        ..layer(cin, cout, 1, [1, 1], 5)
+    };
+    let (h, w) = (80, 83);
+    let x = Dense::new(ramp(2 * cin * h * w, 7), vec![2, cin, h, w]).unwrap();
+    let pads = [(0, 0), (0, 0)];
+    matches_the_reference(&conv, &x, pads, "column blocks");
+    matches_the_direct_loop_as_an_inference(&conv, &x, pads);
+}
+
 /// Inputs with no rows or no columns whose windows reach only padding, through the
 /// direct, depthwise, im2col and Winograd paths: the bias (zero taps), never a panic.
 #[test]
