@@ -43,7 +43,7 @@ pub struct Counters {
     pub failure_ns: AtomicU64,
     pub queue_ns: AtomicU64,
     pub compute_ns: AtomicU64,
-    /// Model executions (a batch is one).
+    /// Model executions that succeeded (a batch is one).
     pub executions: AtomicU64,
     /// Rows inferred by requests that succeeded (Triton's `inference_count`: each row of
     /// a batched request counts).
@@ -220,6 +220,12 @@ impl Worker {
         batch
     }
 
+    /// The inferences a request counts for in the statistics: its rows where the model
+    /// batches along its first dimension, else one (Triton counts so).
+    fn counted_rows(&self, job: &Job) -> usize {
+        if self.batchable { job.rows } else { 1 }
+    }
+
     fn execute(&self, batch: Vec<Job>) {
         let started = Instant::now();
         self.waiting
@@ -234,26 +240,39 @@ impl Worker {
             return;
         }
         let rows: usize = live.iter().map(|j| j.rows).sum();
+        // Each model run that succeeded: the rows it inferred and its time.
+        let mut runs: Vec<(usize, Duration)> = Vec::new();
+        let mut run_alone = |job: &Job| {
+            let at = Instant::now();
+            let result = self.model.run(job.inputs.clone());
+            if result.is_ok() {
+                runs.push((self.counted_rows(job), at.elapsed()));
+            }
+            result
+        };
         let results: Vec<Result<Tensors, EngineError>> = if live.len() == 1 {
-            vec![self.model.run(live[0].inputs.clone())]
+            vec![run_alone(&live[0])]
         } else {
             match merge(&live).and_then(|inputs| self.model.run(inputs)) {
-                Ok(outputs) => split(outputs, &live),
+                Ok(outputs) => {
+                    let counted = live.iter().map(|j| self.counted_rows(j)).sum();
+                    runs.push((counted, started.elapsed()));
+                    split(outputs, &live)
+                }
                 // A batch failed: run each alone, so one bad request fails alone.
-                Err(_) => live
-                    .iter()
-                    .map(|job| self.model.run(job.inputs.clone()))
-                    .collect(),
+                Err(_) => live.iter().map(run_alone).collect(),
             }
         };
         let compute = started.elapsed();
-        self.counters.executions.fetch_add(1, Ordering::Relaxed);
-        if results.iter().all(Result::is_ok)
-            && let Ok(mut by_batch) = self.counters.by_batch.lock()
-        {
-            let entry = by_batch.entry(rows).or_default();
-            entry.0 += 1;
-            entry.1 = entry.1.saturating_add(nanos(compute));
+        self.counters
+            .executions
+            .fetch_add(runs.len() as u64, Ordering::Relaxed);
+        if let Ok(mut by_batch) = self.counters.by_batch.lock() {
+            for (rows, time) in runs {
+                let entry = by_batch.entry(rows).or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.saturating_add(nanos(time));
+            }
         }
         self.counters
             .last_inference_ms
@@ -266,7 +285,7 @@ impl Worker {
                 self.counters.success_ns.fetch_add(total, Ordering::Relaxed);
                 self.counters
                     .inferences
-                    .fetch_add(job.rows as u64, Ordering::Relaxed);
+                    .fetch_add(self.counted_rows(&job) as u64, Ordering::Relaxed);
             } else {
                 self.counters.failure.fetch_add(1, Ordering::Relaxed);
                 self.counters.failure_ns.fetch_add(total, Ordering::Relaxed);

@@ -76,7 +76,7 @@ pub struct ModelVersionLabels {
 pub struct InferOutcomeLabels {
     pub model: String,
     pub version: String,
-    /// `success`, `invalid` (400), `busy` (429), `error`.
+    /// `success`, `invalid` (a 4xx: the request's fault), `busy` (429), `error` (5xx).
     pub outcome: &'static str,
 }
 

@@ -91,6 +91,10 @@ async fn compressed_requests_are_decoded_and_bounded() {
     );
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["code"], "unsupported_encoding", "{v}");
+    let r = post("gzip, gzip", gzip(&gzip(&json_body)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "layered codings are refused");
     let r = post("gzip", json_body.clone(), None).await.unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();

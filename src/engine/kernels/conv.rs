@@ -163,8 +163,19 @@ impl Conv2d {
             self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
+        // 1×1 layers: split by output channels, else on this thread a block of columns
+        // at a time; a few channels over many columns that would split (a segmentation
+        // head) stay on the general path, whose product splits by columns.
+        let macs = batch
+            .saturating_mul(self.out_channels)
+            .saturating_mul(plane)
+            .saturating_mul(channels);
+        let splits = macs >= PARALLEL_MACS && crate::engine::threads::ways() > 1;
         if direct && groups == 1 {
-            if !self.pointwise_by_channels(x, plane, &mut out) {
+            if self.pointwise_by_channels(x, plane, &mut out) {
+                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            }
+            if !splits {
                 let image = channels * plane;
                 for (n, dst) in out
                     .chunks_exact_mut((self.out_channels * plane).max(1))
@@ -173,8 +184,8 @@ impl Conv2d {
                     let input = &x.data[n * image..][..image];
                     self.pointwise_rows(0, self.out_channels, input, plane, dst);
                 }
+                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }
-            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
         // One GEMM per image and group; grouped (depthwise) convolutions are many small
         // ones, spread across the intra-op pool with a scratch buffer per thread.

@@ -185,8 +185,7 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
 #[test]
 fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
     // 5 → 48 channels, 1×1, on 80×83 (6640 columns): past one product's 128k output
-    // floats whether a thread takes all 48 channels (blocks of 688 columns) or half of
-    // them (blocks of 1376), the last block short either way.
+    // floats on one or two threads (blocks of 688 or 1376 columns, the last one short).
     let (cin, cout) = (5, 48);
     let conv = Conv2d {
         relu: true,
@@ -197,6 +196,18 @@ fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
     let pads = [(0, 0), (0, 0)];
     matches_the_reference(&conv, &x, pads, "column blocks");
     matches_the_direct_loop_as_an_inference(&conv, &x, pads);
+    // The blocks themselves, whatever the pool's size: channels 0..48 and 8..28 of the
+    // first image (blocks of 688 and 1648 columns, each with a short last one).
+    let want = reference_conv(&conv, &x, pads);
+    let plane = h * w;
+    for (first, m) in [(0, 48), (8, 20)] {
+        let mut dst = vec![f32::NAN; m * plane];
+        conv.pointwise_rows(first, m, &x.data[..cin * plane], plane, &mut dst);
+        let rows = &want.data[first * plane..][..m * plane];
+        for (a, b) in dst.iter().zip(rows) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b} (channels {first}..+{m})");
+        }
+    }
 }
 
 /// Inputs with no rows or no columns whose windows reach only padding, through the

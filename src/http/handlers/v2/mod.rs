@@ -175,10 +175,23 @@ enum Encoding {
 
 /// The request's `Content-Encoding`: gzip, deflate or none (identity); 415 for another.
 fn content_encoding(ctx: &Ctx) -> Result<Option<Encoding>, ApiError> {
-    let Some(value) = ctx.head.headers.get(http::header::CONTENT_ENCODING) else {
+    let values: Vec<&HeaderValue> = ctx
+        .head
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .collect();
+    if values.is_empty() {
         return Ok(None);
+    }
+    // One coding at most (layered ones, `gzip, gzip` or two headers, are refused).
+    let text = match values[..] {
+        [value] => value.to_str().map_or_else(
+            |_| "(not text)".to_owned(),
+            |v| v.trim().to_ascii_lowercase(),
+        ),
+        _ => "(several)".to_owned(),
     };
-    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
     match text.as_str() {
         "" | "identity" => Ok(None),
         "gzip" | "x-gzip" => Ok(Some(Encoding::Gzip)),
@@ -346,10 +359,14 @@ async fn run(ctx: &mut Ctx, deployment: &Deployment) -> Result<Response, ApiErro
             EngineError::Input(_) => ApiError::bad_request("invalid_request", e.to_string()),
             // An operator refused the shapes these inputs led to (a model exported with
             // a dynamic batch that it fixes inside, say): the request's, not the server's.
-            EngineError::Invalid(_) => ApiError::bad_request(
-                "model_rejected_input",
-                format!("the model cannot run on these inputs: {e}"),
-            ),
+            EngineError::Invalid(_) => {
+                // Logged too: the same error type also reports an engine inconsistency.
+                tracing::warn!(error = %e, "the model refused a request's inputs");
+                ApiError::bad_request(
+                    "model_rejected_input",
+                    format!("the model cannot run on these inputs: {e}"),
+                )
+            }
             EngineError::Limit(_) => ApiError::bad_request(
                 "limit_exceeded",
                 format!("{e} (engine.max_tensor_bytes)"),
