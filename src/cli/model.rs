@@ -12,6 +12,17 @@ use crate::engine::device::{DeviceChoice, Precision, select_with};
 use crate::engine::elementwise::to_declared;
 use crate::engine::{Model, inspect, npy, threads};
 
+/// Where a model runs and what it computes in (`--device`, `--precision`).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct On {
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
+    /// and outputs stay f32); the CPU always computes in f32.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Inputs, outputs, operators; exit 0 only if cairn can run the model.
@@ -24,12 +35,8 @@ pub enum ModelCommand {
         inputs: Vec<String>,
         #[arg(long, value_name = "DIR")]
         output_dir: PathBuf,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceChoice,
-        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
-        /// and outputs stay f32); the CPU always computes in f32.
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
+        #[command(flatten)]
+        on: On,
     },
     /// Load time, first run, latency percentiles and throughput on synthetic inputs.
     Bench {
@@ -39,12 +46,8 @@ pub enum ModelCommand {
         batch: usize,
         #[arg(long, default_value_t = 100)]
         iterations: usize,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceChoice,
-        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
-        /// and outputs stay f32); the CPU always computes in f32.
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
+        #[command(flatten)]
+        on: On,
         /// CPU threads one inference spreads over (0: every core), as
         /// `engine.intra_op_threads`.
         #[arg(long, default_value_t = 0)]
@@ -63,12 +66,8 @@ pub enum ModelCommand {
         batch: usize,
         #[arg(long, default_value_t = 10)]
         iterations: usize,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceChoice,
-        /// What the model computes in: f16 halves weights and bandwidth on a GPU (inputs
-        /// and outputs stay f32); the CPU always computes in f32.
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: Precision,
+        #[command(flatten)]
+        on: On,
         /// CPU threads one inference spreads over (0: every core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
@@ -103,8 +102,8 @@ fn synthetic_inputs(model: &Model, batch: usize) -> anyhow::Result<Vec<(String, 
         .collect()
 }
 
-fn device(choice: DeviceChoice, precision: Precision) -> anyhow::Result<burn::tensor::Device> {
-    let selected = select_with(choice, precision)?;
+fn device(on: On) -> anyhow::Result<burn::tensor::Device> {
+    let selected = select_with(on.device, on.precision)?;
     eprintln!(
         "device: {} {} ({})",
         selected.kind,
@@ -168,10 +167,9 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             file,
             inputs,
             output_dir,
-            device: choice,
-            precision,
+            on,
         } => {
-            let device = device(choice, precision)?;
+            let device = device(on)?;
             let model = Model::load(&read_model(&file)?, &device)?;
             let mut named = Vec::new();
             for pair in &inputs {
@@ -203,12 +201,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             file,
             batch,
             iterations,
-            device: choice,
-            precision,
+            on,
             threads,
             concurrency,
         } => {
-            let device = device(choice, precision)?;
+            let device = device(on)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
             let bytes = read_model(&file)?;
             let started = Instant::now();
@@ -272,12 +269,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             file,
             batch,
             iterations,
-            device: choice,
-            precision,
+            on,
             threads,
             top,
         } => {
-            let device = device(choice, precision)?;
+            let device = device(on)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
             let model = Model::load(&read_model(&file)?, &device)?;
             let inputs = synthetic_inputs(&model, batch)?;

@@ -163,19 +163,13 @@ impl Conv2d {
             self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
             return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
         }
-        // 1×1 layers: split by output channels, else on this thread a block of columns
-        // at a time; a few channels over many columns that would split (a segmentation
-        // head) stay on the general path, whose product splits by columns.
-        let macs = batch
-            .saturating_mul(self.out_channels)
-            .saturating_mul(plane)
-            .saturating_mul(channels);
-        let splits = macs >= PARALLEL_MACS && crate::engine::threads::ways() > 1;
+        // 1×1 layers: too small to split, on this thread a block of columns at a time;
+        // else split by output channels, except a few channels over many columns (a
+        // segmentation head), which stay on the general path, whose product splits by
+        // columns.
         if direct && groups == 1 {
-            if self.pointwise_by_channels(x, plane, &mut out) {
-                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
-            }
-            if !splits {
+            let macs = out.len().saturating_mul(channels);
+            if macs < PARALLEL_MACS || crate::engine::threads::ways() < 2 {
                 let image = channels * plane;
                 for (n, dst) in out
                     .chunks_exact_mut((self.out_channels * plane).max(1))
@@ -184,6 +178,9 @@ impl Conv2d {
                     let input = &x.data[n * image..][..image];
                     self.pointwise_rows(0, self.out_channels, input, plane, dst);
                 }
+                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            }
+            if self.pointwise_by_channels(x, plane, &mut out) {
                 return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
             }
         }
@@ -277,7 +274,8 @@ impl Conv2d {
     /// A 1×1 convolution (stride 1, no padding) split over the pool by output channels,
     /// bias and ReLU included: each thread writes (and leaves in its cache) whole channel
     /// planes, as the depthwise and element-wise steps that usually follow split them.
-    /// Returns false, doing nothing, where the layer is too small to split.
+    /// Returns false, doing nothing, where the layer is too small to split or has fewer
+    /// than 8 output channels.
     fn pointwise_by_channels(&self, x: &Dense, plane: usize, out: &mut [f32]) -> bool {
         let (cin, cout) = (self.in_channels, self.out_channels);
         let threads = crate::engine::threads::ways();

@@ -194,8 +194,12 @@ pub async fn deploy(mut ctx: Ctx) -> Result<Response, ApiError> {
         };
     }
     if let Some(precision) = request.precision {
-        settings.precision = Precision::parse(&precision)
-            .ok_or_else(|| ApiError::bad_request("invalid_request", "precision: f32 or f16"))?;
+        settings.precision = Precision::parse(&precision).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("precision: f32 or f16, not {precision:?}"),
+            )
+        })?;
     }
     settings.instances = request.instances.unwrap_or(settings.instances);
     settings.max_batch_size = request.max_batch_size.unwrap_or(settings.max_batch_size);
