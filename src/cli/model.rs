@@ -252,10 +252,11 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             println!("load: {:.1} ms", load.as_secs_f64() * 1e3);
             println!("first run: {:.1} µs", us(first));
             println!(
-                "latency p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs",
+                "latency p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs, min {:.1} µs",
                 us(pct(50)),
                 us(pct(90)),
-                us(pct(99))
+                us(pct(99)),
+                us(times[0])
             );
             #[expect(clippy::cast_precision_loss, reason = "counts for a report")]
             let throughput = (times.len() * batch) as f64 / wall.as_secs_f64();

@@ -17,6 +17,7 @@ mod phases;
 mod pointwise;
 mod pool;
 mod reduce;
+pub mod reuse;
 mod unfold;
 mod window;
 mod winograd;
@@ -59,8 +60,21 @@ impl Dense {
 
     /// The values, moved out when no other value shares them.
     #[must_use]
-    pub fn into_values(self) -> Vec<f32> {
-        std::sync::Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+    pub fn into_values(mut self) -> Vec<f32> {
+        match std::sync::Arc::get_mut(&mut self.data) {
+            Some(values) => std::mem::take(values),
+            None => self.data.as_ref().clone(),
+        }
+    }
+}
+
+/// The last holder of a tensor's values hands its buffer to [`reuse`], for a later
+/// step's output in the same run.
+impl Drop for Dense {
+    fn drop(&mut self) {
+        if let Some(values) = std::sync::Arc::get_mut(&mut self.data) {
+            reuse::keep(std::mem::take(values));
+        }
     }
 }
 

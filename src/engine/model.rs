@@ -24,6 +24,7 @@ use super::fast::{self, Kernel};
 use super::fold;
 pub use super::front::{Inspection, TensorSpec, inspect};
 use super::front::{describe, node_names, parse};
+use super::kernels;
 use super::limits::{Cap, LoadLimits, at_node, guarded, value_bytes};
 use super::ops::{self, Op};
 use super::value::{Float, Value};
@@ -72,6 +73,8 @@ pub struct Model {
     limits: LoadLimits,
     /// The size of the model file (its parsed graph keeps those bytes).
     file_bytes: u64,
+    /// Activation buffers the last run left, for the next ([`kernels::reuse`]).
+    kept: kernels::reuse::Kept,
 }
 
 impl std::fmt::Debug for Model {
@@ -362,6 +365,7 @@ impl Model {
         Ok(Self {
             host,
             parallel: AtomicBool::new(host),
+            kept: kernels::reuse::Kept::default(),
             names,
             steps,
             slot_count,
@@ -420,7 +424,9 @@ impl Model {
         if !self.host {
             return guarded(|| self.run_unguarded(inputs));
         }
-        super::threads::spread(&self.parallel, || guarded(|| self.run_unguarded(inputs)))
+        super::threads::spread(&self.parallel, || {
+            guarded(|| kernels::reuse::within_run(&self.kept, || self.run_unguarded(inputs)))
+        })
     }
 
     /// The slot vector of a run: constants and the checked inputs in place.
@@ -464,8 +470,17 @@ impl Model {
         self.execute(&mut slots, cap)?;
         self.outputs
             .iter()
-            .map(|(slot, spec)| {
-                let value = slots[*slot].clone().ok_or_else(|| {
+            .enumerate()
+            .map(|(index, (slot, spec))| {
+                // Taken where no later output names the same value, so its buffer moves
+                // out without a copy.
+                let later = self.outputs[index + 1..].iter().any(|(s, _)| s == slot);
+                let value = if later {
+                    slots[*slot].clone()
+                } else {
+                    slots[*slot].take()
+                };
+                let value = value.ok_or_else(|| {
                     EngineError::BadGraph(format!("{} was not computed", spec.name))
                 })?;
                 let data = match value {

@@ -503,7 +503,8 @@ fn concat(parts: Vec<Dense>, axis: usize, cap: Cap) -> Result<Dense, EngineError
     // The output is `outer` rows of every part's chunk in turn; each thread fills a
     // contiguous range of it (YOLO's 3.7 MB neck Concat is a copy worth splitting).
     let row: usize = chunks.iter().sum();
-    let mut out = vec![0f32; total];
+    // The parts' chunks cover every output element.
+    let mut out = kernels::reuse::for_overwrite(total);
     kernels::spread_chunks(&mut out, 1, |start, dst| {
         let mut at = start;
         let end = start + dst.len();

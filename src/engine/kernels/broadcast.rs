@@ -169,7 +169,8 @@ pub fn binary(
         }
         return Ok(a);
     }
-    let mut out = vec![0f32; len];
+    // The runs cover every output element.
+    let mut out = super::reuse::for_overwrite(len);
     if len > 0 {
         let layout = Layout::new(&shape, [&a.shape, &b.shape]);
         layout.spread_runs(&mut out, |dst, [ia, ib], n, [sa, sb]| {
@@ -315,7 +316,10 @@ mod tests {
                 (Arithmetic::Div, |x, y| x / y),
             ] {
                 for relu in [false, true] {
-                    let got = binary(op, a.clone(), &b, relu, Cap::unlimited()).unwrap();
+                    // Into a reused buffer of NaNs: every element must be written.
+                    let got = super::super::reuse::with_stale(out.iter().product(), || {
+                        binary(op, a.clone(), &b, relu, Cap::unlimited()).unwrap()
+                    });
                     assert_eq!(got.shape, out);
                     for (i, v) in got.data.iter().enumerate() {
                         let mut want = f(a.data[ia[i]], b.data[ib[i]]);

@@ -119,7 +119,13 @@ impl Conv2d {
             && pads == [(0, 0), (0, 0)]
             && oh == h
             && ow == w;
-        let mut out = vec![0f32; batch * self.out_channels * plane];
+        // Every path below writes each output element, except a product of depth 0.
+        let len = batch * self.out_channels * plane;
+        let mut out = if k == 0 {
+            vec![0f32; len]
+        } else {
+            super::reuse::for_overwrite(len)
+        };
         // One image at a time into its output planes, on the path the plan packed for.
         let per_image = |out: &mut [f32], image: &dyn Fn(&[f32], &mut [f32])| {
             let size = channels * h * w;

@@ -1,7 +1,7 @@
 //! Convolutions with few input channels (a network's stem: 3 channels, 3×3, stride 2)
 //! computed directly. As im2col + GEMM such a layer is a product of depth 27 whose
 //! unfolding costs more than the product; here each output row is summed tap by tap from
-//! the input split into its stride phases, 4 output channels × 16 columns at a time, in
+//! the input split into its stride phases, 6 (or 4) output channels × 16 columns at a time, in
 //! bands of output rows that each split only the input rows they read (a band's inputs
 //! stay in L1). Threads split the output channels.
 
@@ -11,8 +11,24 @@ use super::Conv2d;
 pub(super) const MAX_CHANNELS: usize = 4;
 /// Output columns per register block.
 const COLUMNS: usize = 16;
-/// Output channels per register block.
-const CHANNELS: usize = 4;
+/// Output channels per register block: 6 × 2 registers of columns is 12 independent
+/// accumulators, enough to cover the FMA latency (4 × 2 took 1.09× as long on a 3→24
+/// stem at 224×224); blocks of 4 where 6 would leave threads or lanes idle
+/// ([`block_channels`]).
+const WIDE_BLOCK: usize = 6;
+const NARROW_BLOCK: usize = 4;
+
+/// The channel block for `cout` channels over `threads`: the one whose busiest thread
+/// sums the fewest channels, blocks of 4 costing 1.1× as much a channel (16 channels on
+/// 2 threads: 4 + 4 blocks of 4, where blocks of 6 would give one thread 12).
+fn block_channels(cout: usize, threads: usize) -> usize {
+    let busiest = |block: usize| cout.div_ceil(block).div_ceil(threads.max(1)) * block;
+    if busiest(WIDE_BLOCK) * 10 <= busiest(NARROW_BLOCK) * 11 {
+        WIDE_BLOCK
+    } else {
+        NARROW_BLOCK
+    }
+}
 
 impl Conv2d {
     /// Whether [`Conv2d::run_direct`] takes this layer.
@@ -52,7 +68,7 @@ impl Conv2d {
         let band_in_rows = (band - 1) * sh + kh;
         let plane = band_in_rows * row_len;
         // Taps as (offset into a band's phases for its output (0, 0), weight column), and
-        // the weights transposed to `[tap][cout]` so a block's 4 channels are adjacent.
+        // the weights transposed to `[tap][cout]` so a block's channels are adjacent.
         let mut taps = Vec::with_capacity(cin * kh * kw);
         for c in 0..cin {
             for ky in 0..kh {
@@ -61,8 +77,12 @@ impl Conv2d {
                 }
             }
         }
+        let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
+        let threads = crate::engine::threads::ways();
+        let parallel = macs >= super::PARALLEL_MACS && threads > 1;
+        let block = block_channels(cout, if parallel { threads } else { 1 });
         // Padded to whole blocks of channels, zeros past `cout`.
-        let stride = cout.next_multiple_of(CHANNELS);
+        let stride = cout.next_multiple_of(block);
         let mut weights = vec![0f32; taps.len() * stride];
         for (t, row) in weights.chunks_exact_mut(stride).enumerate() {
             for (o, v) in row.iter_mut().enumerate().take(cout) {
@@ -80,6 +100,7 @@ impl Conv2d {
             weights: &weights,
             out_size: [oh, ow],
             out: Output(out.as_mut_ptr(), out.len()),
+            block,
         };
         // Zeroed once: the columns of padding are never written, rows of padding are
         // cleared band by band.
@@ -90,16 +111,14 @@ impl Conv2d {
                 layer.run(phases, b * band..oh.min((b + 1) * band), channels.clone());
             }
         };
-        let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
-        let threads = crate::engine::threads::ways();
-        let blocks = cout.div_ceil(CHANNELS);
-        if blocks > 1 && macs >= super::PARALLEL_MACS && threads > 1 {
+        let blocks = cout.div_ceil(block);
+        if blocks > 1 && parallel {
             // Split by output channels, each thread over every band: a thread writes whole
             // planes, as the depthwise, pooling and element-wise steps after a stem split
             // them (the split of the few input channels is repeated, a small cost).
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
-            let per = blocks.div_ceil(threads) * CHANNELS;
+            let per = blocks.div_ceil(threads) * block;
             (0..cout.div_ceil(per))
                 .into_par_iter()
                 .for_each_init(Vec::new, |phases, p| {
@@ -137,7 +156,7 @@ impl Output {
 }
 
 /// One body for [`Band::sum_avx2`] and [`Band::sum_avx512`]: the same blocks of two
-/// registers of columns × `CHANNELS` channels, in the register width and with the
+/// registers of columns × `CH` channels, in the register width and with the
 /// intrinsics given (a generic over register types would not inline the intrinsics into
 /// each `target_feature` function).
 macro_rules! sum_blocks {
@@ -149,7 +168,7 @@ macro_rules! sum_blocks {
         $(#[$doc])*
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $feature)]
-        unsafe fn $name(
+        unsafe fn $name<const CH: usize>(
             &self,
             phases: &[f32],
             rows: std::ops::Range<usize>,
@@ -162,35 +181,35 @@ macro_rules! sum_blocks {
             let [oh, ow] = self.out_size;
             let conv = self.conv;
             let cout = conv.out_channels;
-            let stride = cout.next_multiple_of(CHANNELS);
+            let stride = cout.next_multiple_of(CH);
             let row_step = conv.stride[0] * self.row_len;
             for y in rows.clone() {
                 let origin = (y - rows.start) * row_step;
                 for x0 in (0..ow).step_by(BLOCK) {
                     let valid = BLOCK.min(ow - x0);
-                    for first in channels.clone().step_by(CHANNELS) {
-                        let count = CHANNELS.min(channels.end - first);
-                        let mut acc = [$zero(); 2 * CHANNELS];
+                    for first in channels.clone().step_by(CH) {
+                        let count = CH.min(channels.end - first);
+                        let (mut lows, mut highs) = ([$zero(); CH], [$zero(); CH]);
                         for j in 0..count {
                             let b = $splat(conv.bias[first + j]);
-                            acc[2 * j] = b;
-                            acc[2 * j + 1] = b;
+                            lows[j] = b;
+                            highs[j] = b;
                         }
                         for (t, &offset) in self.taps.iter().enumerate() {
                             // Bounds-checked slices; the loads stay inside them.
                             let src = &phases[origin + offset + x0..][..BLOCK];
-                            let w = &self.weights[t * stride + first..][..CHANNELS];
+                            let w = &self.weights[t * stride + first..][..CH];
                             // SAFETY: each load reads LANES floats inside `src`.
                             let (low, high) =
                                 unsafe { ($load(src.as_ptr()), $load(src.as_ptr().add(LANES))) };
-                            for j in 0..CHANNELS {
+                            for j in 0..CH {
                                 let wv = $splat(w[j]);
-                                acc[2 * j] = $fma(wv, low, acc[2 * j]);
-                                acc[2 * j + 1] = $fma(wv, high, acc[2 * j + 1]);
+                                lows[j] = $fma(wv, low, lows[j]);
+                                highs[j] = $fma(wv, high, highs[j]);
                             }
                         }
                         for j in 0..count {
-                            let (mut low, mut high) = (acc[2 * j], acc[2 * j + 1]);
+                            let (mut low, mut high) = (lows[j], highs[j]);
                             if conv.relu {
                                 low = $max(low, $zero());
                                 high = $max(high, $zero());
@@ -263,6 +282,8 @@ struct Band<'a> {
     weights: &'a [f32],
     out_size: [usize; 2],
     out: Output,
+    /// Output channels per register block, `WIDE_BLOCK` or `NARROW_BLOCK`.
+    block: usize,
 }
 
 impl Band<'_> {
@@ -276,12 +297,15 @@ impl Band<'_> {
     ) {
         self.split(phases, &rows);
         #[cfg(target_arch = "x86_64")]
-        if super::panels::wide() {
+        match (super::panels::wide(), self.block == WIDE_BLOCK) {
             // SAFETY: the CPU has AVX-512F.
-            unsafe { self.sum_avx512(phases, rows, channels) };
-        } else {
+            (true, true) => unsafe { self.sum_avx512::<WIDE_BLOCK>(phases, rows, channels) },
+            // SAFETY: as above.
+            (true, false) => unsafe { self.sum_avx512::<NARROW_BLOCK>(phases, rows, channels) },
             // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
-            unsafe { self.sum_avx2(phases, rows, channels) };
+            (false, true) => unsafe { self.sum_avx2::<WIDE_BLOCK>(phases, rows, channels) },
+            // SAFETY: as above.
+            (false, false) => unsafe { self.sum_avx2::<NARROW_BLOCK>(phases, rows, channels) },
         }
         #[cfg(not(target_arch = "x86_64"))]
         drop((phases, rows, channels));
@@ -341,7 +365,7 @@ impl Band<'_> {
     }
 
     sum_blocks!(
-        /// Output rows `rows` of every channel, 16 columns (two AVX2 registers) × 4
+        /// Output rows `rows` of every channel, 16 columns (two AVX2 registers) × `CH`
         /// channels at a time: a column block's inputs are read once from L1 for all its
         /// channel blocks.
         ///
@@ -353,7 +377,7 @@ impl Band<'_> {
     );
 
     sum_blocks!(
-        /// [`Band::sum_avx2`] on AVX-512: 32 columns (two registers) × 4 channels a block,
+        /// [`Band::sum_avx2`] on AVX-512: 32 columns (two registers) × `CH` channels a block,
         /// twice the AVX2 block's work for each load and broadcast.
         ///
         /// # Safety

@@ -189,7 +189,8 @@ impl Pool {
     ) -> Result<Dense, EngineError> {
         let [batch, channels, oh, ow] = self.out_shape(&x.shape, pads, cap)?;
         let [_, _, h, w] = rank4(&x.shape, "pool")?;
-        let mut out = vec![0f32; batch * channels * oh * ow];
+        // Every output element is written below.
+        let mut out = super::reuse::for_overwrite(batch * channels * oh * ow);
         if out.is_empty() {
             return Dense::new(out, vec![batch, channels, oh, ow]);
         }

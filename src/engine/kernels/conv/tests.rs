@@ -62,9 +62,18 @@ fn layer(cin: usize, cout: usize, groups: usize, kernel: [usize; 2], seed: u32) 
     }
 }
 
-/// `conv` on `x` against the 7-loop reference; `what` names the case in a failure.
+/// `conv` on `x`, its output in a reused buffer of NaNs (every element must be written).
+fn run_stale(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
+    let (shape, _) = conv.sizes(&x.shape, pads, Cap::unlimited()).unwrap();
+    super::super::reuse::with_stale(shape.iter().product(), || {
+        conv.run(x, pads, Cap::unlimited()).unwrap()
+    })
+}
+
+/// `conv` on `x` against the 7-loop reference, its output in a reused buffer of NaNs;
+/// `what` names the case in a failure.
 fn matches_the_reference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2], what: &str) {
-    let got = conv.run(x, pads, Cap::unlimited()).unwrap();
+    let got = run_stale(conv, x, pads);
     let want = reference_conv(conv, x, pads);
     assert_eq!(got.shape, want.shape, "{what}");
     for (a, b) in got.data.iter().zip(want.data.iter()) {
@@ -141,8 +150,13 @@ fn conv_matches_the_direct_loop() {
 /// the 7-loop reference.
 fn matches_the_direct_loop_as_an_inference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) {
     let hint = std::sync::atomic::AtomicBool::new(true);
-    let got =
-        crate::engine::threads::spread(&hint, || conv.run(x, pads, Cap::unlimited())).unwrap();
+    let (shape, _) = conv.sizes(&x.shape, pads, Cap::unlimited()).unwrap();
+    let got = crate::engine::threads::spread(&hint, || {
+        super::super::reuse::with_stale(shape.iter().product(), || {
+            conv.run(x, pads, Cap::unlimited())
+        })
+    })
+    .unwrap();
     let want = reference_conv(conv, x, pads);
     assert_eq!(got.shape, want.shape);
     for (a, b) in got.data.iter().zip(want.data.iter()) {
@@ -219,7 +233,7 @@ fn empty_planes_convolve_without_panicking() {
         conv.prepare();
         for shape in [[2, cin, 4, 0], [2, cin, 0, 4], [1, cin, 0, 0]] {
             let x = Dense::new(Vec::new(), shape.to_vec()).unwrap();
-            let got = conv.run(&x, [(2, 2), (2, 2)], Cap::unlimited()).unwrap();
+            let got = run_stale(&conv, &x, [(2, 2), (2, 2)]);
             let want = reference_conv(&conv, &x, [(2, 2), (2, 2)]);
             assert_eq!(got, want, "{cin} {groups} {shape:?}");
         }
@@ -253,7 +267,7 @@ fn winograd_matches_the_direct_loop() {
             super::super::panels::available()
         );
         let x = Dense::new(ramp(2 * cin * h * w, 9), vec![2, cin, h, w]).unwrap();
-        let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+        let got = run_stale(&conv, &x, pads);
         let want = reference_conv(&conv, &x, pads);
         assert_eq!(got.shape, want.shape);
         let tolerance = 1e-4 * (cin as f32).sqrt();
@@ -279,7 +293,7 @@ fn deep_conv_in_channel_chunks_matches_the_direct_loop() {
         };
         let x = Dense::new(ramp(cin * side * side, 6), vec![1, cin, side, side]).unwrap();
         let pads = [(1, 1), (1, 1)];
-        let got = conv.run(&x, pads, Cap::unlimited()).unwrap();
+        let got = run_stale(&conv, &x, pads);
         let want = reference_conv(&conv, &x, pads);
         assert_eq!(got.shape, want.shape);
         for (a, b) in got.data.iter().zip(want.data.iter()) {
