@@ -69,6 +69,7 @@ fn convolutions(c: &mut Criterion) {
             stride: [stride, stride],
             dilation: [1, 1],
             relu: true,
+            hard: None,
             packed: Packed::None,
         };
         let x = Dense::new(ramp(cin * side * side), vec![1, cin, side, side]).unwrap();

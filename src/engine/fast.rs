@@ -374,6 +374,7 @@ fn choose(step: &mut Step, constants: &HashMap<usize, &Value>) -> Option<HostOp>
                     stride: c.stride,
                     dilation: c.dilation,
                     relu: false,
+                    hard: None,
                     packed: kernels::Packed::None,
                 },
                 padding: Padding::of(&c.padding, &c.auto_pad),

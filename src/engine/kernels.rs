@@ -22,7 +22,7 @@ mod unfold;
 mod window;
 mod winograd;
 pub use batched::batched_matmul;
-pub use conv::{Conv2d, Packed};
+pub use conv::{Conv2d, Hard, Packed};
 pub use pointwise::{erf, erf_fast, exp_fast, gelu, hard, scale_shift, sigmoid, silu};
 pub use pool::{Pool, PoolKind, global_average_pool};
 pub use reduce::{Reduce, reduce};

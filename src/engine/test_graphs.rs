@@ -56,6 +56,14 @@ pub(crate) fn ints(name: &str, values: &[i64]) -> AttributeProto {
     a
 }
 
+pub(crate) fn float(name: &str, value: f32) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::FLOAT.into();
+    a.f = value;
+    a
+}
+
 pub(crate) fn int(name: &str, value: i64) -> AttributeProto {
     let mut a = AttributeProto::new();
     a.name = name.into();
@@ -102,10 +110,15 @@ pub(crate) struct Graph {
 }
 
 pub(crate) fn model(g: Graph) -> Vec<u8> {
+    model_at(g, 13)
+}
+
+/// [`model`] importing the default domain at `opset`.
+pub(crate) fn model_at(g: Graph, opset: i64) -> Vec<u8> {
     let mut m = ModelProto::new();
     m.ir_version = 8;
     m.opset_import.push(Default::default());
-    m.opset_import[0].version = 13;
+    m.opset_import[0].version = opset;
     let graph = m.graph.mut_or_insert_default();
     graph.name = "crafted".into();
     graph.node = g.nodes;

@@ -1,11 +1,12 @@
 //! The CPU plan's fusions: SiLU from a Mul and its Sigmoid, then each step folded into its
 //! producer where the producer's kernel can absorb it (BatchNormalization into a Conv's
-//! weights, Relu as an epilogue).
+//! weights, Relu, HardSwish and HardSigmoid as epilogues).
 
 use std::collections::{HashMap, HashSet};
 
 use super::{HostOp, Kernel};
 use crate::engine::elementwise::Arithmetic;
+use crate::engine::kernels;
 use crate::engine::model::Step;
 use crate::engine::ops::Op;
 
@@ -191,7 +192,7 @@ fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
                 shift,
                 relu: false,
             },
-        ) if !conv.relu && scale.len() == conv.out_channels => {
+        ) if !conv.relu && conv.hard.is_none() && scale.len() == conv.out_channels => {
             // A zero-channel convolution has nothing to scale; one with no input channels
             // has no weights, only its bias.
             let per_channel = conv
@@ -209,8 +210,14 @@ fn absorb(current: &mut HostOp, next: &HostOp) -> bool {
             }
             true
         }
-        (HostOp::Conv { conv, .. }, HostOp::Relu) if !conv.relu => {
+        (HostOp::Conv { conv, .. }, HostOp::Relu) if !conv.relu && conv.hard.is_none() => {
             conv.relu = true;
+            true
+        }
+        (HostOp::Conv { conv, .. }, &HostOp::Hard { swish, alpha, beta })
+            if !conv.relu && conv.hard.is_none() =>
+        {
+            conv.hard = Some(kernels::Hard { swish, alpha, beta });
             true
         }
         (HostOp::Gemm(g), HostOp::Relu) if !g.relu => {

@@ -3,7 +3,7 @@
 
 use burn::tensor::TensorData;
 
-use crate::engine::test_graphs::{Graph, floats, info, ints, model, node, with};
+use crate::engine::test_graphs::{Graph, float, floats, info, ints, model, model_at, node, with};
 use crate::engine::{Model, cpu};
 
 fn run(bytes: &[u8], feed: &[(&str, Vec<f32>, Vec<usize>)]) -> (Vec<Vec<f32>>, Vec<bool>) {
@@ -194,5 +194,85 @@ fn matmul_of_computed_tensors_runs_on_the_host() {
     }
     for (got, want) in out[0].iter().zip(&want) {
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
+}
+
+/// A HardSwish or HardSigmoid after a Conv runs as the Conv's epilogue (one step), and
+/// as its own step when the Conv's output is also a graph output; both agree with the
+/// product and the activation computed here.
+#[test]
+fn hard_activations_fuse_into_the_convolution() {
+    let (cin, cout, side) = (4usize, 6usize, 3usize);
+    let weights: Vec<f32> = (0..cin * cout).map(|i| (i % 7) as f32 - 3.0).collect();
+    let bias: Vec<f32> = (0..cout).map(|c| c as f32 * 0.5 - 1.0).collect();
+    let xs: Vec<f32> = (0..cin * side * side)
+        .map(|i| (i % 5) as f32 - 2.0)
+        .collect();
+    for (op, swish, alpha, beta) in [
+        ("HardSwish", true, 1.0 / 6.0, 0.5),
+        ("HardSigmoid", false, 0.2, 0.5),
+    ] {
+        for conv_is_output in [false, true] {
+            let mut outputs = vec![info("y", 1, &[])];
+            if conv_is_output {
+                outputs.push(info("c", 1, &[]));
+            }
+            let activation = if swish {
+                node(op, "act", &["c"], &["y"])
+            } else {
+                with(node(op, "act", &["c"], &["y"]), vec![float("alpha", alpha)])
+            };
+            let bytes = model_at(
+                Graph {
+                    nodes: vec![
+                        with(
+                            node("Conv", "conv", &["x", "w", "b"], &["c"]),
+                            vec![ints("kernel_shape", &[1, 1])],
+                        ),
+                        activation,
+                    ],
+                    inputs: vec![info(
+                        "x",
+                        1,
+                        &[
+                            Some(1),
+                            Some(cin as i64),
+                            Some(side as i64),
+                            Some(side as i64),
+                        ],
+                    )],
+                    outputs,
+                    initializers: vec![
+                        floats("w", &[cout as i64, cin as i64, 1, 1], &weights),
+                        floats("b", &[cout as i64], &bias),
+                    ],
+                },
+                14,
+            );
+            let loaded = Model::load(&bytes, &cpu()).unwrap();
+            let feed = vec![(
+                "x".to_owned(),
+                TensorData::new(xs.clone(), vec![1, cin, side, side]),
+            )];
+            let steps = loaded.profile(&feed, 1).unwrap().len();
+            assert_eq!(steps, if conv_is_output { 2 } else { 1 }, "{op}");
+            let y: Vec<f32> = loaded.run(feed).unwrap()[0].1.try_to_vec().unwrap();
+            let plane = side * side;
+            for co in 0..cout {
+                for p in 0..plane {
+                    let c: f32 = bias[co]
+                        + (0..cin)
+                            .map(|ci| weights[co * cin + ci] * xs[ci * plane + p])
+                            .sum::<f32>();
+                    let gate = (c * alpha + beta).clamp(0.0, 1.0);
+                    let want = if swish { c * gate } else { gate };
+                    let got = y[co * plane + p];
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{op}: {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -18,8 +18,27 @@ pub struct Conv2d {
     pub stride: [usize; 2],
     pub dilation: [usize; 2],
     pub relu: bool,
+    /// A HardSwish or HardSigmoid fused after the bias (`relu` is false then): applied
+    /// while each block is in cache on the 1×1 paths, as a pass over the output on the
+    /// others.
+    pub hard: Option<Hard>,
     /// The weights packed for the path the layer takes, set by [`Conv2d::prepare`].
     pub packed: Packed,
+}
+
+/// HardSigmoid, `clamp(αx + β, 0, 1)`, or with `swish` HardSwish, `x` times it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hard {
+    pub swish: bool,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+impl Hard {
+    /// Over a block this thread just wrote.
+    fn apply(self, values: &mut [f32]) {
+        super::pointwise::hard_on_this_thread(values, self.swish, self.alpha, self.beta);
+    }
 }
 
 /// A convolution's weights packed for the panel kernel at plan time.
@@ -141,13 +160,13 @@ impl Conv2d {
                 per_image(&mut out, &|input, dst| {
                     self.run_winograd(packed, input, [h, w], [oh, ow], pads, dst);
                 });
-                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+                return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
             Packed::Unfold(tiles) => {
                 per_image(&mut out, &|input, dst| {
                     self.run_unfold(tiles, input, [h, w], [oh, ow], pads, dst);
                 });
-                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+                return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
             Packed::None => {}
         }
@@ -159,15 +178,15 @@ impl Conv2d {
             {
                 self.run_direct(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
             }
-            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            return self.finish(out, [batch, self.out_channels, oh, ow], false);
         }
         if groups == 1 && !direct && batch > 1 {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);
-            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            return self.finish(out, [batch, self.out_channels, oh, ow], false);
         }
         if cin_g == 1 && cout_g == 1 {
             self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
-            return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+            return self.finish(out, [batch, self.out_channels, oh, ow], false);
         }
         // 1×1 layers: too small to split, on this thread a block of columns at a time;
         // else split by output channels, except a few channels over many columns (a
@@ -184,10 +203,10 @@ impl Conv2d {
                     let input = &x.data[n * image..][..image];
                     self.pointwise_rows(0, self.out_channels, input, plane, dst);
                 }
-                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+                return self.finish(out, [batch, self.out_channels, oh, ow], true);
             }
             if self.pointwise_by_channels(x, plane, &mut out) {
-                return Dense::new(out, vec![batch, self.out_channels, oh, ow]);
+                return self.finish(out, [batch, self.out_channels, oh, ow], true);
             }
         }
         // One GEMM per image and group; grouped (depthwise) convolutions are many small
@@ -274,7 +293,23 @@ impl Conv2d {
                 }
             });
         }
-        Dense::new(out, vec![batch, self.out_channels, oh, ow])
+        self.finish(out, [batch, self.out_channels, oh, ow], false)
+    }
+
+    /// The output as a tensor, the fused HardSwish or HardSigmoid applied where the path
+    /// did not (`activated`).
+    fn finish(
+        &self,
+        mut out: Vec<f32>,
+        shape: [usize; 4],
+        activated: bool,
+    ) -> Result<Dense, EngineError> {
+        if let Some(hard) = self.hard
+            && !activated
+        {
+            super::hard(&mut out, hard.swish, hard.alpha, hard.beta);
+        }
+        Dense::new(out, shape.to_vec())
     }
 
     /// A 1×1 convolution (stride 1, no padding) split over the pool by output channels,
@@ -314,7 +349,7 @@ impl Conv2d {
     }
 
     /// Output channels `first..first + m` of a 1×1 convolution (stride 1, no padding) of
-    /// one image, bias and ReLU included. Past a core's L2 cache (MobileNetV3's 16→72
+    /// one image, bias and ReLU (or the fused HardSwish or HardSigmoid) included. Past a core's L2 cache (MobileNetV3's 16→72
     /// layer at 56×56 writes 900 KB) a block of columns at a time, so the bias pass finds
     /// each block still in cache instead of reading the planes back from memory: 1.3×
     /// faster on that layer (`benches/kernels.rs`, one thread). Below it, one product:
@@ -342,7 +377,11 @@ impl Conv2d {
                 (&input[start..], plane, 1),
             );
             for (row, channel) in dst.chunks_exact_mut(plane).zip(first..) {
-                bias_relu(&mut row[start..][..n], self.bias[channel], self.relu);
+                let block = &mut row[start..][..n];
+                bias_relu(block, self.bias[channel], self.relu);
+                if let Some(hard) = self.hard {
+                    hard.apply(block);
+                }
             }
         }
     }

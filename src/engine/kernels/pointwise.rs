@@ -117,6 +117,11 @@ pub fn hard(values: &mut [f32], swish: bool, alpha: f32, beta: f32) {
     activate(values, Activation::Hard { swish, alpha, beta });
 }
 
+/// [`hard`] on this thread (a kernel's epilogue, on a block it just wrote).
+pub(super) fn hard_on_this_thread(values: &mut [f32], swish: bool, alpha: f32, beta: f32) {
+    on_best_cpu(Activate(values, Activation::Hard { swish, alpha, beta }));
+}
+
 /// `activation` over `values`, spread over the pool when they are many.
 fn activate(values: &mut [f32], activation: Activation) {
     spread_chunks(values, 1, |_, values| {

@@ -8,6 +8,7 @@ use burn::tensor::{DType, TensorData};
 use super::Model;
 use crate::engine::EngineError;
 use crate::engine::elementwise;
+use crate::engine::kernels;
 use crate::engine::limits::{Cap, I64, guarded};
 use crate::engine::value::transfers;
 
@@ -114,25 +115,29 @@ impl Model {
         // Where a run would go: on the pool, its other workers awake, when the model splits.
         crate::engine::threads::spread(&self.parallel, || {
             for _ in 0..iterations.max(1) {
-                let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
-                sync()?;
-                for (step, entry) in self.steps.iter().zip(&mut profile) {
-                    let regions = crate::engine::threads::parallel_regions();
-                    let moved = transfers::on_this_thread();
-                    let (reserved, _) = pool();
-                    let started = Instant::now();
-                    self.execute_step(step, &mut slots, cap)?;
-                    entry.issue += started.elapsed();
+                // As a run does: reusing the buffers earlier runs kept.
+                kernels::reuse::within_run(&self.kept, || -> Result<(), EngineError> {
+                    let mut slots = guarded(|| self.prepare(inputs.to_vec(), cap))?;
                     sync()?;
-                    entry.total += started.elapsed();
-                    entry.split |= crate::engine::threads::parallel_regions() != regions;
-                    let now = transfers::on_this_thread();
-                    entry.uploads += now[0].saturating_sub(moved[0]);
-                    entry.read_backs += now[1].saturating_sub(moved[1]);
-                    let (reserved_now, live) = pool();
-                    entry.reserved += reserved_now.saturating_sub(reserved);
-                    entry.live_bytes = entry.live_bytes.max(live);
-                }
+                    for (step, entry) in self.steps.iter().zip(&mut profile) {
+                        let regions = crate::engine::threads::parallel_regions();
+                        let moved = transfers::on_this_thread();
+                        let (reserved, _) = pool();
+                        let started = Instant::now();
+                        self.execute_step(step, &mut slots, cap)?;
+                        entry.issue += started.elapsed();
+                        sync()?;
+                        entry.total += started.elapsed();
+                        entry.split |= crate::engine::threads::parallel_regions() != regions;
+                        let now = transfers::on_this_thread();
+                        entry.uploads += now[0].saturating_sub(moved[0]);
+                        entry.read_backs += now[1].saturating_sub(moved[1]);
+                        let (reserved_now, live) = pool();
+                        entry.reserved += reserved_now.saturating_sub(reserved);
+                        entry.live_bytes = entry.live_bytes.max(live);
+                    }
+                    Ok(())
+                })?;
             }
             Ok(())
         })?;

@@ -37,6 +37,10 @@ fn reference_conv(c: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) -> Dense {
                     if c.relu {
                         acc = acc.max(0.0);
                     }
+                    if let Some(hard) = c.hard {
+                        let gate = (acc * hard.alpha + hard.beta).clamp(0.0, 1.0);
+                        acc = if hard.swish { acc * gate } else { gate };
+                    }
                     out[((b * c.out_channels + co) * oh + y) * ow + xx] = acc;
                 }
             }
@@ -58,6 +62,7 @@ fn layer(cin: usize, cout: usize, groups: usize, kernel: [usize; 2], seed: u32) 
         stride: [1, 1],
         dilation: [1, 1],
         relu: false,
+        hard: None,
         packed: Packed::None,
     }
 }
@@ -220,6 +225,57 @@ fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
         let rows = &want.data[first * plane..][..m * plane];
         for (a, b) in dst.iter().zip(rows) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b} (channels {first}..+{m})");
+        }
+    }
+}
+
+/// HardSwish and HardSigmoid fused into the layer: in the column blocks of 1×1 layers
+/// (one product, blocks past L2, split over the pool by channels), and as a pass after
+/// every other path (Winograd, the direct stem, depthwise, strided im2col).
+#[test]
+fn fused_hard_activations_match_the_direct_loop() {
+    let swish = Hard {
+        swish: true,
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    };
+    let sigmoid = Hard {
+        swish: false,
+        alpha: 0.2,
+        beta: 0.5,
+    };
+    // (in, out, groups, kernel, stride, pads, batch, side)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+    );
+    let cases: [Case; 6] = [
+        (8, 21, 1, [1, 1], 1, 0, 1, [7, 6]),
+        (5, 48, 1, [1, 1], 1, 0, 1, [80, 83]),
+        (64, 44, 1, [1, 1], 1, 0, 2, [29, 31]),
+        (16, 8, 1, [3, 3], 1, 1, 1, [9, 13]),
+        (3, 24, 1, [3, 3], 2, 1, 1, [57, 61]),
+        (12, 12, 12, [3, 3], 2, 1, 1, [30, 31]),
+    ];
+    for (cin, cout, groups, kernel, stride, pad, batch, [h, w]) in cases {
+        for hard in [swish, sigmoid] {
+            let mut conv = Conv2d {
+                stride: [stride, stride],
+                hard: Some(hard),
+                ..layer(cin, cout, groups, kernel, 11)
+            };
+            conv.prepare();
+            let x = Dense::new(ramp(batch * cin * h * w, 5), vec![batch, cin, h, w]).unwrap();
+            let pads = [(pad, pad), (pad, pad)];
+            let what = format!("{cin}→{cout} {kernel:?} {hard:?}");
+            matches_the_reference(&conv, &x, pads, &what);
+            matches_the_direct_loop_as_an_inference(&conv, &x, pads);
         }
     }
 }
