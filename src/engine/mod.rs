@@ -27,7 +27,9 @@
 //!   it) and shared by every run (tensor clones are reference counts);
 //!   [`Model::weight_bytes`] counts what stays resident.
 //! - A step takes (not clones) an intermediate when no later step reads it, so memory is
-//!   freed as soon as its last reader ran.
+//!   freed as soon as its last reader ran; on the CPU its buffer is then kept for a later
+//!   output ([`kernels::reuse`]), and what a run leaves is held by the model (bounded)
+//!   for the next run. A kernel takes a kept buffer only if it writes every element.
 //!
 //! Not bounded yet: the total memory of intermediates alive at once in a run (each is
 //! capped, not their sum), and compute time (a model may legitimately ask for a huge
