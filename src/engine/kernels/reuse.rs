@@ -94,13 +94,12 @@ pub fn for_overwrite(len: usize) -> Vec<f32> {
         FREE.try_with(|free| {
             let mut free = free.try_borrow_mut().ok()?;
             let list = free.as_mut()?;
-            // The smallest that holds `len` floats, and no more than twice that.
-            let (index, _) = list
+            // The most recently freed that holds `len` floats and no more than twice that:
+            // the likeliest to be still in cache.
+            let index = list
                 .iter()
-                .enumerate()
-                .filter(|(_, v)| v.capacity() >= len && v.capacity() / 2 <= len)
-                .min_by_key(|(_, v)| v.capacity())?;
-            Some(list.swap_remove(index))
+                .rposition(|v| v.capacity() >= len && v.capacity() / 2 <= len)?;
+            Some(list.remove(index))
         })
         .ok()
         .flatten()
