@@ -24,6 +24,7 @@ use super::value::Value;
 
 mod fuse;
 mod run;
+mod shuffle;
 #[cfg(test)]
 mod tests;
 pub use run::{dense_data, dense_from_data, to_burn};
@@ -112,6 +113,9 @@ pub enum HostOp {
     Concat {
         axis: usize,
     },
+    /// A channel shuffle (Concat, Reshape, Transpose, Reshape, and the Split after it) as
+    /// one copy ([`shuffle`]).
+    Shuffle(Box<shuffle::Shuffle>),
     /// Squeeze, Unsqueeze, Transpose, Split, Shape, Size, Gather, Slice and nearest
     /// Resize: the general operator, which takes host values as they are (no conversion
     /// to burn and back).
@@ -528,6 +532,7 @@ pub(super) fn plan(
         fuse::silu(steps, outputs);
         fuse::gelu(steps, outputs);
         fuse::neighbours(steps, outputs);
+        shuffle::fuse(steps, outputs);
         // Weights are final once fusions have folded scales into them.
         for step in steps.iter_mut() {
             if let Kernel::Host(HostOp::Conv { conv, .. }) = &mut step.kernel {

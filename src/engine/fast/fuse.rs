@@ -174,7 +174,7 @@ pub(super) fn neighbours(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
 }
 
 /// Drops the steps a fusion marked as absorbed, keeping the others in order.
-fn drop_removed(steps: &mut Vec<Step>, removed: &[bool]) {
+pub(super) fn drop_removed(steps: &mut Vec<Step>, removed: &[bool]) {
     let mut index = 0;
     steps.retain(|_| {
         index += 1;

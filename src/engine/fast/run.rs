@@ -252,6 +252,14 @@ impl HostOp {
                 x.shape = shape;
                 Value::Dense(x)
             }
+            Self::Shuffle(shuffle) => {
+                let parts: Vec<Dense> = args
+                    .into_iter()
+                    .flatten()
+                    .map(dense)
+                    .collect::<Result<_, _>>()?;
+                return shuffle.run(parts, cap);
+            }
             Self::Concat { axis } => {
                 if args
                     .iter()
@@ -467,7 +475,7 @@ impl Gemm {
     }
 }
 
-fn concat(parts: Vec<Dense>, axis: usize, cap: Cap) -> Result<Dense, EngineError> {
+pub(super) fn concat(parts: Vec<Dense>, axis: usize, cap: Cap) -> Result<Dense, EngineError> {
     let first = parts
         .first()
         .ok_or_else(|| EngineError::Invalid("Concat of nothing".into()))?;

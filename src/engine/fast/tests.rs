@@ -276,3 +276,87 @@ fn hard_activations_fuse_into_the_convolution() {
         }
     }
 }
+
+/// ShuffleNet's channel shuffle (Concat → Reshape → Transpose → Reshape → Split) runs as
+/// one step, and gives exactly what the five steps give (run unfused by making the Concat
+/// also a graph output): with the reshapes ShuffleNet writes (a channel split, dynamic
+/// batch), and with ones that split the values otherwise (its step-by-step path).
+#[test]
+fn a_channel_shuffle_fuses_into_one_step() {
+    let (cin, side) = (3i64, 4i64);
+    // (first target, second target, branch channels)
+    let cases: [(&[i64], &[i64], i64); 4] = [
+        (&[-1, 2, 5, side, side], &[-1, 10, side, side], 5),
+        (&[0, 2, 3, 2, 8], &[0, 6, side, side], 3),
+        (&[1, 3, 2, 16, 1], &[1, 6, 8, 2], 3),
+        // Not a split of the channels (2 · 6 ≠ 6): the five steps one after the other.
+        (&[1, 2, 6, 4, 2], &[1, 6, side, side], 3),
+    ];
+    for (first, second, branch) in cases {
+        let run_with = |cat_is_output: bool| {
+            let mut outputs = vec![info("y0", 1, &[]), info("y1", 1, &[])];
+            if cat_is_output {
+                outputs.push(info("cat", 1, &[]));
+            }
+            let conv = |name: &str, w: &str, out: &str| {
+                with(
+                    node("Conv", name, &["x", w], &[out]),
+                    vec![ints("kernel_shape", &[1, 1])],
+                )
+            };
+            let bytes = model(Graph {
+                nodes: vec![
+                    conv("left", "wl", "a"),
+                    conv("right", "wr", "b"),
+                    with(
+                        node("Concat", "cat", &["a", "b"], &["cat"]),
+                        vec![crate::engine::test_graphs::int("axis", 1)],
+                    ),
+                    node("Reshape", "group", &["cat", "first"], &["grouped"]),
+                    with(
+                        node("Transpose", "swap", &["grouped"], &["swapped"]),
+                        vec![ints("perm", &[0, 2, 1, 3, 4])],
+                    ),
+                    node("Reshape", "back", &["swapped", "second"], &["shuffled"]),
+                    with(
+                        node("Split", "halves", &["shuffled"], &["y0", "y1"]),
+                        vec![crate::engine::test_graphs::int("axis", 1)],
+                    ),
+                ],
+                inputs: vec![info("x", 1, &[None, Some(cin), Some(side), Some(side)])],
+                outputs,
+                initializers: vec![
+                    crate::engine::test_graphs::ramp("wl", &[branch, cin, 1, 1]),
+                    floats(
+                        "wr",
+                        &[branch, cin, 1, 1],
+                        &(0..branch * cin)
+                            .map(|i| i as f32 - 4.0)
+                            .collect::<Vec<_>>(),
+                    ),
+                    crate::engine::test_graphs::int64s("first", &[5], first),
+                    crate::engine::test_graphs::int64s("second", &[4], second),
+                ],
+            });
+            let loaded = Model::load(&bytes, &cpu()).unwrap();
+            let xs: Vec<f32> = (0..cin * side * side)
+                .map(|i| (i % 9) as f32 - 4.0)
+                .collect();
+            let feed = vec![(
+                "x".to_owned(),
+                TensorData::new(xs, vec![1, cin as usize, side as usize, side as usize]),
+            )];
+            let steps = loaded.profile(&feed, 1).unwrap().len();
+            let out = loaded.run(feed).unwrap();
+            let values: Vec<(Vec<usize>, Vec<f32>)> = out[..2]
+                .iter()
+                .map(|(_, d)| (d.shape().to_vec(), d.try_to_vec::<f32>().unwrap()))
+                .collect();
+            (steps, values)
+        };
+        let (fused_steps, fused) = run_with(false);
+        let (steps, unfused) = run_with(true);
+        assert_eq!((fused_steps, steps), (3, 7), "{first:?} {second:?}");
+        assert_eq!(fused, unfused, "{first:?} {second:?}");
+    }
+}
