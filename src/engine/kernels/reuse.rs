@@ -18,8 +18,9 @@ use std::sync::{Mutex, PoisonError};
 /// Buffers kept at most; past it the one freed longest ago goes (a step's output is
 /// most often the size of a tensor freed a few steps before).
 const MAX_KEPT: usize = 32;
-/// Floats a model keeps between runs at most (64 MiB).
-const MAX_KEPT_FLOATS: usize = 16 << 20;
+/// Floats a model keeps between runs at most (16 MiB: a mobile network's whole working
+/// set; a larger one keeps its most recently freed buffers).
+const MAX_KEPT_FLOATS: usize = 4 << 20;
 /// Smaller buffers are not kept: zero-filling them costs less than finding one (all are,
 /// in tests, so that kernels' tests see stale buffers).
 const MIN_FLOATS: usize = if cfg!(test) { 1 } else { 4096 };
