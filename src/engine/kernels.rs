@@ -12,6 +12,7 @@ pub mod broadcast;
 mod conv;
 mod depthwise;
 mod direct;
+mod gemv;
 pub mod panels;
 mod phases;
 mod pointwise;
@@ -187,6 +188,25 @@ fn gemm_product(
             dst.fill(0.0);
         }
         row_times_matrix(dst, lhs.0, lhs.2, rhs.0, rhs.1, k, scale);
+        return;
+    }
+    if n == 1 && lhs.2 == 1 && lhs.1 == k {
+        // A row-major matrix times one column: dot products, no packing.
+        let column: std::borrow::Cow<'_, [f32]> = if rhs.1 == 1 {
+            std::borrow::Cow::Borrowed(&rhs.0[..k])
+        } else {
+            (0..k).map(|p| rhs.0[p * rhs.1]).collect()
+        };
+        gemv::matrix_vector(
+            m,
+            k,
+            (dst, dst_rs),
+            lhs.0,
+            &column,
+            accumulate,
+            scale,
+            split,
+        );
         return;
     }
     let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);

@@ -192,6 +192,10 @@ impl Conv2d {
         // else split by output channels, except a few channels over many columns (a
         // segmentation head), which stay on the general path, whose product splits by
         // columns.
+        if direct && groups == 1 && plane == 1 {
+            self.fully_connected(&x.data, batch, &mut out);
+            return self.finish(out, [batch, self.out_channels, oh, ow], true);
+        }
         if direct && groups == 1 {
             let macs = out.len().saturating_mul(channels);
             if macs < PARALLEL_MACS || crate::engine::threads::ways() < 2 {
@@ -382,6 +386,48 @@ impl Conv2d {
                 if let Some(hard) = self.hard {
                     hard.apply(block);
                 }
+            }
+        }
+    }
+
+    /// A 1×1 convolution of a 1×1 plane (squeeze-and-excite's fully connected layers),
+    /// bias and activation included: one image is the matrix times its column (dot
+    /// products, split over the pool when the weights are large: they come from memory);
+    /// several are one product, the weights read once for all of them.
+    fn fully_connected(&self, x: &[f32], batch: usize, out: &mut [f32]) {
+        let (cin, cout) = (self.in_channels, self.out_channels);
+        if batch == 1 {
+            matmul(
+                cout,
+                1,
+                cin,
+                out,
+                (&self.weight, cin, 1),
+                (x, 1, 1),
+                false,
+                1.0,
+            );
+        } else {
+            matmul(
+                batch,
+                cout,
+                cin,
+                out,
+                (x, cin, 1),
+                (&self.weight, 1, cin),
+                false,
+                1.0,
+            );
+        }
+        for row in out.chunks_exact_mut(cout.max(1)) {
+            for (v, b) in row.iter_mut().zip(&self.bias) {
+                *v += b;
+                if self.relu {
+                    *v = fmax(*v, 0.0);
+                }
+            }
+            if let Some(hard) = self.hard {
+                hard.apply(row);
             }
         }
     }

@@ -202,6 +202,27 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
 }
 
 #[test]
+fn fully_connected_layers_on_one_pixel_match_the_direct_loop() {
+    // Squeeze-and-excite's 1×1 layers on a 1×1 plane: dot products, split over the pool
+    // when the weights are large (144 × 576), on one thread when small; ReLU; a batch of
+    // two is one product.
+    for (cin, cout) in [(576, 144), (144, 576), (24, 7), (9, 100)] {
+        let conv = Conv2d {
+            relu: true,
+            ..layer(cin, cout, 1, [1, 1], 3)
+        };
+        for batch in [1, 2] {
+            // Small inputs, so sums of 576 products stay near 1 (the tolerance is absolute).
+            let small = ramp(batch * cin, 3).iter().map(|v| v / 64.0).collect();
+            let x = Dense::new(small, vec![batch, cin, 1, 1]).unwrap();
+            let pads = [(0, 0), (0, 0)];
+            matches_the_reference(&conv, &x, pads, &format!("{cin}→{cout} on 1×1"));
+            matches_the_direct_loop_as_an_inference(&conv, &x, pads);
+        }
+    }
+}
+
+#[test]
 fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
     // 5 → 48 channels, 1×1, on 80×83 (6640 columns): past one product's 128k output
     // floats on one or two threads (blocks of 688 or 1376 columns, the last one short).
@@ -255,8 +276,9 @@ fn fused_hard_activations_match_the_direct_loop() {
         usize,
         [usize; 2],
     );
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (8, 21, 1, [1, 1], 1, 0, 1, [7, 6]),
+        (144, 576, 1, [1, 1], 1, 0, 2, [1, 1]),
         (5, 48, 1, [1, 1], 1, 0, 1, [80, 83]),
         (64, 44, 1, [1, 1], 1, 0, 2, [29, 31]),
         (16, 8, 1, [3, 3], 1, 1, 1, [9, 13]),
