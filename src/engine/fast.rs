@@ -23,6 +23,7 @@ use super::shapes::pads_2d;
 use super::value::Value;
 
 mod fuse;
+mod gate;
 mod run;
 mod shuffle;
 #[cfg(test)]
@@ -47,6 +48,12 @@ pub enum HostOp {
     /// Passes its input through (Identity, Dropout at inference).
     Pass,
     Conv {
+        conv: Conv2d,
+        padding: Padding,
+    },
+    /// A Mul of two values and the 1×1 convolution that alone reads the product: a
+    /// squeeze-and-excite gate folded into the weights ([`gate`]).
+    GatedConv {
         conv: Conv2d,
         padding: Padding,
     },
@@ -532,10 +539,13 @@ pub(super) fn plan(
         fuse::silu(steps, outputs);
         fuse::gelu(steps, outputs);
         fuse::neighbours(steps, outputs);
+        gate::fuse(steps, outputs);
         shuffle::fuse(steps, outputs);
         // Weights are final once fusions have folded scales into them.
         for step in steps.iter_mut() {
-            if let Kernel::Host(HostOp::Conv { conv, .. }) = &mut step.kernel {
+            if let Kernel::Host(HostOp::Conv { conv, .. } | HostOp::GatedConv { conv, .. }) =
+                &mut step.kernel
+            {
                 conv.prepare();
             }
         }
@@ -548,7 +558,9 @@ impl HostOp {
     #[must_use]
     pub fn held_bytes(&self) -> u64 {
         let floats = match self {
-            Self::Conv { conv, .. } => conv.weight.len() + conv.bias.len() + conv.packed.len(),
+            Self::Conv { conv, .. } | Self::GatedConv { conv, .. } => {
+                conv.weight.len() + conv.bias.len() + conv.packed.len()
+            }
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),
             Self::BatchNorm { scale, shift, .. } => scale.len() + shift.len(),
             Self::Binary {

@@ -365,6 +365,11 @@ impl HostOp {
                 let pads = padding.resolve(&x, conv.kernel, conv.stride, conv.dilation)?;
                 Value::Dense(conv.run(&x, pads, cap)?)
             }
+            Self::GatedConv { conv, padding } => {
+                let a = dense(take(&mut args, 0, op)?)?;
+                let b = dense(take(&mut args, 1, op)?)?;
+                Value::Dense(super::gate::run(conv, padding, a, b, cap)?)
+            }
             Self::Pool { pool, padding } => {
                 let x = dense(take(&mut args, 0, op)?)?;
                 let pads = padding.resolve(&x, pool.kernel, pool.stride, pool.dilation)?;

@@ -55,6 +55,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                     steps[*p].kernel,
                     Kernel::Host(
                         HostOp::Conv { .. }
+                            | HostOp::GatedConv { .. }
                             | HostOp::Pool { .. }
                             | HostOp::Relu
                             | HostOp::BatchNorm { .. }

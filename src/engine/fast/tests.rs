@@ -360,3 +360,68 @@ fn a_channel_shuffle_fuses_into_one_step() {
         assert_eq!(fused, unfused, "{first:?} {second:?}");
     }
 }
+
+/// A squeeze-and-excite gate (`x · sigmoid(mean(x))`) and the 1×1 convolution that alone
+/// reads it run as one step: the gate folded into the weights where the plane has at
+/// least as many pixels as the layer has output channels, else the product first (more
+/// output channels, a batch of two); either operand order, padded or not. Against the
+/// unfused plan (the product made a graph output).
+#[test]
+fn a_gate_folds_into_the_convolution_after_it() {
+    // (channels, output channels, side, batch, gate first, pads)
+    let cases = [
+        (6, 5, 4, 1, false, 0),
+        (6, 5, 4, 1, true, 1),
+        (6, 20, 4, 1, false, 0),
+        (6, 5, 4, 2, true, 0),
+    ];
+    for (c, cout, side, batch, gate_first, pad) in cases {
+        let run_with = |product_is_output: bool| {
+            let mut outputs = vec![info("y", 1, &[])];
+            if product_is_output {
+                outputs.push(info("gated", 1, &[]));
+            }
+            let operands = if gate_first {
+                ["gate", "x"]
+            } else {
+                ["x", "gate"]
+            };
+            let bytes = model(Graph {
+                nodes: vec![
+                    node("GlobalAveragePool", "squeeze", &["x"], &["mean"]),
+                    node("Sigmoid", "excite", &["mean"], &["gate"]),
+                    node("Mul", "scale", &operands, &["gated"]),
+                    with(
+                        node("Conv", "project", &["gated", "w", "b"], &["y"]),
+                        vec![ints("kernel_shape", &[1, 1]), ints("pads", &[pad; 4])],
+                    ),
+                ],
+                inputs: vec![info("x", 1, &[None, Some(c), Some(side), Some(side)])],
+                outputs,
+                initializers: vec![
+                    crate::engine::test_graphs::ramp("w", &[cout, c, 1, 1]),
+                    crate::engine::test_graphs::ramp("b", &[cout]),
+                ],
+            });
+            let n = usize::try_from(batch * c * side * side).unwrap();
+            let xs: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.25 - 1.0).collect();
+            let shape = [batch, c, side, side].map(|d| usize::try_from(d).unwrap());
+            let loaded = Model::load(&bytes, &cpu()).unwrap();
+            let feed = vec![("x".to_owned(), TensorData::new(xs, shape.to_vec()))];
+            let steps = loaded.profile(&feed, 1).unwrap().len();
+            let out = loaded.run(feed).unwrap();
+            (steps, out[0].1.try_to_vec::<f32>().unwrap())
+        };
+        let what = format!("{c}→{cout} on {side}×{side}, batch {batch}");
+        let (fused_steps, fused) = run_with(false);
+        let (steps, unfused) = run_with(true);
+        assert_eq!((fused_steps, steps), (3, 4), "{what}");
+        assert_eq!(fused.len(), unfused.len(), "{what}");
+        for (a, b) in fused.iter().zip(&unfused) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "{a} vs {b}: {what}"
+            );
+        }
+    }
+}
