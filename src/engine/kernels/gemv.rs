@@ -27,12 +27,16 @@ pub(super) fn matrix_vector(
     scale: f32,
     split: bool,
 ) {
+    // Checked arithmetic: a wrapped product must not pass.
     assert!(
-        lhs.len() >= rows * k && x.len() >= k,
+        rows.checked_mul(k).is_some_and(|n| lhs.len() >= n) && x.len() >= k,
         "gemv operand too small"
     );
     assert!(
-        rows == 0 || dst.len() > (rows - 1) * dst_stride,
+        rows == 0
+            || (rows - 1)
+                .checked_mul(dst_stride)
+                .is_some_and(|last| dst.len() > last),
         "gemv destination too small"
     );
     let x = &x[..k];
@@ -72,7 +76,10 @@ fn store(sums: &[f32], dst: &mut [f32], stride: usize, accumulate: bool, scale: 
 /// `sums[i] = lhs row i · x`, rows of `x.len()` values (AVX2 + FMA where the CPU has it).
 fn dots(sums: &mut [f32], lhs: &[f32], x: &[f32]) {
     let k = x.len();
-    assert!(lhs.len() >= sums.len() * k, "gemv matrix too small");
+    assert!(
+        sums.len().checked_mul(k).is_some_and(|n| lhs.len() >= n),
+        "gemv matrix too small"
+    );
     if k == 0 {
         sums.fill(0.0);
         return;
@@ -112,7 +119,7 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dots(sums: &mut [f32], lhs: &[f32], x: &[f32]) {
         let k = x.len();
-        assert!(k > 0 && lhs.len() >= sums.len() * k);
+        assert!(k > 0 && sums.len().checked_mul(k).is_some_and(|n| lhs.len() >= n));
         let (wide, body) = (k - k % 32, k - k % 8);
         for (o, row) in sums.iter_mut().zip(lhs.chunks_exact(k)) {
             let mut acc = [_mm256_setzero_ps(); 4];
