@@ -300,55 +300,6 @@ impl Conv2d {
         self.finish(out, [batch, self.out_channels, oh, ow], false)
     }
 
-    /// This layer for one image whose input channels are multiplied by `scale` (a
-    /// squeeze-and-excite gate), the factors folded into a copy of the weights; `None`
-    /// for a grouped layer, packed weights, or a factor per channel missing.
-    #[must_use]
-    pub fn with_scaled_inputs(&self, scale: &[f32]) -> Option<Self> {
-        let cin = self.in_channels;
-        if self.groups != 1 || scale.len() != cin || !matches!(self.packed, Packed::None) {
-            return None;
-        }
-        let taps = self.kernel[0] * self.kernel[1];
-        let per_output = cin * taps;
-        if self.weight.len() != self.out_channels * per_output {
-            return None;
-        }
-        let mut weight = super::reuse::for_overwrite(self.weight.len());
-        let rows = weight
-            .chunks_exact_mut(per_output.max(1))
-            .zip(self.weight.chunks_exact(per_output.max(1)));
-        if taps == 1 {
-            // A 1×1 layer: each row of weights times the gate, one vectorized pass.
-            for (dst, src) in rows {
-                for ((d, w), s) in dst.iter_mut().zip(src).zip(scale) {
-                    *d = w * s;
-                }
-            }
-        } else {
-            for (dst, src) in rows {
-                for ((dst, src), s) in dst
-                    .chunks_exact_mut(taps)
-                    .zip(src.chunks_exact(taps))
-                    .zip(scale)
-                {
-                    dst.iter_mut().zip(src).for_each(|(d, w)| *d = w * s);
-                }
-            }
-        }
-        Some(Self {
-            weight,
-            bias: self.bias.clone(),
-            packed: Packed::None,
-            ..*self
-        })
-    }
-
-    /// Gives a copy's weights back for later outputs of the run ([`super::reuse`]).
-    pub fn recycle(self) {
-        super::reuse::keep(self.weight);
-    }
-
     /// The output as a tensor, the fused HardSwish or HardSigmoid applied where the path
     /// did not (`activated`).
     fn finish(
@@ -435,48 +386,6 @@ impl Conv2d {
                 if let Some(hard) = self.hard {
                     hard.apply(block);
                 }
-            }
-        }
-    }
-
-    /// A 1×1 convolution of a 1×1 plane (squeeze-and-excite's fully connected layers),
-    /// bias and activation included: one image is the matrix times its column (dot
-    /// products, split over the pool when the weights are large: they come from memory);
-    /// several are one product, the weights read once for all of them.
-    fn fully_connected(&self, x: &[f32], batch: usize, out: &mut [f32]) {
-        let (cin, cout) = (self.in_channels, self.out_channels);
-        if batch == 1 {
-            matmul(
-                cout,
-                1,
-                cin,
-                out,
-                (&self.weight, cin, 1),
-                (x, 1, 1),
-                false,
-                1.0,
-            );
-        } else {
-            matmul(
-                batch,
-                cout,
-                cin,
-                out,
-                (x, cin, 1),
-                (&self.weight, 1, cin),
-                false,
-                1.0,
-            );
-        }
-        for row in out.chunks_exact_mut(cout.max(1)) {
-            for (v, b) in row.iter_mut().zip(&self.bias) {
-                *v += b;
-                if self.relu {
-                    *v = fmax(*v, 0.0);
-                }
-            }
-            if let Some(hard) = self.hard {
-                hard.apply(row);
             }
         }
     }
@@ -610,5 +519,6 @@ impl Conv2d {
     }
 }
 
+mod squeeze;
 #[cfg(test)]
 mod tests;
