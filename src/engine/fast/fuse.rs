@@ -134,12 +134,7 @@ pub(super) fn gelu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
 
 /// Folds a step into its producer where the producer's kernel can absorb it.
 pub(super) fn neighbours(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in step.inputs.iter().flatten() {
-            readers.entry(*slot).or_default().push(i);
-        }
-    }
+    let readers = readers(steps);
     let mut removed = vec![false; steps.len()];
     for i in 0..steps.len() {
         if removed[i] {
@@ -171,6 +166,17 @@ pub(super) fn neighbours(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
         }
     }
     drop_removed(steps, &removed);
+}
+
+/// The steps that read each slot, in step order (a step reading a slot twice, twice).
+pub(super) fn readers(steps: &[Step]) -> HashMap<usize, Vec<usize>> {
+    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        for slot in step.inputs.iter().flatten() {
+            readers.entry(*slot).or_default().push(i);
+        }
+    }
+    readers
 }
 
 /// Drops the steps a fusion marked as absorbed, keeping the others in order.

@@ -6,7 +6,7 @@
 //! plane has more pixels than the layer has output channels (MobileNetV3: every gate but
 //! the three on 7×7 planes), and one step fewer either way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use super::{HostOp, Kernel, Padding};
 use crate::engine::EngineError;
@@ -19,12 +19,7 @@ use crate::engine::model::Step;
 /// convolution reads (as its input) becomes one [`HostOp::GatedConv`] on the
 /// convolution's step, reading the Mul's two operands.
 pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in step.inputs.iter().flatten() {
-            readers.entry(*slot).or_default().push(i);
-        }
-    }
+    let readers = super::fuse::readers(steps);
     let mut removed = vec![false; steps.len()];
     for m in 0..steps.len() {
         let is_mul = matches!(
@@ -51,7 +46,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                 && conv.kernel == [1, 1]
                 && conv.stride == [1, 1]
                 && conv.dilation == [1, 1]);
-        if !pointwise || steps[c].inputs[..] != [Some(product)] || removed[c] {
+        if !pointwise || steps[c].inputs[..] != [Some(product)] {
             continue;
         }
         let Kernel::Host(HostOp::Conv { conv, padding }) =

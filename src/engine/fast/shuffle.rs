@@ -37,12 +37,9 @@ const PERM: [usize; 5] = [0, 2, 1, 3, 4];
 /// shuffle into one [`HostOp::Shuffle`] on the Concat's step, when every value in between
 /// is read by the next step alone and is no graph output.
 pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
-    let mut readers: HashMap<usize, Vec<usize>> = HashMap::new();
+    let readers = super::fuse::readers(steps);
     let mut producer: HashMap<usize, usize> = HashMap::new();
     for (i, step) in steps.iter().enumerate() {
-        for slot in step.inputs.iter().flatten() {
-            readers.entry(*slot).or_default().push(i);
-        }
         for slot in &step.outputs {
             producer.insert(*slot, i);
         }
