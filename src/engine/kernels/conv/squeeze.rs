@@ -48,40 +48,29 @@ impl Conv2d {
         }
     }
 
-    /// This layer for one image whose input channels are multiplied by `scale` (a
+    /// This 1×1 layer for one image whose input channels are multiplied by `scale` (a
     /// squeeze-and-excite gate), the factors folded into a copy of the weights; `None`
-    /// for a grouped layer, packed weights, or a factor per channel missing.
+    /// for another kernel, a grouped layer, packed weights, or a factor per channel
+    /// missing.
     #[must_use]
     pub fn with_scaled_inputs(&self, scale: &[f32]) -> Option<Self> {
         let cin = self.in_channels;
-        if self.groups != 1 || scale.len() != cin || !matches!(self.packed, Packed::None) {
+        let fits = self.kernel == [1, 1]
+            && self.groups == 1
+            && scale.len() == cin
+            && matches!(self.packed, Packed::None)
+            && self.weight.len() == self.out_channels * cin;
+        if !fits {
             return None;
         }
-        let taps = self.kernel[0] * self.kernel[1];
-        let per_output = cin * taps;
-        if self.weight.len() != self.out_channels * per_output {
-            return None;
-        }
+        // Each row of weights times the gate; every value of the reused buffer written.
         let mut weight = super::super::reuse::for_overwrite(self.weight.len());
-        let rows = weight
-            .chunks_exact_mut(per_output.max(1))
-            .zip(self.weight.chunks_exact(per_output.max(1)));
-        if taps == 1 {
-            // A 1×1 layer: each row of weights times the gate, one vectorized pass.
-            for (dst, src) in rows {
-                for ((d, w), s) in dst.iter_mut().zip(src).zip(scale) {
-                    *d = w * s;
-                }
-            }
-        } else {
-            for (dst, src) in rows {
-                for ((dst, src), s) in dst
-                    .chunks_exact_mut(taps)
-                    .zip(src.chunks_exact(taps))
-                    .zip(scale)
-                {
-                    dst.iter_mut().zip(src).for_each(|(d, w)| *d = w * s);
-                }
+        for (dst, src) in weight
+            .chunks_exact_mut(cin.max(1))
+            .zip(self.weight.chunks_exact(cin.max(1)))
+        {
+            for ((d, w), s) in dst.iter_mut().zip(src).zip(scale) {
+                *d = w * s;
             }
         }
         Some(Self {
