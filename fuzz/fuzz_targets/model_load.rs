@@ -11,7 +11,9 @@ use std::time::Duration;
 use cairn::engine::{LoadLimits, Model};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
+mod contained;
+
+fuzz_target!(init: contained::install(), |data: &[u8]| {
     let device = cairn::engine::cpu();
     let _ = cairn::engine::inspect(data);
     // Small limits: libFuzzer's memory limit is 2 GiB, and the limits are what is tested.

@@ -15,6 +15,8 @@ use burn::tensor::{DType, TensorData};
 use cairn::engine::{LoadLimits, Model, elementwise};
 use libfuzzer_sys::fuzz_target;
 
+mod contained;
+
 const MLP: &[u8] = include_bytes!("../../tests/fixtures/models/mlp.onnx");
 const CNN: &[u8] = include_bytes!("../../tests/fixtures/models/cnn.onnx");
 
@@ -91,7 +93,7 @@ fn inputs(model: &Model, data: &mut Reader<'_>) -> Option<Vec<(String, TensorDat
     Some(out)
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: contained::install(), |data: &[u8]| {
     let mut reader = Reader(data);
     let owned;
     let model = match reader.byte() {

@@ -185,6 +185,7 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
             )));
         }
     }
+    check_geometry(graph, &initializers)?;
     let inputs = graph
         .input
         .iter()
@@ -227,6 +228,96 @@ fn read_raw(bytes: &[u8]) -> Result<Raw, EngineError> {
         bad_casts,
         nodes,
     })
+}
+
+/// onnx-ir indexes a convolution's or pool's per-axis attributes by the kernel's rank
+/// without checking their lengths (and reduces a scalar's rank by one for ArgMax). Lengths that disagree with the kernel (the rank less 2
+/// of its weight, else of its input, where the model declares them; else the first of
+/// them given) or with each other are refused here, naming the node, as onnxruntime
+/// refuses them.
+fn check_geometry(
+    graph: &onnx_ir::GraphProto,
+    initializers: &std::collections::HashMap<&str, &onnx_ir::TensorProto>,
+) -> Result<(), EngineError> {
+    const PER_AXIS: [(&str, usize); 6] = [
+        ("kernel_shape", 1),
+        ("strides", 1),
+        ("dilations", 1),
+        ("output_padding", 1),
+        ("output_shape", 1),
+        ("pads", 2),
+    ];
+    let spatial_ops = ["Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"];
+    let declared = declared_ranks(graph, initializers);
+    // onnx-ir takes one from the rank of an ArgMax/ArgMin's input unchecked; it reads a
+    // graph input without a shape as a scalar.
+    let scalar = |name: &str| {
+        declared.get(name).map_or_else(
+            || graph.input.iter().any(|i| i.name == name),
+            |rank| *rank == 0,
+        )
+    };
+    if let Some(node) = graph.node.iter().find(|n| {
+        (n.op_type == "ArgMax" || n.op_type == "ArgMin")
+            && n.input.first().is_some_and(|x| scalar(x))
+    }) {
+        return Err(EngineError::Parse(format!(
+            "node '{}' ({}): the input is a scalar, with no axis to reduce",
+            node.name, node.op_type
+        )));
+    }
+    let spatial = |name: Option<&String>| {
+        name.and_then(|n| declared.get(n.as_str()))
+            .map(|rank| rank.saturating_sub(2))
+    };
+    for node in graph
+        .node
+        .iter()
+        .filter(|n| spatial_ops.contains(&n.op_type.as_str()))
+    {
+        let length = |name: &str| {
+            node.attribute
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.ints.len())
+        };
+        let weight = node
+            .input
+            .get(1)
+            .filter(|_| node.op_type.starts_with("Conv"));
+        let mut axes = spatial(weight).or_else(|| spatial(node.input.first()));
+        for (name, per_axis) in PER_AXIS {
+            let Some(len) = length(name) else { continue };
+            let fits = match axes {
+                Some(k) => len == per_axis * k,
+                None => len % per_axis == 0,
+            };
+            if !fits {
+                return Err(EngineError::Parse(format!(
+                    "node '{}' ({}): {name} has {len} values for a kernel of {} axes",
+                    node.name,
+                    node.op_type,
+                    axes.map_or_else(|| "?".to_owned(), |k| k.to_string())
+                )));
+            }
+            axes = axes.or(Some(len / per_axis));
+        }
+    }
+    Ok(())
+}
+
+/// The ranks of the graph's inputs that declare a shape, and of its initializers.
+fn declared_ranks<'g>(
+    graph: &'g onnx_ir::GraphProto,
+    initializers: &std::collections::HashMap<&'g str, &'g onnx_ir::TensorProto>,
+) -> std::collections::HashMap<&'g str, usize> {
+    graph
+        .input
+        .iter()
+        .filter(|i| i.type_.tensor_type().shape.is_some())
+        .map(|i| (i.name.as_str(), i.type_.tensor_type().shape.dim.len()))
+        .chain(initializers.iter().map(|(name, t)| (*name, t.dims.len())))
+        .collect()
 }
 
 pub(super) fn parse(bytes: &[u8]) -> Result<(onnx_ir::OnnxGraph, Raw), EngineError> {

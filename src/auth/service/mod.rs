@@ -1,9 +1,11 @@
 //! The `Auth` service: authentication of each request, sessions, usage and audit; the
 //! account operations live in `users.rs` and `keys.rs`.
 
+mod admit;
 mod key_admin;
 mod login;
 mod users;
+mod views;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,15 +14,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
 use super::audit::{AuditLimiter, AuditLog, Event, Retention};
-use super::rate::{AddressBuckets, KeyBucket, RateLimitConfig, RateLimited};
+use super::rate::{AddressBuckets, KeyBucket, RateLimitConfig};
 use super::throttle::LoginThrottle;
-use super::{AuthError, Credential, Principal, Role, Scope, ScopeSet, keys};
+use super::{AuthError, Principal, Role, Scope, ScopeSet, keys};
 use crate::store::schema::{KeyRecord, UsageRecord, UserRecord};
 use crate::store::{AuditQuery, Store, StoredUser, unix_now};
 use crate::telemetry::metrics::AuthMetrics;
+
+pub use views::{
+    AuditEntry, KeyView, LoginOutcome, NewKey, NewUser, RateView, UsageView, UserPatch, UserView,
+};
 
 /// Settings of the `[auth]` config section, in domain form.
 #[derive(Debug, Clone)]
@@ -72,84 +77,6 @@ struct UserEntry {
 struct Snapshot {
     keys: HashMap<u64, KeyEntry>,
     users: HashMap<u64, UserEntry>,
-}
-
-/// A user as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct UserView {
-    pub id: u64,
-    pub username: String,
-    pub display_name: Option<String>,
-    pub role: Role,
-    pub disabled: bool,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub password_changed_at: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RateView {
-    pub per_second: u32,
-    pub burst: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct UsageView {
-    /// Requests by the scope their route needs (`public` and `session` for the rest).
-    pub requests: std::collections::BTreeMap<&'static str, u64>,
-    pub last_used_at: Option<u64>,
-    pub last_used_addr: Option<String>,
-}
-
-/// An API key as the API shows it (never the secret).
-#[derive(Debug, Clone, Serialize)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub user_id: u64,
-    pub username: String,
-    pub scopes: Vec<&'static str>,
-    pub created_at: u64,
-    pub expires_at: Option<u64>,
-    pub revoked_at: Option<u64>,
-    pub state: &'static str,
-    pub rate_limit: RateView,
-    pub usage: UsageView,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewUser {
-    pub username: String,
-    pub password: String,
-    pub role: Role,
-    pub display_name: Option<String>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct UserPatch {
-    pub role: Option<Role>,
-    pub disabled: Option<bool>,
-    pub display_name: Option<Option<String>>,
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub name: String,
-    pub scopes: Vec<Scope>,
-    pub expires_at: Option<u64>,
-    pub rate: Option<RateLimitConfig>,
-    /// Create the key for this user instead of the caller (needs `users:manage`).
-    pub for_user: Option<String>,
-}
-
-/// A successful login.
-#[derive(Debug)]
-pub struct LoginOutcome {
-    pub token: String,
-    pub csrf: [u8; 32],
-    pub user: UserView,
-    pub expires_at: u64,
 }
 
 /// Usage class names, by `Scope as usize`; the last class is "other" (public, session).
@@ -342,108 +269,6 @@ impl Auth {
         Ok(())
     }
 
-    /// Checks a bearer key: the hot path (no store access, no lock).
-    ///
-    /// # Errors
-    /// Malformed, unknown, wrong secret, expired, revoked, owner deleted or disabled.
-    pub fn authenticate_key(&self, key: &str) -> Result<Principal, AuthError> {
-        let parsed = keys::parse(key).ok_or(AuthError::MalformedHeader)?;
-        let snapshot = self.snapshot.load();
-        let entry = snapshot
-            .keys
-            .get(&parsed.id)
-            .ok_or(AuthError::BadCredentials)?;
-        if !keys::mac_matches(&entry.mac, &keys::mac(&self.secret, parsed.secret)) {
-            return Err(AuthError::BadCredentials);
-        }
-        if entry.revoked_at.is_some() {
-            return Err(AuthError::KeyRevoked);
-        }
-        if entry.expires_at.is_some_and(|at| at <= unix_now()) {
-            return Err(AuthError::KeyExpired);
-        }
-        let owner = snapshot
-            .users
-            .get(&entry.user_id)
-            .ok_or(AuthError::BadCredentials)?;
-        if owner.disabled {
-            return Err(AuthError::BadCredentials);
-        }
-        Ok(Principal {
-            user_id: entry.user_id,
-            username: owner.username.clone(),
-            role: owner.role,
-            scopes: entry.scopes.intersect(owner.role.scopes()),
-            credential: Credential::Key { key_id: parsed.id },
-        })
-    }
-
-    /// Takes a token from the key's bucket and counts the request in its usage.
-    ///
-    /// # Errors
-    /// The key's bucket is empty.
-    pub fn admit_key(
-        &self,
-        key_id: u64,
-        class: Option<Scope>,
-        addr: Option<IpAddr>,
-    ) -> Result<(), RateLimited> {
-        let snapshot = self.snapshot.load();
-        let Some(entry) = snapshot.keys.get(&key_id) else {
-            return Ok(());
-        };
-        if let Err(limited) = entry.bucket.check() {
-            self.metrics
-                .rate_limited
-                .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "key" })
-                .inc();
-            return Err(limited);
-        }
-        let class_index = class.map_or(Scope::ALL.len(), Scope::class);
-        entry.usage.by_class[class_index].fetch_add(1, Ordering::Relaxed);
-        entry
-            .usage
-            .last_used_at
-            .store(unix_now(), Ordering::Relaxed);
-        if let Some(addr) = addr {
-            *entry.usage.last_addr.lock().expect("poisoned") = Some(addr);
-        }
-        entry.usage.counters[class_index]
-            .get_or_init(|| {
-                self.metrics
-                    .key_requests
-                    .get_or_create(&crate::telemetry::metrics::KeyClassLabels {
-                        key_id: keys::format_id(key_id),
-                        class: CLASS_NAMES[class_index],
-                    })
-                    .clone()
-            })
-            .inc();
-        Ok(())
-    }
-
-    /// Takes a token from the client address's bucket (requests without a key).
-    ///
-    /// # Errors
-    /// The address's bucket is empty.
-    pub fn admit_address(&self, addr: IpAddr) -> Result<(), RateLimited> {
-        self.addresses
-            .check(self.client_key(addr))
-            .inspect_err(|_| {
-                self.metrics
-                    .rate_limited
-                    .get_or_create(&crate::telemetry::metrics::LimiterLabels { limiter: "address" })
-                    .inc();
-            })
-    }
-
-    /// The key a client address is counted under: an IPv4 address (IPv4-mapped IPv6
-    /// included) as itself, an IPv6 address reduced to its `ipv6_prefix` leading bits.
-    #[must_use]
-    pub fn client_key(&self, addr: IpAddr) -> IpAddr {
-        client_key(addr, self.config.ipv6_prefix)
-    }
-
     /// Periodic upkeep: forget idle address buckets, drop expired sessions, save usage.
     pub async fn maintain(self: &Arc<Self>) {
         self.addresses.shrink();
@@ -597,19 +422,6 @@ impl Auth {
     pub(super) fn store(&self) -> &Arc<Store> {
         &self.store
     }
-}
-
-/// One audit log entry as the API shows it (stored records stay inside the domain).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AuditEntry {
-    pub seq: u64,
-    pub at_ms: u64,
-    pub kind: String,
-    pub actor: String,
-    pub addr: String,
-    pub target: String,
-    pub detail: String,
-    pub ok: bool,
 }
 
 /// See [`Auth::client_key`].

@@ -58,7 +58,7 @@ fn bias(
     nonpad: Option<Value>,
     causal: bool,
     past: usize,
-    batch: usize,
+    (batch, heads): (usize, usize),
     (q, kv): (usize, usize),
 ) -> Result<Option<Bias>, EngineError> {
     let (mut data, mut shape): (Vec<f32>, Vec<usize>) = match mask {
@@ -83,6 +83,17 @@ fn bias(
             };
             let mut shape = vec![1; 4 - dims.len()];
             shape.extend(&dims);
+            // It broadcasts to the scores `[batch, heads, q, kv]` (which the cap bounds),
+            // so the padded copy below is no larger than they are.
+            if shape[..3]
+                .iter()
+                .zip([batch, heads, q])
+                .any(|(m, s)| *m != 1 && *m != s)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "Attention: a mask of shape {dims:?} for scores [{batch}, {heads}, {q}, {kv}]"
+                )));
+            }
             // A mask shorter than the keys is padded with "masked".
             let width = shape[3];
             if width > kv {
@@ -219,7 +230,7 @@ pub(super) fn run(
     }
     let device = qk.device();
     let qk_capped = qk.clone();
-    if let Some((data, shape)) = bias(mask, nonpad, a.causal, past, b, (sq, skv))? {
+    if let Some((data, shape)) = bias(mask, nonpad, a.causal, past, (b, hq), (sq, skv))? {
         let bias: Tensor<4> = Tensor::from_data(TensorData::new(data, shape), &device);
         qk = qk.add(bias);
     }

@@ -25,6 +25,7 @@ use super::value::{Float, Value, to_array, with_rank};
 pub mod attention;
 mod attrs;
 pub mod elementwise;
+mod generate;
 pub mod host;
 pub mod index;
 pub mod nn;

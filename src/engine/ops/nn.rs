@@ -337,7 +337,11 @@ fn conv_transpose(
             w.dims()
         )));
     }
-    let cout = cout_g * groups;
+    let cout = cout_g.checked_mul(groups).ok_or_else(|| {
+        EngineError::Invalid(format!(
+            "ConvTranspose: {groups} groups of {cout_g} outputs"
+        ))
+    })?;
     let bias = bias.map(Float::rank1).transpose()?;
     let mut window = [(0usize, 0usize); 2];
     let mut full = [0usize; 2];
@@ -373,7 +377,7 @@ fn conv_transpose(
                 (begin, shape[i])
             }
             (None, Some(upper)) => {
-                let size = input * c.stride[i];
+                let size = input.saturating_mul(c.stride[i]);
                 let total = span.saturating_sub(size);
                 (
                     if upper { total / 2 } else { total - total / 2 },
@@ -381,9 +385,12 @@ fn conv_transpose(
                 )
             }
             (None, None) => {
-                let size = span.checked_sub(2 * c.pads[i]).ok_or_else(|| {
-                    EngineError::Invalid(format!("ConvTranspose: pads {:?}", c.pads))
-                })?;
+                let size = c.pads[i]
+                    .checked_mul(2)
+                    .and_then(|p| span.checked_sub(p))
+                    .ok_or_else(|| {
+                        EngineError::Invalid(format!("ConvTranspose: pads {:?}", c.pads))
+                    })?;
                 (c.pads[i], size)
             }
         };

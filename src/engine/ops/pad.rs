@@ -111,7 +111,7 @@ fn pad_axis(
         return Ok(x);
     }
     let size = x.dims()[axis];
-    let crop = |v: i64| usize::try_from(-v.min(0)).unwrap_or(usize::MAX);
+    let crop = |v: i64| usize::try_from(v.min(0).unsigned_abs()).unwrap_or(usize::MAX);
     let (cb, ce) = (crop(begin), crop(end));
     if cb.saturating_add(ce) > size {
         return Err(EngineError::Invalid(format!(
@@ -197,16 +197,28 @@ fn pad_ints(
             shape.len()
         )));
     }
-    let mut maps: Vec<Vec<Option<usize>>> = Vec::with_capacity(shape.len());
+    // Every length is checked, and the output against the cap, before any map is built:
+    // the amounts can come from a run's inputs, so any i64 (i64::MIN and MAX included).
+    let mut out = Vec::with_capacity(shape.len());
     for (&n, &(begin, end)) in shape.iter().zip(amounts) {
-        let len = i64::try_from(n).unwrap_or(0) + begin + end;
-        if len < 0 {
+        let size = i64::try_from(n).unwrap_or(i64::MAX);
+        let len = size
+            .checked_add(begin)
+            .and_then(|v| v.checked_add(end))
+            .ok_or_else(|| EngineError::Limit(format!("Pad of {begin} and {end} on {n}")))?;
+        if begin < -size || end < -size || len < 0 {
             return Err(EngineError::Invalid(format!(
-                "Pad of {begin} and {end} on {n}"
+                "Pad of {begin} and {end} crops more than an axis of {n}"
             )));
         }
+        out.push(usize::try_from(len).unwrap_or(usize::MAX));
+    }
+    let count = cap.check(&out, I64)?;
+    // Now -n ≤ begin ≤ len: no position below overflows.
+    let mut maps: Vec<Vec<Option<usize>>> = Vec::with_capacity(shape.len());
+    for ((&n, &(begin, _)), &len) in shape.iter().zip(amounts).zip(&out) {
         let last = i64::try_from(n).unwrap_or(0) - 1;
-        let map = (0..len)
+        let map = (0..i64::try_from(len).unwrap_or(0))
             .map(|i| {
                 let p = i - begin;
                 let q = match mode {
@@ -222,8 +234,6 @@ fn pad_ints(
             .collect();
         maps.push(map);
     }
-    let out: Vec<usize> = maps.iter().map(Vec::len).collect();
-    let count = cap.check(&out, I64)?;
     let st = host::strides(shape);
     let ost = host::strides(&out);
     #[expect(clippy::cast_possible_truncation, reason = "an integer pad value")]

@@ -1,11 +1,11 @@
 //! Data movement and shape arithmetic: Reshape, Flatten, Transpose, Concat, (Un)Squeeze,
-//! Shape, Size, Gather, GatherElements, Slice, Expand, Tile, Range, Split,
-//! ConstantOfShape. Float tensors move on their device through burn; integer tensors on
-//! the host ([`super::host`]).
+//! Shape, Size, Gather, GatherElements, Slice, Expand, Tile, Split (Range and
+//! ConstantOfShape are in [`super::generate`]). Float tensors move on their device
+//! through burn; integer tensors on the host ([`super::host`]).
 
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::{Op, Scalar, any_input, axis_of, expand_to, host, index, lift_to};
+use super::{Op, any_input, axis_of, expand_to, host, index, lift_to};
 use crate::engine::EngineError;
 use crate::engine::elementwise::broadcast_shape;
 use crate::engine::kernels::Dense;
@@ -226,7 +226,7 @@ pub(super) fn run(
             start,
             limit,
             delta,
-        } => range(&inputs, *start, *limit, *delta, device, cap)?,
+        } => super::generate::range(&inputs, *start, *limit, *delta, device, cap)?,
         Op::Split {
             axis,
             sizes,
@@ -241,7 +241,7 @@ pub(super) fn run(
         }
         Op::ConstantOfShape { shape, fill } => {
             let shape = to_usize(&shape.read(&inputs, "ConstantOfShape")?, "ConstantOfShape")?;
-            constant_of_shape(shape, fill.clone(), device, cap)?
+            super::generate::constant_of_shape(shape, fill.clone(), device, cap)?
         }
         Op::Pad { pads, value, mode } => {
             return Ok(vec![super::pad::run(
@@ -254,14 +254,17 @@ pub(super) fn run(
                 EngineError::Invalid(format!("DepthToSpace of shape {:?}", x.dims()))
             })?;
             let bs = *block;
-            let depth = bs * bs;
+            let blocks = |what: &str| EngineError::Invalid(format!("{what}: blocks of {bs}"));
+            let depth = bs.checked_mul(bs).ok_or_else(|| blocks("DepthToSpace"))?;
             if c % depth != 0 {
                 return Err(EngineError::Invalid(format!(
                     "DepthToSpace: {c} channels for blocks of {bs}"
                 )));
             }
+            let grown = |n: usize| n.checked_mul(bs).ok_or_else(|| blocks("DepthToSpace"));
+            let out = [b, c / depth, grown(h)?, grown(w)?];
+            cap.check(&out, F32)?;
             let t = x.rank4()?;
-            let out = [b, c / depth, h * bs, w * bs];
             let y = if *crd {
                 t.reshape([b, c / depth, bs, bs, h, w])
                     .permute([0, 1, 4, 2, 5, 3])
@@ -282,11 +285,18 @@ pub(super) fn run(
                     "SpaceToDepth: {h}×{w} for blocks of {bs}"
                 )));
             }
+            let depth = bs
+                .checked_mul(bs)
+                .and_then(|d| d.checked_mul(c))
+                .ok_or_else(|| {
+                    EngineError::Invalid(format!("SpaceToDepth: blocks of {bs} on {c} channels"))
+                })?;
+            cap.check(&[b, depth, h / bs, w / bs], F32)?;
             let y = x
                 .rank4()?
                 .reshape([b, c, h / bs, bs, w / bs, bs])
                 .permute([0, 3, 5, 1, 2, 4])
-                .reshape([b, c * bs * bs, h / bs, w / bs]);
+                .reshape([b, depth, h / bs, w / bs]);
             Value::Float(Float::R4(y))
         }
         other => {
@@ -421,81 +431,6 @@ fn tile(x: Value, repeats: &[usize], cap: Cap) -> Result<Value, EngineError> {
     }
 }
 
-fn scalar(inputs: &[Option<Value>], s: Scalar) -> Result<(f64, bool), EngineError> {
-    #[expect(clippy::cast_precision_loss, reason = "Range bounds")]
-    match s {
-        Scalar::Int(v) => Ok((v as f64, true)),
-        Scalar::Float(v) => Ok((v, false)),
-        Scalar::Input(i) => match inputs.get(i).and_then(Option::as_ref) {
-            Some(Value::Int { data, .. }) if data.len() == 1 => Ok((data[0] as f64, true)),
-            Some(Value::Float(f)) => {
-                let v: Vec<f32> = f
-                    .clone()
-                    .into_data()
-                    .try_to_vec()
-                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
-                match v.as_slice() {
-                    [x] => Ok((f64::from(*x), false)),
-                    _ => Err(EngineError::Invalid("Range bounds must be scalars".into())),
-                }
-            }
-            _ => Err(EngineError::Invalid(format!(
-                "Range: input {i} must be a scalar"
-            ))),
-        },
-    }
-}
-
-fn range(
-    inputs: &[Option<Value>],
-    start: Scalar,
-    limit: Scalar,
-    delta: Scalar,
-    device: &Device,
-    cap: Cap,
-) -> Result<Value, EngineError> {
-    let (start, int_a) = scalar(inputs, start)?;
-    let (limit, int_b) = scalar(inputs, limit)?;
-    let (delta, int_c) = scalar(inputs, delta)?;
-    if delta == 0.0 || !delta.is_finite() || !start.is_finite() || !limit.is_finite() {
-        return Err(EngineError::Invalid(format!(
-            "Range({start}, {limit}, {delta})"
-        )));
-    }
-    let count = ((limit - start) / delta).ceil().max(0.0);
-    if count > 1e15 {
-        return Err(EngineError::Limit(format!("Range of {count} elements")));
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss,
-        reason = "checked above"
-    )]
-    let n = count as usize;
-    let ints = int_a && int_b && int_c;
-    cap.check(&[n], if ints { I64 } else { F32 })?;
-    #[expect(clippy::cast_possible_truncation, reason = "integer range")]
-    if ints {
-        let (s, d) = (start as i64, delta as i64);
-        return Ok(Value::Int {
-            data: (0..n)
-                .map(|i| s + d * i64::try_from(i).unwrap_or(i64::MAX))
-                .collect(),
-            shape: vec![n],
-        });
-    }
-    #[expect(
-        clippy::cast_possible_truncation,
-        clippy::cast_precision_loss,
-        reason = "f32 range"
-    )]
-    let data: Vec<f32> = (0..n).map(|i| (start + delta * i as f64) as f32).collect();
-    Ok(Value::Float(Float::from_data(
-        TensorData::new(data, [n]),
-        device,
-    )?))
-}
-
 fn split(
     x: Value,
     axis: usize,
@@ -519,7 +454,8 @@ fn split(
                 .collect()
         }
     };
-    if sizes.len() != outputs || sizes.iter().sum::<usize>() != total {
+    let sum = sizes.iter().try_fold(0usize, |a, s| a.checked_add(*s));
+    if sizes.len() != outputs || sum != Some(total) {
         return Err(EngineError::Invalid(format!(
             "Split of {total} on axis {axis} into {sizes:?} for {outputs} outputs"
         )));
@@ -574,37 +510,4 @@ fn split(
         });
     }
     Ok(out)
-}
-
-fn constant_of_shape(
-    shape: Vec<usize>,
-    fill: Option<TensorData>,
-    device: &Device,
-    cap: Cap,
-) -> Result<Value, EngineError> {
-    let is_int = fill
-        .as_ref()
-        .is_some_and(|v| !matches!(v.dtype(), DType::F32 | DType::F64 | DType::F16));
-    // Refused before allocating: a few bytes of model can ask for any size.
-    let count = cap.check(&shape, if is_int { I64 } else { F32 })?;
-    if is_int {
-        let v: Vec<i64> = fill
-            .map(|f| f.convert::<i64>().try_to_vec::<i64>())
-            .transpose()
-            .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
-            .unwrap_or_default();
-        return Ok(Value::Int {
-            data: vec![v.first().copied().unwrap_or(0); count],
-            shape,
-        });
-    }
-    let v: Vec<f32> = fill
-        .map(|f| f.convert::<f32>().try_to_vec::<f32>())
-        .transpose()
-        .map_err(|e| EngineError::Invalid(format!("{e:?}")))?
-        .unwrap_or_default();
-    Ok(Value::Float(Float::from_data(
-        TensorData::new(vec![v.first().copied().unwrap_or(0.0); count], shape),
-        device,
-    )?))
 }

@@ -26,6 +26,31 @@ pub(crate) fn from_host(
     })
 }
 
+/// Addition and multiplication that wrap on integers, as the engine's other integer
+/// arithmetic does (a CumSum or Scatter-add of large values cannot panic).
+trait Arith: Copy + Default + PartialOrd {
+    fn add(self, other: Self) -> Self;
+    fn mul(self, other: Self) -> Self;
+}
+
+impl Arith for f32 {
+    fn add(self, other: Self) -> Self {
+        self + other
+    }
+    fn mul(self, other: Self) -> Self {
+        self * other
+    }
+}
+
+impl Arith for i64 {
+    fn add(self, other: Self) -> Self {
+        self.wrapping_add(other)
+    }
+    fn mul(self, other: Self) -> Self {
+        self.wrapping_mul(other)
+    }
+}
+
 /// Applies `f` to the elements whatever their kind.
 macro_rules! each_buf {
     ($buf:expr, $v:ident => $body:expr) => {
@@ -290,7 +315,7 @@ pub(super) fn run(
                 )));
             }
             let (outer, size, inner) = around(&shape, axis);
-            fn scan<T: Copy + Default + std::ops::Add<Output = T>>(
+            fn scan<T: Arith>(
                 v: &[T],
                 (outer, size, inner): (usize, usize, usize),
                 exclusive: bool,
@@ -305,9 +330,9 @@ pub(super) fn run(
                             let at = (o * size + j) * inner + i;
                             if exclusive {
                                 out[at] = total;
-                                total = total + v[at];
+                                total = total.add(v[at]);
                             } else {
-                                total = total + v[at];
+                                total = total.add(v[at]);
                                 out[at] = total;
                             }
                         }
@@ -334,8 +359,12 @@ pub(super) fn run(
                 }
             };
             let (updates, _) = to_host(any_input(&mut inputs, 2)?)?;
+            let count = match &updates {
+                Buf::F(u) => u.len(),
+                Buf::I(u) => u.len(),
+            };
             let targets = if *nd {
-                nd_targets(&shape, &indices, &index_shape)?
+                nd_targets(&shape, &indices, &index_shape, count)?
             } else {
                 element_targets(&shape, *axis, &indices, &index_shape)?
             };
@@ -366,6 +395,7 @@ pub(super) fn run(
                 _ => return Err(EngineError::Invalid("BitShift takes integers".into())),
             };
             let out = crate::engine::elementwise::broadcast_shape(&[&sa, &sb])?;
+            cap.check(&out, I64)?;
             let (ia, ib) = (
                 crate::engine::elementwise::broadcast_index(&sa, &out),
                 crate::engine::elementwise::broadcast_index(&sb, &out),
@@ -456,6 +486,7 @@ fn nd_targets(
     shape: &[usize],
     indices: &[i64],
     index_shape: &[usize],
+    updates: usize,
 ) -> Result<Vec<usize>, EngineError> {
     let depth = *index_shape.last().unwrap_or(&0);
     if depth == 0 || depth > shape.len() {
@@ -465,7 +496,17 @@ fn nd_targets(
     }
     let st = strides(shape);
     let slice: usize = shape[depth..].iter().product();
-    let mut out = Vec::new();
+    // One slice per index tuple: as many positions as updates, counted before any is
+    // listed (a few small indices can name a huge number of positions).
+    let count = (indices.len() / depth).checked_mul(slice);
+    if count != Some(updates) {
+        return Err(EngineError::Invalid(format!(
+            "ScatterND: indices {index_shape:?} into {shape:?} name {} positions for {updates} \
+             updates",
+            count.map_or_else(|| "too many".to_owned(), |c| c.to_string())
+        )));
+    }
+    let mut out = Vec::with_capacity(updates);
     for tuple in indices.chunks(depth) {
         let mut at = 0;
         for (d, i) in tuple.iter().enumerate() {
@@ -476,7 +517,7 @@ fn nd_targets(
     Ok(out)
 }
 
-fn apply<T: Copy + PartialOrd + std::ops::Add<Output = T> + std::ops::Mul<Output = T>>(
+fn apply<T: Arith>(
     data: &mut [T],
     targets: &[usize],
     updates: &[T],
@@ -492,8 +533,8 @@ fn apply<T: Copy + PartialOrd + std::ops::Add<Output = T> + std::ops::Mul<Output
     for (at, u) in targets.iter().zip(updates) {
         let d = &mut data[*at];
         *d = match reduction {
-            1 => *d + *u,
-            2 => *d * *u,
+            1 => d.add(*u),
+            2 => d.mul(*u),
             3 => {
                 if *u > *d {
                     *u

@@ -9,12 +9,18 @@
 use std::fmt;
 
 use burn::tensor::{BoolStore, DType, TensorData, f16};
-use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use serde::de::{self, Visitor};
 use serde_json::value::RawValue;
 
 use crate::engine::TensorSpec;
 use crate::registry::v2_datatype;
+
+mod element;
+mod response;
+
+use element::{TypedSeed, parse_flat};
+pub use response::{JsonData, OutputParameters, OutputTensor, ResponseHeader};
 
 /// Parameters of a request, an input or an output; unknown ones are ignored.
 #[derive(Debug, Default, Deserialize)]
@@ -120,55 +126,6 @@ fn dims(shape: &[i64]) -> Result<(Vec<usize>, usize), ()> {
     Ok((dims, count))
 }
 
-/// Reads `data` of a known type and shape into a tensor, during the JSON parse.
-struct TypedSeed<'n> {
-    dtype: DType,
-    dims: Vec<usize>,
-    count: usize,
-    name: &'n str,
-}
-
-impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
-    type Value = TensorData;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<TensorData, D::Error> {
-        fn read<'de, T: Element + burn::tensor::Element, D: de::Deserializer<'de>>(
-            d: D,
-            seed: TypedSeed<'_>,
-        ) -> Result<TensorData, D::Error> {
-            let mut out = Vec::with_capacity(seed.count.min(1 << 20));
-            Flat::<T> {
-                out: &mut out,
-                depth: 0,
-                limit: seed.count,
-            }
-            .deserialize(d)
-            .map_err(|e| de::Error::custom(format!("input {}: data {e}", seed.name)))?;
-            if out.len() != seed.count {
-                return Err(de::Error::custom(format!(
-                    "input {}: data has {} values, its shape {:?} needs {}",
-                    seed.name,
-                    out.len(),
-                    seed.dims,
-                    seed.count
-                )));
-            }
-            Ok(TensorData::new(out, seed.dims))
-        }
-        match self.dtype {
-            DType::F32 => read::<f32, D>(d, self),
-            DType::F16 => read::<f16, D>(d, self),
-            DType::I64 => read::<i64, D>(d, self),
-            DType::I32 => read::<i32, D>(d, self),
-            DType::I16 => read::<i16, D>(d, self),
-            DType::I8 => read::<i8, D>(d, self),
-            DType::U32 => read::<u32, D>(d, self),
-            DType::U16 => read::<u16, D>(d, self),
-            DType::U8 => read::<u8, D>(d, self),
-            _ => read::<bool, D>(d, self),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub struct OutputRequest {
     pub name: String,
@@ -238,175 +195,6 @@ pub fn datatype_of(dtype: DType) -> &'static str {
         DType::Bool(_) => "BOOL",
         _ => "UNSUPPORTED",
     }
-}
-
-/// An element type that JSON numbers (or booleans) convert into, with range checks.
-trait Element: Sized {
-    const NAME: &'static str;
-    fn from_f64(v: f64) -> Option<Self>;
-    fn from_i64(v: i64) -> Option<Self>;
-    fn from_u64(v: u64) -> Option<Self>;
-    fn from_bool(_: bool) -> Option<Self> {
-        None
-    }
-}
-
-macro_rules! float_element {
-    ($t:ty, $name:literal, $conv:expr) => {
-        impl Element for $t {
-            const NAME: &'static str = $name;
-            fn from_f64(v: f64) -> Option<Self> {
-                Some($conv(v))
-            }
-            #[expect(clippy::cast_precision_loss, reason = "JSON integers as floats")]
-            fn from_i64(v: i64) -> Option<Self> {
-                Some($conv(v as f64))
-            }
-            #[expect(clippy::cast_precision_loss, reason = "JSON integers as floats")]
-            fn from_u64(v: u64) -> Option<Self> {
-                Some($conv(v as f64))
-            }
-        }
-    };
-}
-
-#[expect(clippy::cast_possible_truncation, reason = "FP32 tensors hold f32")]
-fn to_f32(v: f64) -> f32 {
-    v as f32
-}
-float_element!(f32, "FP32", to_f32);
-float_element!(f16, "FP16", f16::from_f64);
-
-macro_rules! int_element {
-    ($t:ty, $name:literal) => {
-        impl Element for $t {
-            const NAME: &'static str = $name;
-            fn from_f64(_: f64) -> Option<Self> {
-                None
-            }
-            fn from_i64(v: i64) -> Option<Self> {
-                <$t>::try_from(v).ok()
-            }
-            fn from_u64(v: u64) -> Option<Self> {
-                <$t>::try_from(v).ok()
-            }
-        }
-    };
-}
-int_element!(i64, "INT64");
-int_element!(i32, "INT32");
-int_element!(i16, "INT16");
-int_element!(i8, "INT8");
-int_element!(u32, "UINT32");
-int_element!(u16, "UINT16");
-int_element!(u8, "UINT8");
-
-impl Element for bool {
-    const NAME: &'static str = "BOOL";
-    fn from_f64(_: f64) -> Option<Self> {
-        None
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn from_u64(_: u64) -> Option<Self> {
-        None
-    }
-    fn from_bool(v: bool) -> Option<Self> {
-        Some(v)
-    }
-}
-
-/// Reads nested JSON arrays of scalars into one flat `Vec`, in row-major order.
-struct Flat<'v, T> {
-    out: &'v mut Vec<T>,
-    depth: usize,
-    limit: usize,
-}
-
-impl<'de, T: Element> DeserializeSeed<'de> for Flat<'_, T> {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<T: Element> Flat<'_, T> {
-    fn push<E: de::Error>(&mut self, v: Option<T>, what: &dyn fmt::Display) -> Result<(), E> {
-        if self.out.len() >= self.limit {
-            return Err(E::custom(format!(
-                "more values than the shape holds ({})",
-                self.limit
-            )));
-        }
-        match v {
-            Some(v) => {
-                self.out.push(v);
-                Ok(())
-            }
-            None => Err(E::custom(format!(
-                "{what} is not a valid {} value",
-                T::NAME
-            ))),
-        }
-    }
-}
-
-impl<'de, T: Element> Visitor<'de> for Flat<'_, T> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} values, in arrays", T::NAME)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.depth > 32 {
-            return Err(de::Error::custom("arrays nested deeper than 32"));
-        }
-        let (out, depth, limit) = (self.out, self.depth, self.limit);
-        while seq
-            .next_element_seed(Flat {
-                out: &mut *out,
-                depth: depth + 1,
-                limit,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
-        self.push(T::from_f64(v), &v)
-    }
-    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
-        self.push(T::from_i64(v), &v)
-    }
-    fn visit_u64<E: de::Error>(mut self, v: u64) -> Result<(), E> {
-        self.push(T::from_u64(v), &v)
-    }
-    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
-        self.push(T::from_bool(v), &v)
-    }
-}
-
-fn parse_flat<T: Element + burn::tensor::Element>(
-    raw: &RawValue,
-    count: usize,
-    shape: Vec<usize>,
-) -> Result<TensorData, String> {
-    let mut out = Vec::with_capacity(count);
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    Flat::<T> {
-        out: &mut out,
-        depth: 0,
-        limit: count,
-    }
-    .deserialize(&mut de)
-    .map_err(|e| e.to_string())?;
-    if out.len() != count {
-        return Err(format!(
-            "has {} values, its shape {shape:?} needs {count}",
-            out.len()
-        ));
-    }
-    Ok(TensorData::new(out, shape))
 }
 
 /// Checks one input against the model's spec and decodes its data (from JSON, or from
@@ -619,61 +407,6 @@ fn shape_text(shape: &[Option<usize>]) -> String {
         .map(|d| d.map_or_else(|| "-1".to_owned(), |v| v.to_string()))
         .collect();
     format!("[{}]", dims.join(", "))
-}
-
-/// An output's data: JSON values, or a size whose bytes follow the JSON header.
-#[derive(Serialize)]
-pub struct OutputTensor<'a> {
-    pub name: &'a str,
-    pub datatype: &'static str,
-    pub shape: Vec<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<OutputParameters>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<JsonData<'a>>,
-}
-
-#[derive(Serialize)]
-pub struct OutputParameters {
-    pub binary_data_size: usize,
-}
-
-/// A tensor's values for JSON, serialized as a flat array straight from its buffer.
-pub struct JsonData<'a>(pub &'a TensorData);
-
-impl Serialize for JsonData<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
-        let data = self.0;
-        let err = |e: burn::tensor::DataError| S::Error::custom(format!("{e:?}"));
-        match data.dtype() {
-            DType::F32 => data.as_slice::<f32>().map_err(err)?.serialize(s),
-            DType::F16 => s.collect_seq(
-                data.as_slice::<f16>()
-                    .map_err(err)?
-                    .iter()
-                    .map(|v| v.to_f32()),
-            ),
-            DType::I64 => data.as_slice::<i64>().map_err(err)?.serialize(s),
-            DType::I32 => data.as_slice::<i32>().map_err(err)?.serialize(s),
-            DType::I16 => data.as_slice::<i16>().map_err(err)?.serialize(s),
-            DType::I8 => data.as_slice::<i8>().map_err(err)?.serialize(s),
-            DType::U32 => data.as_slice::<u32>().map_err(err)?.serialize(s),
-            DType::U16 => data.as_slice::<u16>().map_err(err)?.serialize(s),
-            DType::U8 => data.as_slice::<u8>().map_err(err)?.serialize(s),
-            DType::Bool(_) => s.collect_seq(data.as_bytes().iter().map(|b| *b != 0)),
-            other => Err(S::Error::custom(format!("{other:?} outputs"))),
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct ResponseHeader<'a> {
-    pub model_name: &'a str,
-    pub model_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<&'a str>,
-    pub outputs: Vec<OutputTensor<'a>>,
 }
 
 #[cfg(test)]
