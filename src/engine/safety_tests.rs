@@ -14,6 +14,8 @@ use super::test_graphs::{
 };
 use super::{EngineError, LoadLimits, Model, cpu};
 
+mod inputs;
+
 /// One node over constant operands (folded at load), with output `y`.
 fn folded(n: NodeProto, initializers: Vec<TensorProto>) -> Vec<u8> {
     model(Graph {
@@ -516,91 +518,4 @@ fn write_fuzz_seeds() {
         seed.extend_from_slice(&values);
         std::fs::write(run.join(format!("{name}.bin")), seed).unwrap();
     }
-}
-
-#[test]
-fn pad_amounts_from_inputs_are_checked_before_use() {
-    // Found by the `model_run` fuzzer: an integer Pad whose amounts are a run's input
-    // added them unchecked (i64 overflow), and built its index maps before the cap.
-    let model = Model::load(
-        &super::test_graphs::model(Graph {
-            nodes: vec![with(
-                node("Pad", "fuzzed_pad", &["x", "pads"], &["y"]),
-                vec![string("mode", "reflect")],
-            )],
-            inputs: vec![
-                info("x", 6, &[Some(2), Some(3)]),
-                info("pads", 7, &[Some(4)]),
-            ],
-            outputs: vec![info("y", 6, &[])],
-            initializers: vec![],
-        }),
-        &cpu(),
-    )
-    .unwrap();
-    let run = |pads: [i64; 4]| {
-        let x = TensorData::new(vec![1i32, 2, 3, 4, 5, 6], [2, 3]);
-        model.run(vec![
-            ("x".into(), x),
-            ("pads".into(), TensorData::new(pads.to_vec(), [4])),
-        ])
-    };
-    for pads in [
-        [0, i64::MAX, 0, 1],
-        [i64::MIN, 0, i64::MAX, 0],
-        [0, -4, 0, 0],
-        [0, 1 << 40, 0, 1 << 40],
-    ] {
-        refused(run(pads), Some("fuzzed_pad"));
-    }
-    // Amounts that fit still pad: reflect by one on each side of the columns.
-    let out = run([0, 1, 0, 1]).unwrap();
-    assert_eq!(
-        out[0].1.try_to_vec::<i32>().unwrap(),
-        [2, 1, 2, 3, 2, 5, 4, 5, 6, 5]
-    );
-}
-
-#[test]
-fn an_attention_mask_that_does_not_broadcast_is_refused() {
-    // Found by the `model_run` fuzzer: a mask of 4 query rows for 3 reached burn's
-    // broadcast assertion (a panic the guard caught) instead of a check.
-    let model = Model::load(
-        &super::test_graphs::model_at(
-            Graph {
-                nodes: vec![with(
-                    node(
-                        "Attention",
-                        "fuzzed_attention",
-                        &["q", "k", "v", "mask"],
-                        &["y"],
-                    ),
-                    vec![int("is_causal", 1)],
-                )],
-                inputs: vec![
-                    info("q", 1, &[Some(2), Some(3), None, Some(8)]),
-                    info("k", 1, &[Some(2), Some(3), Some(6), Some(8)]),
-                    info("v", 1, &[Some(2), Some(3), Some(6), Some(8)]),
-                    info("mask", 1, &[Some(2), Some(1), None, Some(6)]),
-                ],
-                outputs: vec![info("y", 1, &[])],
-                initializers: vec![],
-            },
-            23,
-        ),
-        &cpu(),
-    )
-    .unwrap();
-    let run = |rows: usize| {
-        model.run(vec![
-            ("q".into(), input(&[2, 3, 3, 8])),
-            ("k".into(), input(&[2, 3, 6, 8])),
-            ("v".into(), input(&[2, 3, 6, 8])),
-            ("mask".into(), input(&[2, 1, rows, 6])),
-        ])
-    };
-    let text = refused(run(4), Some("fuzzed_attention"));
-    assert!(text.contains("mask"), "{text}");
-    assert!(run(3).is_ok());
-    assert!(run(1).is_ok());
 }
