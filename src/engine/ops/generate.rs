@@ -5,6 +5,7 @@ use burn::tensor::{DType, Device, TensorData};
 
 use super::Scalar;
 use crate::engine::EngineError;
+use crate::engine::elementwise::{Host, host};
 use crate::engine::limits::{Cap, F32, I64};
 use crate::engine::value::{Float, Value};
 
@@ -13,23 +14,17 @@ fn scalar(inputs: &[Option<Value>], s: Scalar) -> Result<(f64, bool), EngineErro
     match s {
         Scalar::Int(v) => Ok((v as f64, true)),
         Scalar::Float(v) => Ok((v, false)),
-        Scalar::Input(i) => match inputs.get(i).and_then(Option::as_ref) {
-            Some(Value::Int { data, .. }) if data.len() == 1 => Ok((data[0] as f64, true)),
-            Some(Value::Float(f)) => {
-                let v: Vec<f32> = f
-                    .clone()
-                    .into_data()
-                    .try_to_vec()
-                    .map_err(|e| EngineError::Invalid(format!("{e:?}")))?;
-                match v.as_slice() {
-                    [x] => Ok((f64::from(*x), false)),
-                    _ => Err(EngineError::Invalid("Range bounds must be scalars".into())),
-                }
+        Scalar::Input(i) => {
+            let value = inputs.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                EngineError::Invalid(format!("Range: input {i} must be a scalar"))
+            })?;
+            // Whatever holds it: an integer, a float tensor, or a host buffer of the plan.
+            match host(value.clone())? {
+                (Host::I(v), _) if v.len() == 1 => Ok((v[0] as f64, true)),
+                (Host::F(v), _) if v.len() == 1 => Ok((f64::from(v[0]), false)),
+                _ => Err(EngineError::Invalid("Range bounds must be scalars".into())),
             }
-            _ => Err(EngineError::Invalid(format!(
-                "Range: input {i} must be a scalar"
-            ))),
-        },
+        }
     }
 }
 

@@ -98,6 +98,17 @@ impl Core {
             ))));
             return;
         }
+        self.reenter(id, now_ms);
+        self.batch.acks.push(Ack::Done(reply));
+    }
+
+    /// Moves a paused task (resumed, or retried) to its entry status
+    /// ([`Core::entry_status`]): queued, scheduled, waiting, or canceled when a dependency
+    /// failed.
+    fn reenter(&mut self, id: u64, now_ms: u64) {
+        let Some(live) = self.tasks.get(&id) else {
+            return;
+        };
         let (status, reason) = self.entry_status(&live.task, now_ms);
         self.transition(id, true, |t| {
             t.status = status;
@@ -107,7 +118,6 @@ impl Core {
                 t.reason = reason;
             }
         });
-        self.batch.acks.push(Ack::Done(reply));
     }
 
     /// Runs a failed or canceled task again, with a fresh allowance of attempts. The
@@ -150,16 +160,8 @@ impl Core {
         task.run_at_ms = None;
         task.status = Status::Paused;
         self.count(task.kind.index(), task.priority, None, Some(Status::Paused));
-        let (status, reason) = self.entry_status(&task, now_ms);
         self.tasks.insert(id, Live { task, version: 0 });
-        self.transition(id, true, |t| {
-            t.status = status;
-            t.enqueued_ms = now_ms;
-            if status.is_finished() {
-                t.finished_ms = Some(now_ms);
-                t.reason = reason;
-            }
-        });
+        self.reenter(id, now_ms);
         self.batch.acks.push(Ack::Done(reply));
     }
 
