@@ -36,7 +36,7 @@ pub struct Hard {
 
 impl Hard {
     /// Over a block this thread just wrote.
-    fn apply(self, values: &mut [f32]) {
+    pub(super) fn apply(self, values: &mut [f32]) {
         super::pointwise::hard_on_this_thread(values, self.swish, self.alpha, self.beta);
     }
 }
@@ -51,6 +51,9 @@ pub enum Packed {
     Winograd(Vec<f32>),
     /// The weights as the panel kernel's A tiles, for im2col into its panels.
     Unfold(Vec<f32>),
+    /// A depthwise layer's weights in blocks of channels, tap-major
+    /// (`depthwise/blocked.rs`), beside the plain ones its other path reads.
+    Depthwise(Vec<f32>),
 }
 
 impl Packed {
@@ -59,7 +62,7 @@ impl Packed {
     pub fn len(&self) -> usize {
         match self {
             Self::None => 0,
-            Self::Winograd(v) | Self::Unfold(v) => v.len(),
+            Self::Winograd(v) | Self::Unfold(v) | Self::Depthwise(v) => v.len(),
         }
     }
 
@@ -168,7 +171,7 @@ impl Conv2d {
                 });
                 return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
-            Packed::None => {}
+            Packed::None | Packed::Depthwise(_) => {}
         }
         if self.direct_fits() && !direct {
             let image = channels * h * w;
@@ -185,8 +188,8 @@ impl Conv2d {
             return self.finish(out, [batch, self.out_channels, oh, ow], false);
         }
         if cin_g == 1 && cout_g == 1 {
-            self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
-            return self.finish(out, [batch, self.out_channels, oh, ow], false);
+            let activated = self.run_depthwise(x, [h, w], [oh, ow], pads, &mut out);
+            return self.finish(out, [batch, self.out_channels, oh, ow], activated);
         }
         // 1×1 layers: too small to split, on this thread a block of columns at a time;
         // else split by output channels, except a few channels over many columns (a

@@ -58,6 +58,8 @@ impl Conv2d {
             ))
         } else if self.unfold_fits() {
             self.unfold_weights()
+        } else if self.is_depthwise() && panels::available() {
+            Packed::Depthwise(self.depthwise_blocks())
         } else {
             Packed::None
         };

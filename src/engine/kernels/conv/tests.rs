@@ -302,6 +302,57 @@ fn fused_hard_activations_match_the_direct_loop() {
     }
 }
 
+/// The blocked depthwise path (channels as lanes, outputs under 16 columns across):
+/// several blocks and a partial last one, 3×3 and 5×5 at strides 1 and 2, dilated,
+/// uneven pads, planes whose pixels are and are not a multiple of 8 (the copies' vector
+/// and scalar parts), ReLU and the hard activations, batch 2; one layer large enough to
+/// spread over the pool.
+#[test]
+fn blocked_depthwise_matches_the_direct_loop() {
+    let swish = Hard {
+        swish: true,
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    };
+    // (channels, kernel, stride, dilation, pads, side)
+    type Case = (
+        usize,
+        [usize; 2],
+        [usize; 2],
+        [usize; 2],
+        [(usize, usize); 2],
+        [usize; 2],
+    );
+    let cases: [Case; 7] = [
+        (20, [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)], [7, 7]),
+        (20, [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)], [14, 14]),
+        (8, [5, 5], [2, 2], [1, 1], [(2, 2), (2, 2)], [14, 14]),
+        (13, [3, 3], [2, 1], [2, 1], [(0, 2), (1, 0)], [9, 11]),
+        (16, [3, 5], [1, 2], [1, 2], [(2, 1), (0, 3)], [5, 15]),
+        (3, [1, 1], [1, 1], [1, 1], [(0, 0), (0, 0)], [2, 3]),
+        (72, [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)], [14, 14]),
+    ];
+    for (channels, kernel, stride, dilation, pads, [h, w]) in cases {
+        for (relu, hard) in [(false, None), (true, None), (false, Some(swish))] {
+            let mut conv = Conv2d {
+                stride,
+                dilation,
+                relu,
+                hard,
+                ..layer(channels, channels, channels, kernel, 17)
+            };
+            conv.prepare();
+            let what = format!("{channels} {kernel:?} {stride:?} {relu} {hard:?}");
+            if super::super::panels::available() {
+                assert!(matches!(conv.packed, Packed::Depthwise(_)), "{what}");
+            }
+            let x = Dense::new(ramp(2 * channels * h * w, 7), vec![2, channels, h, w]).unwrap();
+            matches_the_reference(&conv, &x, pads, &what);
+            matches_the_direct_loop_as_an_inference(&conv, &x, pads);
+        }
+    }
+}
+
 /// Inputs with no rows or no columns whose windows reach only padding, through the
 /// direct, depthwise, im2col and Winograd paths: the bias (zero taps), never a panic.
 #[test]
