@@ -181,7 +181,8 @@ impl Conv2d {
             {
                 self.run_direct(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
             }
-            return self.finish(out, [batch, self.out_channels, oh, ow], false);
+            // The direct kernel applies a fused hard activation band by band.
+            return self.finish(out, [batch, self.out_channels, oh, ow], true);
         }
         if groups == 1 && !direct && batch > 1 {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);
