@@ -252,59 +252,30 @@ struct Plan {
 }
 
 impl Plan {
-    /// The copy, its planes in one contiguous run per thread where they are many enough
-    /// to split: at two threads, each copies the planes of the channels its half of the
-    /// branch convolution (split by output channels) left in its own cache.
     fn copy(&self, parts: &[Dense]) -> Result<Vec<Value>, EngineError> {
         // Concatenation channel → (part, its channel there).
         let mut source = Vec::with_capacity(self.groups * self.per_group);
         for (p, part) in parts.iter().enumerate() {
             source.extend((0..part.shape[1]).map(|c| (p, c)));
         }
-        let mut buffers: Vec<Vec<f32>> = self
-            .sizes
-            .iter()
-            .map(|&size| crate::engine::kernels::reuse::for_overwrite(self.n * size * self.plane))
-            .collect();
-        // (destination plane, source plane) for every plane of every output.
-        let mut planes: Vec<(&mut [f32], &[f32])> = Vec::new();
         let mut shuffled = 0;
-        for (values, &size) in buffers.iter_mut().zip(&self.sizes) {
+        let mut out = Vec::with_capacity(self.sizes.len());
+        for &size in &self.sizes {
+            let mut values =
+                crate::engine::kernels::reuse::for_overwrite(self.n * size * self.plane);
             for (index, dst) in values.chunks_exact_mut(self.plane.max(1)).enumerate() {
                 let (image, channel) = (index / size.max(1), shuffled + index % size.max(1));
                 let (i, j) = (channel / self.groups, channel % self.groups);
                 let (p, c) = source[j * self.per_group + i];
                 let part = &parts[p];
-                let src = &part.data[(image * part.shape[1] + c) * self.plane..][..self.plane];
-                planes.push((dst, src));
+                dst.copy_from_slice(
+                    &part.data[(image * part.shape[1] + c) * self.plane..][..self.plane],
+                );
             }
             shuffled += size;
-        }
-        let threads = crate::engine::threads::ways();
-        let total = planes.len() * self.plane;
-        if threads > 1 && planes.len() > 1 && total >= PARALLEL_COPY {
-            use rayon::prelude::*;
-            crate::engine::threads::entering_parallel_region();
-            let piece = planes.len().div_ceil(threads);
-            planes.par_chunks_mut(piece).for_each(|chunk| {
-                for (dst, src) in chunk {
-                    dst.copy_from_slice(src);
-                }
-            });
-        } else {
-            for (dst, src) in planes {
-                dst.copy_from_slice(src);
-            }
-        }
-        let mut out = Vec::with_capacity(buffers.len());
-        for (values, &size) in buffers.into_iter().zip(&self.sizes) {
             let shape = vec![self.n, size, self.out_plane[0], self.out_plane[1]];
             out.push(Value::Dense(Dense::new(values, shape)?));
         }
         Ok(out)
     }
 }
-
-/// Copies of at least this many values split over the pool: a quarter of the element-wise
-/// threshold, as the copied planes sit half in each thread's cache.
-const PARALLEL_COPY: usize = crate::engine::kernels::PARALLEL_ELEMENTS / 4;

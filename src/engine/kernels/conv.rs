@@ -181,8 +181,7 @@ impl Conv2d {
             {
                 self.run_direct(&x.data[n * image..][..image], [h, w], [oh, ow], pads, dst);
             }
-            // The direct kernel applies a fused hard activation band by band.
-            return self.finish(out, [batch, self.out_channels, oh, ow], true);
+            return self.finish(out, [batch, self.out_channels, oh, ow], false);
         }
         if groups == 1 && !direct && batch > 1 {
             self.run_batched(x, [h, w], [oh, ow], pads, &mut out);

@@ -296,32 +296,19 @@ impl Band<'_> {
         channels: std::ops::Range<usize>,
     ) {
         self.split(phases, &rows);
-        let (sums, into) = (rows.clone(), channels.clone());
         #[cfg(target_arch = "x86_64")]
         match (super::panels::wide(), self.block == WIDE_BLOCK) {
             // SAFETY: the CPU has AVX-512F.
-            (true, true) => unsafe { self.sum_avx512::<WIDE_BLOCK>(phases, sums, into) },
+            (true, true) => unsafe { self.sum_avx512::<WIDE_BLOCK>(phases, rows, channels) },
             // SAFETY: as above.
-            (true, false) => unsafe { self.sum_avx512::<NARROW_BLOCK>(phases, sums, into) },
+            (true, false) => unsafe { self.sum_avx512::<NARROW_BLOCK>(phases, rows, channels) },
             // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
-            (false, true) => unsafe { self.sum_avx2::<WIDE_BLOCK>(phases, sums, into) },
+            (false, true) => unsafe { self.sum_avx2::<WIDE_BLOCK>(phases, rows, channels) },
             // SAFETY: as above.
-            (false, false) => unsafe { self.sum_avx2::<NARROW_BLOCK>(phases, sums, into) },
+            (false, false) => unsafe { self.sum_avx2::<NARROW_BLOCK>(phases, rows, channels) },
         }
         #[cfg(not(target_arch = "x86_64"))]
-        drop((phases, sums, into));
-        // The fused HardSwish or HardSigmoid over the rows just written, while in cache.
-        if let Some(hard) = self.conv.hard {
-            let [oh, ow] = self.out_size;
-            for c in channels {
-                let offset = (c * oh + rows.start) * ow;
-                let len = rows.len() * ow;
-                // SAFETY: rows of channel `c`, which this call alone writes (threads take
-                // disjoint channels); `Output::row` checked they lie in the image.
-                let values = unsafe { std::slice::from_raw_parts_mut(self.out.row(offset, len), len) };
-                hard.apply(values);
-            }
-        }
+        drop((phases, rows, channels));
     }
 
     /// The padded input rows of output rows `rows`, split into their stride phases:

@@ -67,14 +67,14 @@ impl Conv2d {
         packed
     }
 
-    /// Whether a depthwise layer on this geometry takes the blocked path: outputs under 16
-    /// columns across, where the plane-by-plane path wastes lanes and a plane's setup is a
-    /// large part of it. MobileNetV3-Small, one thread: its 7×7 5×5 layers took 84 µs plane
-    /// by plane and 41 blocked, its 14×14 ones 96 and 60, the 14→7 stride-2 one 93 and
-    /// 37; on wide planes the copies cost more than they save (56→28 at stride 2, 3×3: 79
-    /// plane by plane, 100–110 blocked).
-    pub(in crate::engine::kernels) fn blocked_suits(&self, [_, ow]: [usize; 2]) -> bool {
-        ow < 16
+    /// Whether a depthwise layer on `w`-wide inputs giving `ow`-wide outputs takes the
+    /// blocked path: both under 16 columns, where the plane-by-plane path wastes lanes and
+    /// a plane's setup is a large part of it. MobileNetV3-Small, one thread: its 7×7 5×5
+    /// layers took 63 µs plane by plane and 39 blocked, its 14×14 ones 74 and 55, the
+    /// 14→7 stride-2 one 68 and 35. Wider inputs cost more to copy than they save: its
+    /// 28→14 stride-2 layer took 36 µs plane by plane and 48 blocked.
+    pub(in crate::engine::kernels) fn blocked_suits(&self, w: usize, [_, ow]: [usize; 2]) -> bool {
+        w < 16 && ow < 16
     }
 
     /// One block of up to [`LANES`] channels: `input` holds their planes (`[lanes, h, w]`),
