@@ -201,6 +201,30 @@ fn a_pointwise_layer_spread_over_the_pool_matches_the_direct_loop() {
     matches_the_direct_loop_as_an_inference(&conv, &x, pads);
 }
 
+/// A narrowing 1×1 layer on one image (a projection) splits by columns where the pool has
+/// two threads: every output channel of each thread's pixels, the last piece short; ReLU
+/// and HardSwish epilogues per piece.
+#[test]
+fn a_projection_spread_over_the_pool_by_columns_matches_the_direct_loop() {
+    let (cin, cout) = (96, 40);
+    let swish = Hard {
+        swish: true,
+        alpha: 1.0 / 6.0,
+        beta: 0.5,
+    };
+    for (relu, hard) in [(true, None), (false, Some(swish))] {
+        let conv = Conv2d {
+            relu,
+            hard,
+            ..layer(cin, cout, 1, [1, 1], 9)
+        };
+        for (h, w) in [(14, 14), (7, 7), (5, 11)] {
+            let x = Dense::new(ramp(cin * h * w, 3), vec![1, cin, h, w]).unwrap();
+            matches_the_direct_loop_as_an_inference(&conv, &x, [(0, 0), (0, 0)]);
+        }
+    }
+}
+
 #[test]
 fn fully_connected_layers_on_one_pixel_match_the_direct_loop() {
     // Squeeze-and-excite's 1×1 layers on a 1×1 plane: dot products, split over the pool
