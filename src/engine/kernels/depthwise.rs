@@ -35,11 +35,16 @@ impl Conv2d {
         pads: [(usize, usize); 2],
         out: &mut [f32],
     ) -> bool {
+        let geometry = blocked::Geometry {
+            input: [h, w],
+            output: [oh, ow],
+            pads,
+        };
         if let Packed::Depthwise(blocks) = &self.packed
             && h * w > 0
-            && self.blocked_suits(w, [oh, ow])
+            && self.blocked_suits(geometry)
         {
-            self.run_blocked(blocks, x, [h, w], [oh, ow], pads, out);
+            self.run_blocked(blocks, x, geometry, out);
             return true;
         }
         self.run_planes(x, [h, w], [oh, ow], pads, out);
@@ -105,25 +110,13 @@ impl Conv2d {
     }
 
     /// [`Conv2d::run_depthwise`] [`LANES`] channels at a time ([`blocked`]).
-    fn run_blocked(
-        &self,
-        blocks: &[f32],
-        x: &Dense,
-        input: [usize; 2],
-        output: [usize; 2],
-        pads: [(usize, usize); 2],
-        out: &mut [f32],
-    ) {
+    fn run_blocked(&self, blocks: &[f32], x: &Dense, geometry: blocked::Geometry, out: &mut [f32]) {
         let channels = self.out_channels;
+        let (input, output) = (geometry.input, geometry.output);
         let (plane_in, plane_out) = (input[0] * input[1], output[0] * output[1]);
         if plane_out == 0 || plane_in == 0 || channels == 0 {
             return;
         }
-        let geometry = blocked::Geometry {
-            input,
-            output,
-            pads,
-        };
         let taps = self.kernel[0] * self.kernel[1];
         // (first channel, its block's input planes, its output planes), image by image.
         let mut work: Vec<(usize, &[f32], &mut [f32])> = Vec::new();

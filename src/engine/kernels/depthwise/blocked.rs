@@ -22,6 +22,10 @@ pub(in crate::engine::kernels) const LANES: usize = 8;
 /// load in 16 registers.
 const MAX_RUN: usize = 6;
 
+/// Pixels of the bordered scratch the blocked path takes at most (a 256 KiB scratch per
+/// thread).
+const MAX_PADDED: usize = 1 << 13;
+
 /// One layer's geometry on one input size.
 #[derive(Clone, Copy)]
 pub(in crate::engine::kernels) struct Geometry {
@@ -67,14 +71,22 @@ impl Conv2d {
         packed
     }
 
-    /// Whether a depthwise layer on `w`-wide inputs giving `ow`-wide outputs takes the
-    /// blocked path: both under 16 columns, where the plane-by-plane path wastes lanes and
-    /// a plane's setup is a large part of it. MobileNetV3-Small, one thread: its 7×7 5×5
-    /// layers took 63 µs plane by plane and 39 blocked, its 14×14 ones 74 and 55, the
-    /// 14→7 stride-2 one 68 and 35. Wider inputs cost more to copy than they save: its
+    /// Whether a depthwise layer on this geometry takes the blocked path: input and output
+    /// both under 16 columns across, where the plane-by-plane path wastes lanes and a
+    /// plane's setup is a large part of it, and a bordered scratch of at most
+    /// [`MAX_PADDED`] pixels (pads are the model's to choose: the scratch is [`LANES`]
+    /// times the padded plane the size checks bound). MobileNetV3-Small, one thread: its
+    /// 7×7 5×5 layers took 63 µs plane by plane and 39 blocked, its 14×14 ones 74 and 55,
+    /// the 14→7 stride-2 one 68 and 35. Wider inputs cost more to copy than they save: its
     /// 28→14 stride-2 layer took 36 µs plane by plane and 48 blocked.
-    pub(in crate::engine::kernels) fn blocked_suits(&self, w: usize, [_, ow]: [usize; 2]) -> bool {
-        w < 16 && ow < 16
+    pub(in crate::engine::kernels) fn blocked_suits(&self, geometry: Geometry) -> bool {
+        let ([h, w], [(t, b), (l, r)]) = (geometry.input, geometry.pads);
+        let pixels = h
+            .checked_add(t)
+            .and_then(|v| v.checked_add(b))
+            .zip(w.checked_add(l).and_then(|v| v.checked_add(r)))
+            .and_then(|(rows, columns)| rows.checked_mul(columns));
+        w < 16 && geometry.output[1] < 16 && pixels.is_some_and(|p| p <= MAX_PADDED)
     }
 
     /// One block of up to [`LANES`] channels: `input` holds their planes (`[lanes, h, w]`),
@@ -369,6 +381,42 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A narrow layer whose pads (the model's choice) would make the blocked scratch huge
+    /// stays on the plane path, whose scratch the size checks bound; a 7×7 one takes it.
+    #[test]
+    fn huge_pads_keep_a_layer_off_the_blocked_path() {
+        let conv = Conv2d {
+            weight: vec![1.0; 8],
+            bias: vec![0.0; 8],
+            out_channels: 8,
+            in_channels: 8,
+            groups: 8,
+            kernel: [1, 1],
+            stride: [100_000, 1],
+            dilation: [1, 1],
+            relu: false,
+            hard: None,
+            packed: crate::engine::kernels::Packed::None,
+        };
+        let huge = Geometry {
+            input: [1, 8],
+            output: [21, 8],
+            pads: [(1_000_000, 1_000_000), (0, 0)],
+        };
+        assert!(!conv.blocked_suits(huge));
+        let overflowing = Geometry {
+            pads: [(usize::MAX, 1), (0, 0)],
+            ..huge
+        };
+        assert!(!conv.blocked_suits(overflowing));
+        let small = Geometry {
+            input: [7, 7],
+            output: [7, 7],
+            pads: [(2, 2), (2, 2)],
+        };
+        assert!(conv.blocked_suits(small));
+    }
 
     /// The AVX2 sums and the portable ones agree on every output (lanes included) of a
     /// strided, dilated 5×3 window over a 9×13 output: odd rows (a last single row), runs
