@@ -153,11 +153,17 @@ fn sum_block(
     let [rows, columns] = g.padded();
     // The farthest read (the last output's last tap) and write, checked once for the
     // unchecked loads and stores of the vector path.
+    // Checked arithmetic: a product that wrapped would pass a bound it breaks.
+    let reach = |outputs: usize, stride: usize, taps: usize, dilation: usize| {
+        outputs
+            .checked_sub(1)?
+            .checked_mul(stride)?
+            .checked_add(taps.checked_sub(1)?.checked_mul(dilation)?)
+    };
+    let within = |n: Option<usize>, bound: usize| n.is_some_and(|n| n < bound);
     assert!(
-        oh > 0
-            && ow > 0
-            && (oh - 1) * sh + (kh - 1) * dh < rows
-            && (ow - 1) * sw + (kw - 1) * dw < columns
+        within(reach(oh, sh, kh, dh), rows)
+            && within(reach(ow, sw, kw, dw), columns)
             && scratch.input.len() >= rows * columns * LANES
             && scratch.output.len() >= oh * ow * LANES
             && packed.len() >= kh * kw * LANES,
