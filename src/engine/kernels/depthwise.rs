@@ -10,7 +10,7 @@ use super::{Conv2d, Dense, PARALLEL_MACS, bias_relu};
 /// Depthwise layers split over the pool from this many multiply-adds, a quarter of
 /// [`PARALLEL_MACS`]: they are memory-bound, and the 1×1 layer before one usually split
 /// its output channels, so each thread finds its channels in its own cache. ShuffleNet's
-/// 3×3 layers on 28×28 and 14×14 (85–170K multiply-adds), two threads: 9.9–13.2 µs on
+/// 3×3 layers on 28×28 and 14×14 (85–170K multiply-adds), two threads: 9.8–13.2 µs on
 /// one of them, 7.0–9.6 split.
 const PARALLEL_DEPTHWISE: usize = PARALLEL_MACS / 4;
 
