@@ -42,7 +42,7 @@ impl Conv2d {
         };
         if let Packed::Depthwise(blocks) = &self.packed
             && h * w > 0
-            && self.blocked_suits(geometry)
+            && geometry.suits_blocks()
         {
             self.run_blocked(blocks, x, geometry, out);
             return true;

@@ -81,31 +81,58 @@ pub(super) unsafe fn matmul_columns(
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
     // SAFETY: rows 0..m of columns start..start + n lie inside `dst` (m · plane ≤ len,
     // checked) and are this thread's alone (the caller's promise); the operands' reads
     // lie inside their slices (checked).
+    unsafe {
+        gemm_raw(
+            [m, n, k],
+            (dst.add(start), plane),
+            (w.as_ptr(), k, 1),
+            (x.as_ptr().add(start), plane, 1),
+            (false, 1.0),
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The `gemm` crate's call: `dst = lhs · rhs` (`+ dst` when accumulating), scaled; strides
+/// as (row, column), the destination's columns contiguous.
+///
+/// # Safety
+/// Every strided access lies inside its buffer, and nothing else accesses the
+/// destination's `m × n` elements while this runs.
+unsafe fn gemm_raw(
+    [m, n, k]: [usize; 3],
+    (dst, dst_rs): (*mut f32, usize),
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize, usize),
+    (accumulate, scale): (bool, f32),
+    parallelism: gemm::Parallelism,
+) {
+    let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
+    // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.add(start),
+            dst,
             1,
-            signed(plane),
-            false,
-            w.as_ptr(),
-            1,
-            signed(k),
-            x.as_ptr().add(start),
-            1,
-            signed(plane),
+            signed(dst_rs),
+            accumulate,
+            lhs.0,
+            signed(lhs.2),
+            signed(lhs.1),
+            rhs.0,
+            signed(rhs.2),
+            signed(rhs.1),
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -188,29 +215,15 @@ fn gemm_product(
         );
         return;
     }
-    let signed = |v: usize| isize::try_from(v).unwrap_or(isize::MAX);
     // SAFETY: the asserts above bound every strided access inside the slices; `dst` is
     // exclusively borrowed and does not alias the operands.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            signed(dst_rs),
-            accumulate,
-            lhs.0.as_ptr(),
-            signed(lhs.2),
-            signed(lhs.1),
-            rhs.0.as_ptr(),
-            signed(rhs.2),
-            signed(rhs.1),
-            1.0,
-            scale,
-            false,
-            false,
-            false,
+        gemm_raw(
+            [m, n, k],
+            (dst.as_mut_ptr(), dst_rs),
+            (lhs.0.as_ptr(), lhs.1, lhs.2),
+            (rhs.0.as_ptr(), rhs.1, rhs.2),
+            (accumulate, scale),
             if split {
                 parallelism(m, n, k)
             } else {

@@ -35,6 +35,24 @@ pub(in crate::engine::kernels) struct Geometry {
 }
 
 impl Geometry {
+    /// Whether a depthwise layer on this geometry takes the blocked path: input and output
+    /// both under 16 columns across, where the plane-by-plane path wastes lanes and a
+    /// plane's setup is a large part of it, and a bordered scratch of at most
+    /// [`MAX_PADDED`] pixels (pads are the model's to choose: the scratch is [`LANES`]
+    /// times the padded plane the size checks bound). MobileNetV3-Small, one thread: its
+    /// 7×7 5×5 layers took 63 µs plane by plane and 39 blocked, its 14×14 ones 74 and 55,
+    /// the 14→7 stride-2 one 68 and 35. Wider inputs cost more to copy than they save: its
+    /// 28→14 stride-2 layer took 36 µs plane by plane and 48 blocked.
+    pub(in crate::engine::kernels) fn suits_blocks(&self) -> bool {
+        let ([h, w], [(t, b), (l, r)]) = (self.input, self.pads);
+        let pixels = h
+            .checked_add(t)
+            .and_then(|v| v.checked_add(b))
+            .zip(w.checked_add(l).and_then(|v| v.checked_add(r)))
+            .and_then(|(rows, columns)| rows.checked_mul(columns));
+        w < 16 && self.output[1] < 16 && pixels.is_some_and(|p| p <= MAX_PADDED)
+    }
+
     /// Rows and columns of the bordered scratch.
     fn padded(&self) -> [usize; 2] {
         let ([h, w], [(t, b), (l, r)]) = (self.input, self.pads);
@@ -69,24 +87,6 @@ impl Conv2d {
             }
         }
         packed
-    }
-
-    /// Whether a depthwise layer on this geometry takes the blocked path: input and output
-    /// both under 16 columns across, where the plane-by-plane path wastes lanes and a
-    /// plane's setup is a large part of it, and a bordered scratch of at most
-    /// [`MAX_PADDED`] pixels (pads are the model's to choose: the scratch is [`LANES`]
-    /// times the padded plane the size checks bound). MobileNetV3-Small, one thread: its
-    /// 7×7 5×5 layers took 63 µs plane by plane and 39 blocked, its 14×14 ones 74 and 55,
-    /// the 14→7 stride-2 one 68 and 35. Wider inputs cost more to copy than they save: its
-    /// 28→14 stride-2 layer took 36 µs plane by plane and 48 blocked.
-    pub(in crate::engine::kernels) fn blocked_suits(&self, geometry: Geometry) -> bool {
-        let ([h, w], [(t, b), (l, r)]) = (geometry.input, geometry.pads);
-        let pixels = h
-            .checked_add(t)
-            .and_then(|v| v.checked_add(b))
-            .zip(w.checked_add(l).and_then(|v| v.checked_add(r)))
-            .and_then(|(rows, columns)| rows.checked_mul(columns));
-        w < 16 && geometry.output[1] < 16 && pixels.is_some_and(|p| p <= MAX_PADDED)
     }
 
     /// One block of up to [`LANES`] channels: `input` holds their planes (`[lanes, h, w]`),
@@ -388,40 +388,28 @@ mod avx2 {
 mod tests {
     use super::*;
 
-    /// A narrow layer whose pads (the model's choice) would make the blocked scratch huge
-    /// stays on the plane path, whose scratch the size checks bound; a 7×7 one takes it.
+    /// A narrow geometry whose pads, the model's choice, would make the blocked scratch huge
+    /// (a 1×1 window at stride 100000 down gives 21 rows) stays on the plane path, whose
+    /// scratch the size checks bound; a 7×7 one takes the blocked path.
     #[test]
     fn huge_pads_keep_a_layer_off_the_blocked_path() {
-        let conv = Conv2d {
-            weight: vec![1.0; 8],
-            bias: vec![0.0; 8],
-            out_channels: 8,
-            in_channels: 8,
-            groups: 8,
-            kernel: [1, 1],
-            stride: [100_000, 1],
-            dilation: [1, 1],
-            relu: false,
-            hard: None,
-            packed: crate::engine::kernels::Packed::None,
-        };
         let huge = Geometry {
             input: [1, 8],
             output: [21, 8],
             pads: [(1_000_000, 1_000_000), (0, 0)],
         };
-        assert!(!conv.blocked_suits(huge));
+        assert!(!huge.suits_blocks());
         let overflowing = Geometry {
             pads: [(usize::MAX, 1), (0, 0)],
             ..huge
         };
-        assert!(!conv.blocked_suits(overflowing));
+        assert!(!overflowing.suits_blocks());
         let small = Geometry {
             input: [7, 7],
             output: [7, 7],
             pads: [(2, 2), (2, 2)],
         };
-        assert!(conv.blocked_suits(small));
+        assert!(small.suits_blocks());
     }
 
     /// The AVX2 sums and the portable ones agree on every output (lanes included) of a
