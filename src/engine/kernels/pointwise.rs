@@ -178,6 +178,25 @@ impl Loop for Activate<'_> {
     }
 }
 
+/// [`apply`] by name, outside [`on_best_cpu`]: compiled for the baseline CPU, what the
+/// vector copies are checked against.
+#[cfg(test)]
+pub(super) fn apply_one_for_tests(name: &str, values: &mut [f32]) {
+    let activation = match name {
+        "gelu" => Activation::Gelu,
+        "gelu tanh" => Activation::GeluTanh,
+        "erf" => Activation::Erf,
+        "sigmoid" => Activation::Sigmoid,
+        "hardswish" => Activation::Hard {
+            swish: true,
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+        },
+        other => panic!("no activation {other}"),
+    };
+    apply(values, activation);
+}
+
 #[inline(always)]
 fn apply(values: &mut [f32], activation: Activation) {
     match activation {
