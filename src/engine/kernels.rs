@@ -98,10 +98,22 @@ pub(super) fn spread_chunks(
     granule: usize,
     work: impl Fn(usize, &mut [f32]) + Sync,
 ) {
+    spread_costly_chunks(values, granule, 1, work);
+}
+
+/// [`spread_chunks`] for work that costs `cost` times a plain pass a value (softmax's
+/// `exp`s and its three passes: 4; an `erf`: 3): split from `PARALLEL_ELEMENTS / cost`
+/// values, where the work is as long as a plain pass's at the usual threshold.
+pub(super) fn spread_costly_chunks(
+    values: &mut [f32],
+    granule: usize,
+    cost: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync,
+) {
     let threads = super::threads::ways();
     let granule = granule.max(1);
     let granules = values.len() / granule;
-    if values.len() < PARALLEL_ELEMENTS || threads < 2 || granules < 2 {
+    if values.len() < PARALLEL_ELEMENTS / cost.max(1) || threads < 2 || granules < 2 {
         work(0, values);
         return;
     }
