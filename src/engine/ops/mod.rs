@@ -36,6 +36,7 @@ pub mod resize;
 pub mod shape;
 pub mod small;
 mod translate;
+mod volume;
 
 pub use attrs::onnx_name;
 pub use translate::translate;
@@ -236,6 +237,8 @@ pub enum Op {
     Conv(Conv2dConfig),
     /// A 1-D operator run as 2-D on a height of one.
     Conv1d(Conv2dConfig),
+    /// Conv over volumes (`ops/volume.rs`).
+    Conv3d(Box<onnx_ir::node::conv3d::Conv3dConfig>),
     ConvTranspose(Box<nn::ConvTransposeOp>),
     MaxPool(MaxPool2dConfig),
     MaxPool1d(MaxPool2dConfig),
@@ -417,6 +420,7 @@ impl Op {
         match self {
             Self::Conv(_)
             | Self::Conv1d(_)
+            | Self::Conv3d(_)
             | Self::ConvTranspose(_)
             | Self::MaxPool(_)
             | Self::MaxPool1d(_)

@@ -446,6 +446,12 @@ pub(super) fn run(
             let bias = optional_float(&mut inputs, 2)?;
             from_2d(conv(c, x, w, bias, cap)?)?
         }
+        Op::Conv3d(c) => {
+            let x = float_input(&mut inputs, 0)?;
+            let w = float_input(&mut inputs, 1)?;
+            let bias = optional_float(&mut inputs, 2)?;
+            super::volume::conv3d_op(c, x, w, bias, cap)?
+        }
         Op::ConvTranspose(c) => {
             let (mut x, mut w) = (float_input(&mut inputs, 0)?, float_input(&mut inputs, 1)?);
             if c.one_d {

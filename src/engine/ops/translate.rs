@@ -140,6 +140,10 @@ pub fn translate(node: &Node) -> Result<Op, EngineError> {
             conv2d(&config)?;
             Ok(Op::Conv1d(config))
         }
+        Node::Conv3d(c) => {
+            super::volume::validate(&c.config)?;
+            Ok(Op::Conv3d(Box::new(c.config.clone())))
+        }
         Node::ConvTranspose2d(t) => {
             let c = &t.config;
             conv_transpose(super::nn::ConvTransposeOp {
