@@ -24,6 +24,7 @@ use super::value::{Float, Value, to_array, with_rank};
 
 pub mod attention;
 mod attrs;
+mod einsum;
 pub mod elementwise;
 mod generate;
 pub mod host;
@@ -237,6 +238,8 @@ pub enum Op {
     Conv(Conv2dConfig),
     /// A 1-D operator run as 2-D on a height of one.
     Conv1d(Conv2dConfig),
+    /// Einsum (`ops/einsum.rs`): the equation parsed at load.
+    Einsum(Box<einsum::Equation>),
     /// Conv over volumes (`ops/volume.rs`).
     Conv3d(Box<onnx_ir::node::conv3d::Conv3dConfig>),
     ConvTranspose(Box<nn::ConvTransposeOp>),
@@ -470,6 +473,7 @@ impl Op {
             | Self::SpaceToDepth { .. } => shape::run(self, inputs, device, cap),
             Self::Resize(r) => resize::run(r, inputs, device, cap),
             Self::Attention(a) => attention::run(a, inputs, cap),
+            Self::Einsum(equation) => einsum::run(equation, inputs, cap),
             _ => elementwise::run(self, inputs, device, cap),
         }
     }

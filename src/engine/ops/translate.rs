@@ -140,6 +140,10 @@ pub fn translate(node: &Node) -> Result<Op, EngineError> {
             conv2d(&config)?;
             Ok(Op::Conv1d(config))
         }
+        Node::Einsum(e) => Ok(Op::Einsum(Box::new(super::einsum::Equation::parse(
+            &e.config.equation,
+            e.inputs.len(),
+        )?))),
         Node::Conv3d(c) => {
             super::volume::validate(&c.config)?;
             Ok(Op::Conv3d(Box::new(c.config.clone())))
