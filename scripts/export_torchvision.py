@@ -51,6 +51,7 @@ for name in names:
                           dynamic_axes={"input": {0: "N"}, "output": {0: "N"}}, opset_version=17)
         s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         out = s.run(None, {"input": x.numpy()})[0]
+        m.eval()  # the exporter restores a wrapper's training mode
         with torch.no_grad(): ref = m(x).numpy()
         np.savez(f"{out_dir}/{name}.npz", **{"in:input": x.numpy(), "out:output": out})
         print(name, "exported; ort vs torch", float(np.abs(out - ref).max()), flush=True)

@@ -521,10 +521,12 @@ impl Model {
             Kernel::Host(host) => host.run(&step.op, args, &self.device, cap),
         })
         .map_err(named)?;
-        for ((slot, value), scalar) in step.outputs.iter().zip(results).zip(&step.scalar_outputs) {
+        for (i, (slot, value)) in step.outputs.iter().zip(results).enumerate() {
             // Operators check what they allocate; this catches any that does not.
             cap.value(&value).map_err(named)?;
-            slots[*slot] = Some(as_declared_scalar(value, *scalar));
+            // Fusions may give a step more outputs than its node had: those are no scalars.
+            let scalar = step.scalar_outputs.get(i).copied().unwrap_or(false);
+            slots[*slot] = Some(as_declared_scalar(value, scalar));
         }
         Ok(())
     }

@@ -26,6 +26,36 @@ fn folded(n: NodeProto, initializers: Vec<TensorProto>) -> Vec<u8> {
     })
 }
 
+/// Valid models for the run target's seeds, with their inputs' dimension bytes.
+fn runnable() -> Vec<(&'static str, Vec<u8>, &'static [u8])> {
+    let einsum = model(Graph {
+        nodes: vec![with(
+            node("Einsum", "attention_scores", &["q", "k"], &["y"]),
+            vec![string("equation", "bhid,bhjd->bhij")],
+        )],
+        inputs: vec![info("q", 1, &[None; 4]), info("k", 1, &[None; 4])],
+        outputs: vec![info("y", 1, &[])],
+        initializers: vec![],
+    });
+    let volume = model(Graph {
+        nodes: vec![with(
+            node("Conv", "volume", &["x", "w"], &["y"]),
+            vec![
+                ints("kernel_shape", &[2, 3, 2]),
+                ints("pads", &[1, 0, 2, 0, 1, 1]),
+                int("group", 2),
+            ],
+        )],
+        inputs: vec![info("x", 1, &[None, Some(2), None, None, None])],
+        outputs: vec![info("y", 1, &[])],
+        initializers: vec![ramp("w", &[4, 1, 2, 3, 2])],
+    });
+    vec![
+        ("einsum_attention", einsum, &[1, 2, 4, 3, 1, 2, 5, 3]),
+        ("conv_volume", volume, &[1, 2, 3, 4, 5]),
+    ]
+}
+
 /// The crafted models, by name (also the fuzz seeds, see `write_fuzz_seeds`).
 fn crafted() -> Vec<(&'static str, Vec<u8>)> {
     let conv = |name: &str, attributes: Vec<AttributeProto>, w: &[i64]| {
@@ -475,6 +505,29 @@ fn weight_bytes_count_the_weights() {
     );
 }
 
+#[test]
+fn the_run_seeds_models_run_and_refuse_shapes_that_do_not_fit() {
+    let [(_, einsum, _), (_, volume, _)] = <[_; 2]>::try_from(runnable()).expect("two models");
+    let einsum = Model::load(&einsum, &cpu()).expect("Einsum loads");
+    let run =
+        |q: &[usize], k: &[usize]| einsum.run(vec![("q".into(), input(q)), ("k".into(), input(k))]);
+    let out = run(&[1, 2, 4, 3], &[1, 2, 5, 3]).expect("runs");
+    assert_eq!(out[0].1.shape().to_vec(), vec![1, 2, 4, 5]);
+    let text = refused(run(&[1, 2, 4, 3], &[1, 2, 5, 4]), Some("attention_scores"));
+    assert!(text.contains("label d is 3 in one operand and 4"), "{text}");
+    let volume = Model::load(&volume, &cpu()).expect("Conv over volumes loads");
+    let out = volume
+        .run(vec![("x".into(), input(&[1, 2, 3, 4, 5]))])
+        .expect("runs");
+    // Depth 3 + 1 pad − 2 + 1; height 4 + 1 − 3 + 1; width 5 + 3 − 2 + 1.
+    assert_eq!(out[0].1.shape().to_vec(), vec![1, 4, 3, 3, 7]);
+    let text = refused(
+        volume.run(vec![("x".into(), input(&[1, 2, 1, 1, 1]))]),
+        Some("volume"),
+    );
+    assert!(text.contains("does not fit"), "{text}");
+}
+
 /// `CAIRN_WRITE_FUZZ_SEEDS=1 cargo test --features gpu --lib engine::safety_tests`
 /// writes the crafted models to `fuzz/seeds/model_load/`, and inputs for them and for the
 /// fixtures (in `fuzz_targets/model_run.rs`'s layout) to `fuzz/seeds/model_run/`. The
@@ -505,6 +558,17 @@ fn write_fuzz_seeds() {
             seed,
         )
         .unwrap();
+    }
+    // Valid models of the operators added late (Einsum, Conv over volumes), for the run
+    // target to fuzz their shapes: their dimensions are all dynamic but the channels.
+    for (name, bytes, dims) in runnable() {
+        let len = u16::try_from(bytes.len()).unwrap();
+        let mut seed = vec![2u8];
+        seed.extend_from_slice(&len.to_le_bytes());
+        seed.extend_from_slice(&bytes);
+        seed.extend_from_slice(dims);
+        seed.extend_from_slice(&values);
+        std::fs::write(run.join(format!("{name}.bin")), seed).unwrap();
     }
     for (name, bytes) in models {
         std::fs::write(load.join(format!("{name}.onnx")), &bytes).unwrap();

@@ -46,6 +46,7 @@ pub(super) fn silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
             {
                 steps[i].kernel = Kernel::Host(HostOp::Silu);
                 steps[i].outputs = steps[j].outputs.clone();
+                steps[i].scalar_outputs = steps[j].scalar_outputs.clone();
                 removed[j] = true;
                 break;
             }
@@ -127,6 +128,7 @@ pub(super) fn gelu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
         }
         steps[div].kernel = Kernel::Host(HostOp::Gelu { tanh: false });
         steps[div].outputs = steps[fused[3]].outputs.clone();
+        steps[div].scalar_outputs = steps[fused[3]].scalar_outputs.clone();
         fused.iter().for_each(|i| removed[*i] = true);
     }
     drop_removed(steps, &removed);
@@ -162,6 +164,7 @@ pub(super) fn neighbours(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
             }
             let new_outputs = steps[j].outputs.clone();
             steps[i].outputs = new_outputs;
+            steps[i].scalar_outputs = steps[j].scalar_outputs.clone();
             removed[j] = true;
         }
     }

@@ -114,6 +114,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
         });
         let last = split.as_ref().map_or(r2, |(s, _, _)| *s);
         steps[c].outputs = steps[last].outputs.clone();
+        steps[c].scalar_outputs = steps[last].scalar_outputs.clone();
         for slot in &steps[c].outputs {
             producer.insert(*slot, c);
         }
