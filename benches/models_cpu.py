@@ -18,15 +18,29 @@ import onnxruntime as ort
 TYPES = {1: np.float32, 7: np.int64, 6: np.int32, 9: np.bool_, 10: np.float16}
 
 
+def given_shapes(path):
+    """Input shapes from the .npz beside the model (`in:<name>`), where there is one: a
+    model whose image size is dynamic needs a real one (both sides get it; cairn as
+    `--shape`)."""
+    npz = path[:-5] + ".npz"
+    if not os.path.exists(npz):
+        return {}
+    with np.load(npz) as d:
+        return {k[3:]: d[k].shape for k in d.files if k.startswith("in:")}
+
+
 def inputs_for(path, batch):
     m = onnx.load(path, load_external_data=False)
     init = {i.name for i in m.graph.initializer}
+    given = given_shapes(path)
     feeds = {}
     for i in m.graph.input:
         if i.name in init:
             continue
         t = i.type.tensor_type
         shape = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else batch for d in t.shape.dim]
+        if i.name in given and len(given[i.name]) == len(shape):
+            shape = [batch] + list(given[i.name][1:])
         n = int(np.prod(shape))
         dtype = TYPES.get(t.elem_type, np.float32)
         if np.issubdtype(dtype, np.floating):
@@ -60,8 +74,10 @@ def ort_p50(path, feeds, threads, iterations):
 
 
 def cairn_p50(cairn, path, threads, iterations):
+    shapes = [f"--shape={n}=" + "x".join(str(d) for d in (1,) + tuple(s[1:]))
+              for n, s in given_shapes(path).items()]
     r = subprocess.run([cairn, "model", "bench", path, "--device", "cpu", "--batch", "1",
-                        "--iterations", str(iterations), "--threads", str(threads)],
+                        "--iterations", str(iterations), "--threads", str(threads)] + shapes,
                        capture_output=True, text=True)
     m = re.search(r"p50 ([\d.]+) µs", r.stdout + r.stderr)
     return float(m.group(1)) / 1e3 if m else None

@@ -1,6 +1,7 @@
 //! `cairn model inspect | run | bench | profile`: for integrators testing a model on the
 //! device.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,10 @@ pub enum ModelCommand {
         /// Size of every dynamic dimension (the batch).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// NAME=DIMS (`images=1x3x640x640`): the shape of one input's synthetic data, for
+        /// inputs whose dynamic dimensions are more than the batch (an image's size).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
         #[arg(long, default_value_t = 100)]
         iterations: usize,
         #[command(flatten)]
@@ -64,6 +69,10 @@ pub enum ModelCommand {
         /// Size of every dynamic dimension (the batch).
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// NAME=DIMS (`images=1x3x640x640`): the shape of one input's synthetic data, for
+        /// inputs whose dynamic dimensions are more than the batch (an image's size).
+        #[arg(long = "shape", value_name = "NAME=DIMS")]
+        shapes: Vec<String>,
         #[arg(long, default_value_t = 10)]
         iterations: usize,
         #[command(flatten)]
@@ -79,12 +88,63 @@ pub enum ModelCommand {
 
 /// Synthetic inputs of the model's declared types, every dynamic dimension at `batch`:
 /// floats in [-0.5, 0.5), integers small and non-negative (valid token ids and indices).
-fn synthetic_inputs(model: &Model, batch: usize) -> anyhow::Result<Vec<(String, TensorData)>> {
+/// `--shape NAME=DIMS` values by input name; each names an input and agrees with its rank
+/// and fixed dimensions.
+fn given_shapes(model: &Model, given: &[String]) -> anyhow::Result<HashMap<String, Vec<usize>>> {
+    let mut shapes = HashMap::new();
+    for text in given {
+        let (name, dims) = text.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--shape {text}: expected NAME=DIMS, as images=1x3x640x640")
+        })?;
+        let spec = model
+            .inputs()
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!("--shape {text}: the model has no input named {name}")
+            })?;
+        let dims: Vec<usize> = dims
+            .split('x')
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!("--shape {text}: DIMS are sizes joined by x, as 1x3x640x640")
+            })?;
+        let fits = dims.len() == spec.shape.len()
+            && dims
+                .iter()
+                .zip(&spec.shape)
+                .all(|(d, s)| s.is_none_or(|s| s == *d));
+        if !fits {
+            bail!("--shape {text}: input {name} is {}", describe(&spec.shape));
+        }
+        shapes.insert(name.to_owned(), dims);
+    }
+    Ok(shapes)
+}
+
+/// A declared shape as `[N, 3, 640, 640]`, `?` for a dynamic dimension.
+fn describe(shape: &[Option<usize>]) -> String {
+    let dims: Vec<String> = shape
+        .iter()
+        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
+        .collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn synthetic_inputs(
+    model: &Model,
+    batch: usize,
+    given: &[String],
+) -> anyhow::Result<Vec<(String, TensorData)>> {
+    let mut shapes = given_shapes(model, given)?;
     model
         .inputs()
         .iter()
         .map(|spec| {
-            let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(batch)).collect();
+            let shape: Vec<usize> = shapes
+                .remove(&spec.name)
+                .unwrap_or_else(|| spec.shape.iter().map(|d| d.unwrap_or(batch)).collect());
             let n: usize = shape.iter().product();
             let data = match spec.element_type() {
                 Some(dtype) if !dtype.is_float() => {
@@ -200,6 +260,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::Bench {
             file,
             batch,
+            shapes,
             iterations,
             on,
             threads,
@@ -211,7 +272,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let started = Instant::now();
             let model = Model::load(&bytes, &device)?;
             let load = started.elapsed();
-            let inputs = synthetic_inputs(&model, batch)?;
+            let inputs = synthetic_inputs(&model, batch, &shapes)?;
             let started = Instant::now();
             model.run(inputs.clone())?;
             let first = started.elapsed();
@@ -269,6 +330,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
         ModelCommand::Profile {
             file,
             batch,
+            shapes,
             iterations,
             on,
             threads,
@@ -277,7 +339,7 @@ pub fn run(command: ModelCommand) -> anyhow::Result<()> {
             let device = device(on)?;
             eprintln!("intra-op threads: {}", threads::configure(threads));
             let model = Model::load(&read_model(&file)?, &device)?;
-            let inputs = synthetic_inputs(&model, batch)?;
+            let inputs = synthetic_inputs(&model, batch, &shapes)?;
             // One run first: first-use allocations and shader compilation stay out.
             model.run(inputs.clone())?;
             let pool_before = device.memory_pool_usage();

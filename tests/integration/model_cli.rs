@@ -68,6 +68,41 @@ fn run_writes_outputs_under_their_own_names() {
 }
 
 #[test]
+fn bench_takes_an_input_shape_and_refuses_one_that_does_not_fit() {
+    let bench = |shape: &str| {
+        run_cli(
+            &[
+                "model",
+                "bench",
+                &format!("{MODELS}/mlp.onnx"),
+                "--iterations",
+                "3",
+                "--shape",
+                shape,
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = bench("input=3x64");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("(batch 1, 1 caller)") || out.contains("latency p50"),
+        "{out}"
+    );
+    for (shape, why) in [
+        ("input=3x65", "input input is [?, 64]"),
+        ("input=3", "input input is [?, 64]"),
+        ("pixels=3x64", "the model has no input named pixels"),
+        ("input=3xbig", "DIMS are sizes joined by x"),
+        ("3x64", "expected NAME=DIMS"),
+    ] {
+        let (code, _, err) = bench(shape);
+        assert_eq!(code, 1, "{shape}: {err}");
+        assert!(err.contains(why), "{shape}: {err}");
+    }
+}
+
+#[test]
 fn bench_reports_latency_and_throughput() {
     let (code, out, err) = run_cli(
         &[
