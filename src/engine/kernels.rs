@@ -102,7 +102,7 @@ pub(super) fn spread_chunks(
 }
 
 /// [`spread_chunks`] for work that costs `cost` times a plain pass a value (softmax's
-/// `exp`s and its three passes: 4; an `erf`: 3): split from `PARALLEL_ELEMENTS / cost`
+/// `exp`s and its three passes: 5; an `erf`: 3): split from `PARALLEL_ELEMENTS / cost`
 /// values, where the work is as long as a plain pass's at the usual threshold.
 pub(super) fn spread_costly_chunks(
     values: &mut [f32],
