@@ -116,20 +116,14 @@ fn given_shapes(model: &Model, given: &[String]) -> anyhow::Result<HashMap<Strin
                 .zip(&spec.shape)
                 .all(|(d, s)| s.is_none_or(|s| s == *d));
         if !fits {
-            bail!("--shape {text}: input {name} is {}", describe(&spec.shape));
+            bail!(
+                "--shape {text}: input {name} is {}",
+                shape_text(&spec.shape)
+            );
         }
         shapes.insert(name.to_owned(), dims);
     }
     Ok(shapes)
-}
-
-/// A declared shape as `[N, 3, 640, 640]`, `?` for a dynamic dimension.
-fn describe(shape: &[Option<usize>]) -> String {
-    let dims: Vec<String> = shape
-        .iter()
-        .map(|d| d.map_or_else(|| "?".to_owned(), |d| d.to_string()))
-        .collect();
-    format!("[{}]", dims.join(", "))
 }
 
 fn synthetic_inputs(

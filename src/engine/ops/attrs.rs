@@ -43,10 +43,11 @@ pub(super) fn f32_of(v: f64) -> f32 {
     v as f32
 }
 
-pub(super) fn window(
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    dilation: [usize; 2],
+/// Kernel sizes, strides and dilations of at least 1, along each of `N` spatial axes.
+pub(super) fn window<const N: usize>(
+    kernel: [usize; N],
+    stride: [usize; N],
+    dilation: [usize; N],
 ) -> Result<(), EngineError> {
     for (name, values) in [
         ("kernel_shape", kernel),

@@ -3,6 +3,7 @@
 //! against the cap before burn is asked to allocate it, so burn's own shape assertions are
 //! never what refuses a model.
 
+use burn::tensor::Tensor;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use onnx_ir::node::avg_pool2d::AvgPool2dConfig;
@@ -55,6 +56,39 @@ fn window_sizes(
     })
 }
 
+/// Checks a Conv's input `x`, weights `w` (`[out, in / groups, kernel...]`) and bias
+/// against each other and the `kernel` attribute, as burn would assert them; returns the
+/// bias as a vector.
+pub(super) fn conv_operands(
+    x: &[usize],
+    w: &[usize],
+    groups: usize,
+    kernel: &[usize],
+    bias: Option<Float>,
+) -> Result<Option<Tensor<1>>, EngineError> {
+    let (channels, cout, cin_g) = (x[1], w[0], w[1]);
+    if cin_g.checked_mul(groups) != Some(channels) || cout % groups != 0 {
+        return Err(EngineError::Invalid(format!(
+            "Conv: input {x:?} and weights {w:?} in {groups} groups do not match"
+        )));
+    }
+    if w[2..] != *kernel {
+        return Err(EngineError::Invalid(format!(
+            "Conv: kernel_shape {kernel:?}, weights {w:?}"
+        )));
+    }
+    let bias = bias.map(Float::rank1).transpose()?;
+    if let Some(b) = &bias
+        && b.dims() != [cout]
+    {
+        return Err(EngineError::Invalid(format!(
+            "Conv: bias {:?} for {cout} output channels",
+            b.dims()
+        )));
+    }
+    Ok(bias)
+}
+
 /// ONNX Conv on a rank-4 input.
 pub(super) fn conv(
     c: &Conv2dConfig,
@@ -68,29 +102,7 @@ pub(super) fn conv(
     let [batch, channels, h, wd] = x.dims();
     let [cout, cin_g, kh, kw] = w.dims();
     let groups = c.groups.max(1);
-    if cin_g.checked_mul(groups) != Some(channels) || cout % groups != 0 {
-        return Err(EngineError::Invalid(format!(
-            "Conv: input {:?} and weights {:?} in {groups} groups do not match",
-            x.dims(),
-            w.dims()
-        )));
-    }
-    if [kh, kw] != c.kernel_size {
-        return Err(EngineError::Invalid(format!(
-            "Conv: kernel_shape {:?}, weights {:?}",
-            c.kernel_size,
-            w.dims()
-        )));
-    }
-    let bias = bias.map(Float::rank1).transpose()?;
-    if let Some(b) = &bias
-        && b.dims() != [cout]
-    {
-        return Err(EngineError::Invalid(format!(
-            "Conv: bias {:?} for {cout} output channels",
-            b.dims()
-        )));
-    }
+    let bias = conv_operands(&x.dims(), &w.dims(), groups, &c.kernel_size, bias)?;
     let padding = pads_2d(
         &c.padding,
         &c.auto_pad,

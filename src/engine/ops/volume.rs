@@ -17,19 +17,11 @@ use crate::engine::limits::{Cap, F32};
 use crate::engine::shapes::{pads_2d, window_out_2d};
 use crate::engine::value::Float;
 
+use super::nn::conv_operands;
+
 /// Checks a Conv3d's attributes at load: windows of at least 1, groups of at least 1.
 pub(super) fn validate(c: &Conv3dConfig) -> Result<(), EngineError> {
-    for (name, values) in [
-        ("kernel_shape", c.kernel_size),
-        ("strides", c.stride),
-        ("dilations", c.dilation),
-    ] {
-        if values.contains(&0) {
-            return Err(EngineError::Invalid(format!(
-                "{name} {values:?}: every value must be at least 1"
-            )));
-        }
-    }
+    super::attrs::window(c.kernel_size, c.stride, c.dilation)?;
     if c.groups == 0 {
         return Err(EngineError::Invalid("group 0".into()));
     }
@@ -116,27 +108,11 @@ pub(super) fn conv3d_op(
     let [batch, channels, depth, height, width] = x.dims();
     let [cout, cin_g, kd, kh, kw] = w.dims();
     let groups = c.groups.max(1);
-    if cin_g.checked_mul(groups) != Some(channels) || cout % groups != 0 || cout == 0 {
+    let bias = conv_operands(&x.dims(), &w.dims(), groups, &c.kernel_size, bias)?;
+    if cout == 0 {
         return Err(EngineError::Invalid(format!(
-            "Conv: input {:?} and weights {:?} in {groups} groups do not match",
-            x.dims(),
+            "Conv: weights {:?} have no output channels",
             w.dims()
-        )));
-    }
-    if [kd, kh, kw] != c.kernel_size {
-        return Err(EngineError::Invalid(format!(
-            "Conv: kernel_shape {:?}, weights {:?}",
-            c.kernel_size,
-            w.dims()
-        )));
-    }
-    let bias = bias.map(Float::rank1).transpose()?;
-    if let Some(b) = &bias
-        && b.dims() != [cout]
-    {
-        return Err(EngineError::Invalid(format!(
-            "Conv: bias {:?} for {cout} output channels",
-            b.dims()
         )));
     }
     let input = [depth, height, width];
@@ -195,6 +171,15 @@ mod tests {
                 ((t * 0.37 + seed).sin() * 2.0).round() / 2.0
             })
             .collect()
+    }
+
+    /// The input, weights and bias every test runs.
+    fn operands() -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            values(X.iter().product(), 0.0),
+            values(W.iter().product(), 1.0),
+            values(W[0], 2.0),
+        )
     }
 
     /// The convolution by its definition, pads (begin, end) per axis.
@@ -258,11 +243,7 @@ mod tests {
     }
 
     fn run(attributes: Vec<onnx_ir::AttributeProto>) -> Result<(Vec<usize>, Vec<f32>), String> {
-        let (x, w, bias) = (
-            values(X.iter().product(), 0.0),
-            values(W.iter().product(), 1.0),
-            values(W[0], 2.0),
-        );
+        let (x, w, bias) = operands();
         let dims = |d: &[usize]| d.iter().map(|&v| v as i64).collect::<Vec<_>>();
         let bytes = model(Graph {
             nodes: vec![with(
@@ -296,11 +277,7 @@ mod tests {
 
     #[test]
     fn a_grouped_strided_dilated_volume_conv_with_uneven_pads_matches_the_definition() {
-        let (x, w, bias) = (
-            values(X.iter().product(), 0.0),
-            values(W.iter().product(), 1.0),
-            values(W[0], 2.0),
-        );
+        let (x, w, bias) = operands();
         let got = run(vec![
             ints("kernel_shape", &[2, 3, 2]),
             ints("pads", &[1, 0, 2, 0, 1, 1]),
@@ -322,11 +299,7 @@ mod tests {
 
     #[test]
     fn same_padding_pads_each_axis_of_a_volume() {
-        let (x, w, bias) = (
-            values(X.iter().product(), 0.0),
-            values(W.iter().product(), 1.0),
-            values(W[0], 2.0),
-        );
+        let (x, w, bias) = operands();
         let got = run(vec![
             ints("kernel_shape", &[2, 3, 2]),
             string("auto_pad", "SAME_UPPER"),
