@@ -165,13 +165,15 @@ impl Conv2d {
                 });
                 return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
-            Packed::Unfold(tiles) => {
+            // A widening 1×1 layer on a single pixel (squeeze-and-excite's) is a product
+            // with one column: the fully connected path below.
+            Packed::Unfold(tiles) if !(direct && plane == 1) => {
                 per_image(&mut out, &|input, dst| {
                     self.run_unfold(tiles, input, [h, w], [oh, ow], pads, dst);
                 });
                 return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
-            Packed::None | Packed::Depthwise(_) => {}
+            Packed::None | Packed::Unfold(_) | Packed::Depthwise(_) => {}
         }
         if self.direct_fits() && !direct {
             let image = channels * h * w;

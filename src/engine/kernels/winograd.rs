@@ -15,6 +15,7 @@
 
 use super::{Loop, on_best_cpu, panels};
 use crate::engine::kernels::{Conv2d, Packed};
+use split::Split;
 
 /// Lanes of the transforms' arrays (one AVX2 register); tiles take the first `ROWS`.
 const LANES: usize = 8;
@@ -88,14 +89,7 @@ impl Conv2d {
             "Winograd weights not prepared"
         );
         let threads = crate::engine::threads::ways();
-        // Tiles per block: a multiple of the panel kernel's rows, within the budget, and
-        // enough blocks to keep every thread busy.
-        let widest = (16 * cin.min(CHUNK)).max(16 * cout);
-        let mut block = (BLOCK_BUDGET / widest.max(1)) / ROWS * ROWS;
-        if threads > 1 {
-            block = block.min(tiles.div_ceil(threads * 2).next_multiple_of(ROWS));
-        }
-        let block = block.clamp(ROWS, tiles.next_multiple_of(ROWS));
+        let plan = Split::new(tiles, cin, cout, threads);
         let out = Shared(out.as_mut_ptr(), cout * oh * ow);
         let layer = Layer {
             conv: self,
@@ -106,29 +100,27 @@ impl Conv2d {
             pads,
             tiles_x,
         };
-        let blocks = tiles.div_ceil(block);
+        let tasks = plan.blocks * plan.ranges;
         let scratch = || Scratch {
-            transformed: vec![0.0; 16 * (block / ROWS) * (cin.min(CHUNK) * ROWS + SLACK)],
-            products: vec![0.0; 16 * block * cout],
+            transformed: vec![0.0; 16 * (plan.block / ROWS) * (cin.min(CHUNK) * ROWS + SLACK)],
+            products: vec![0.0; 16 * plan.block * plan.width],
             rows: Vec::new(),
         };
-        let macs = blocks
-            .saturating_mul(block)
-            .saturating_mul(16 * cin)
-            .saturating_mul(cout);
-        if threads > 1 && blocks > 1 && macs >= super::PARALLEL_MACS {
+        let run = |s: &mut Scratch, task: usize| {
+            let (b, r) = (task / plan.ranges, task % plan.ranges);
+            let first = b * plan.block;
+            let start = r * plan.width;
+            let channels = start..cout.min(start + plan.width);
+            layer.block(s, first..tiles.min(first + plan.block), channels, out);
+        };
+        let macs = tiles.saturating_mul(16 * cin).saturating_mul(cout);
+        if threads > 1 && tasks > 1 && macs >= super::PARALLEL_MACS {
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
-            (0..blocks).into_par_iter().for_each_init(scratch, |s, b| {
-                let first = b * block;
-                layer.block(s, first, block.min(tiles - first), out);
-            });
+            (0..tasks).into_par_iter().for_each_init(scratch, run);
         } else {
             let mut s = scratch();
-            for b in 0..blocks {
-                let first = b * block;
-                layer.block(&mut s, first, block.min(tiles - first), out);
-            }
+            (0..tasks).for_each(|task| run(&mut s, task));
         }
     }
 }
@@ -204,9 +196,19 @@ struct Layer<'a> {
 }
 
 impl Layer<'_> {
-    /// Tiles `first .. first + count`: transform in, 16 products, transform out.
-    fn block(&self, s: &mut Scratch, first: usize, count: usize, out: Shared) {
+    /// Tiles `tiles` × output channels `outputs` (starting on a panel): transform in, 16
+    /// products, transform out.
+    fn block(
+        &self,
+        s: &mut Scratch,
+        tiles: std::ops::Range<usize>,
+        outputs: std::ops::Range<usize>,
+        out: Shared,
+    ) {
+        let (first, count) = (tiles.start, tiles.len());
         let (cin, cout) = (self.conv.in_channels, self.conv.out_channels);
+        let width = outputs.len();
+        debug_assert!(outputs.start.is_multiple_of(panels::PANEL) && outputs.end <= cout);
         let padded_cout = cout.next_multiple_of(panels::PANEL);
         for c0 in (0..cin).step_by(CHUNK) {
             let channels = CHUNK.min(cin - c0);
@@ -220,17 +222,19 @@ impl Layer<'_> {
                 tile_stride,
                 scratch: s,
             });
-            // This chunk's 16 weight matrices start after the earlier chunks' 16 each.
+            // This chunk's 16 weight matrices start after the earlier chunks' 16 each;
+            // in each, this range's panels after the earlier channels' ones.
             let weights = &self.weights[16 * c0 * padded_cout..];
             let packed = channels * padded_cout;
+            let skip = outputs.start * channels;
             for e in 0..16 {
                 panels::multiply_tiled(
                     count,
-                    cout,
+                    width,
                     channels,
                     (&s.transformed[e * per_matrix..][..per_matrix], tile_stride),
-                    &weights[e * packed..][..packed],
-                    (&mut s.products[e * count * cout..][..count * cout], cout),
+                    &weights[e * packed + skip..(e + 1) * packed],
+                    (&mut s.products[e * count * width..][..count * width], width),
                     if c0 == 0 {
                         panels::Start::Zero
                     } else {
@@ -245,6 +249,7 @@ impl Layer<'_> {
             layer: self,
             first,
             count,
+            outputs,
             products: &s.products,
             out,
         });
@@ -462,6 +467,7 @@ fn along_row(row: Option<&[f32]>, left: usize, tx: usize, outputs: [&mut [f32]; 
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod split;
 
 /// `Y = Aᵀ m A` for every tile of a block and output channel, plus bias and ReLU, into
 /// the output image.
@@ -469,6 +475,8 @@ struct OutputTransform<'l, 'p> {
     layer: &'l Layer<'l>,
     first: usize,
     count: usize,
+    /// The output channels the products hold, `outputs.len()` values per row.
+    outputs: std::ops::Range<usize>,
     products: &'p [f32],
     out: Shared,
 }
@@ -480,30 +488,34 @@ impl Loop for OutputTransform<'_, '_> {
             layer,
             first,
             count,
+            outputs,
             products,
             out,
         } = self;
         let conv = layer.conv;
-        let cout = conv.out_channels;
+        let width = outputs.len();
         let [oh, ow] = layer.out_size;
         let plane = oh * ow;
         for local in 0..count {
             let t = first + local;
             let (y, x) = (2 * (t / layer.tiles_x), 2 * (t % layer.tiles_x));
             let (rows, cols) = ((oh - y).min(2), (ow - x).min(2));
-            for c0 in (0..cout).step_by(LANES) {
-                let lanes = LANES.min(cout - c0);
+            for c0 in outputs.clone().step_by(LANES) {
+                let lanes = LANES.min(outputs.end - c0);
+                let column = c0 - outputs.start;
                 let mut m = [[0f32; LANES]; 16];
                 let mut bias = [0f32; LANES];
                 // Whole registers in fixed-size copies; the last few channels apart.
                 if lanes == LANES {
                     for (e, me) in m.iter_mut().enumerate() {
-                        me.copy_from_slice(&products[(e * count + local) * cout + c0..][..LANES]);
+                        me.copy_from_slice(
+                            &products[(e * count + local) * width + column..][..LANES],
+                        );
                     }
                     bias.copy_from_slice(&conv.bias[c0..][..LANES]);
                 } else {
                     for (e, me) in m.iter_mut().enumerate() {
-                        let at = (e * count + local) * cout + c0;
+                        let at = (e * count + local) * width + column;
                         me[..lanes].copy_from_slice(&products[at..][..lanes]);
                     }
                     bias[..lanes].copy_from_slice(&conv.bias[c0..][..lanes]);

@@ -154,19 +154,7 @@ fn conv_matches_the_direct_loop() {
 /// Runs `conv` as an inference runs (on the pool, its workers awake) and checks it against
 /// the 7-loop reference.
 fn matches_the_direct_loop_as_an_inference(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2]) {
-    let hint = std::sync::atomic::AtomicBool::new(true);
-    let (shape, _) = conv.sizes(&x.shape, pads, Cap::unlimited()).unwrap();
-    let got = crate::engine::threads::spread(&hint, || {
-        super::super::reuse::with_stale(shape.iter().product(), || {
-            conv.run(x, pads, Cap::unlimited())
-        })
-    })
-    .unwrap();
-    let want = reference_conv(conv, x, pads);
-    assert_eq!(got.shape, want.shape);
-    for (a, b) in got.data.iter().zip(want.data.iter()) {
-        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
-    }
+    matches_within(conv, x, pads, 1e-4);
 }
 
 #[test]
@@ -400,8 +388,11 @@ fn empty_planes_convolve_without_panicking() {
 #[test]
 fn winograd_matches_the_direct_loop() {
     type Case = (usize, usize, usize, usize, [(usize, usize); 2], bool);
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
         (16, 8, 7, 6, [(1, 1), (1, 1)], false),
+        // Output channels in ranges of 128 (and of 64, to give two threads work).
+        (24, 200, 10, 9, [(1, 1), (1, 1)], true),
+        (64, 300, 3, 4, [(1, 1), (1, 1)], false),
         (17, 10, 6, 7, [(1, 1), (1, 1)], true),
         (16, 9, 9, 13, [(0, 0), (1, 2)], true),
         (20, 16, 5, 5, [(2, 0), (0, 2)], false),
@@ -496,4 +487,70 @@ fn unfolded_convolutions_match_the_direct_loop() {
     conv.prepare();
     let x = Dense::new(ramp(16 * 81 * 79, 9), vec![1, 16, 81, 79]).unwrap();
     matches_the_direct_loop_as_an_inference(&conv, &x, [(1, 1), (1, 1)]);
+}
+
+/// The panel kernel's ways of cutting a layer: weights too deep for one range of output
+/// channels (512 channels, 3×3: ranges of 48), on images of one pixel (on this thread)
+/// and a few (over the pool); widening 1×1 layers, on one pixel too (the fully connected
+/// path) and a batch of 2; an image too large to unfold whole (each block by its tasks).
+#[test]
+fn unfolded_layers_cut_by_channels_and_pixels_match_the_direct_loop() {
+    // (cin, cout, kernel, stride, pads, batch, side)
+    type Case = (usize, usize, [usize; 2], usize, usize, usize, [usize; 2]);
+    let cases: [Case; 6] = [
+        (512, 50, [3, 3], 2, 1, 1, [2, 2]),
+        (512, 100, [3, 3], 2, 1, 1, [7, 7]),
+        (128, 520, [1, 1], 1, 0, 2, [5, 7]),
+        (128, 520, [1, 1], 1, 0, 1, [1, 1]),
+        (130, 516, [1, 1], 2, 0, 1, [9, 8]),
+        (16, 8, [3, 3], 2, 1, 1, [342, 345]),
+    ];
+    for (cin, cout, kernel, stride, pad, batch, [h, w]) in cases {
+        let mut conv = Conv2d {
+            stride: [stride, stride],
+            relu: true,
+            ..layer(cin, cout, 1, kernel, 5)
+        };
+        conv.prepare();
+        let what = format!("{cin}→{cout} {kernel:?} /{stride} {h}×{w}");
+        assert_eq!(
+            matches!(conv.packed, Packed::Unfold(_)),
+            super::super::panels::available(),
+            "{what}"
+        );
+        let x = Dense::new(ramp(batch * cin * h * w, 8), vec![batch, cin, h, w]).unwrap();
+        let pads = [(pad, pad), (pad, pad)];
+        let got = run_stale(&conv, &x, pads);
+        let want = reference_conv(&conv, &x, pads);
+        assert_eq!(got.shape, want.shape, "{what}");
+        let tolerance = 1e-4 * (cin as f32).sqrt();
+        for (a, b) in got.data.iter().zip(want.data.iter()) {
+            assert!((a - b).abs() < tolerance, "{a} vs {b} ({what})");
+        }
+        matches_within(&conv, &x, pads, tolerance);
+    }
+    // A narrowing 1×1 layer, or a small one, stays on the `gemm` crate.
+    for (cin, cout) in [(520, 128), (64, 256)] {
+        let mut conv = layer(cin, cout, 1, [1, 1], 5);
+        conv.prepare();
+        assert!(matches!(conv.packed, Packed::None), "{cin}→{cout}");
+    }
+}
+
+/// `conv` on `x` as an inference runs it (on the pool, split where it splits), against
+/// the 7-loop reference within `tolerance`.
+fn matches_within(conv: &Conv2d, x: &Dense, pads: [(usize, usize); 2], tolerance: f32) {
+    let hint = std::sync::atomic::AtomicBool::new(true);
+    let (shape, _) = conv.sizes(&x.shape, pads, Cap::unlimited()).unwrap();
+    let got = crate::engine::threads::spread(&hint, || {
+        super::super::reuse::with_stale(shape.iter().product(), || {
+            conv.run(x, pads, Cap::unlimited())
+        })
+    })
+    .unwrap();
+    let want = reference_conv(conv, x, pads);
+    assert_eq!(got.shape, want.shape);
+    for (a, b) in got.data.iter().zip(want.data.iter()) {
+        assert!((a - b).abs() < tolerance, "{a} vs {b}");
+    }
 }

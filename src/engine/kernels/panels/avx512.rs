@@ -4,8 +4,8 @@
 //! A and B keep the layouts the AVX2 kernel reads.
 
 use std::arch::x86_64::{
-    __mmask16, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-    _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
+    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
 };
 
 use super::{Job, PANEL, ROWS, Start};
@@ -15,6 +15,8 @@ pub(super) const WIDE: usize = 4;
 /// Depth per pass over a group of panels: 4 panels × 128 rows × 64 bytes, 32 KiB, stay in
 /// L1 while every row tile of A streams past them.
 const DEPTH: usize = 128;
+/// Rows of B the first row tile of a pass asks for ahead of its loads.
+const B_AHEAD: usize = 12;
 /// Every lane of a panel.
 const ALL: __mmask16 = 0xFFFF;
 
@@ -149,7 +151,24 @@ impl<const P: usize> Pass<'_, '_, P> {
             let a = job.a.add((row / ROWS) * job.tile_stride + self.p0 * ROWS);
             let b = job.b.add((self.panel * job.k + self.p0) * PANEL);
             let panel_stride = job.k * PANEL;
+            // The next row tile's A, a few lines per pass of the loop below: tiles lie
+            // `tile_stride` apart (a whole depth of weights in a convolution), too far
+            // for the hardware prefetcher to follow from one tile to the next.
+            let next = a.wrapping_add(job.tile_stride);
+            // The first row tile of a pass reads this pass's B from wherever it lies
+            // (weights streamed from memory): it asks for B a few rows ahead.
+            let lead = row == 0;
             for p in 0..self.depth {
+                if p % 4 == 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS + 16).cast());
+                }
+                if lead {
+                    for j in 0..P {
+                        let ahead = b.wrapping_add(j * panel_stride + (p + B_AHEAD) * PANEL);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    }
+                }
                 let mut bv = [_mm512_setzero_ps(); P];
                 for j in 0..P {
                     bv[j] = _mm512_loadu_ps(b.add(j * panel_stride + p * PANEL));
