@@ -15,8 +15,6 @@ pub(super) const WIDE: usize = 4;
 /// Depth per pass over a group of panels: 4 panels × 128 rows × 64 bytes, 32 KiB, stay in
 /// L1 while every row tile of A streams past them.
 const DEPTH: usize = 128;
-/// Rows of B the first row tile of a pass asks for ahead of its loads.
-const B_AHEAD: usize = 12;
 /// Every lane of a panel.
 const ALL: __mmask16 = 0xFFFF;
 
@@ -151,23 +149,14 @@ impl<const P: usize> Pass<'_, '_, P> {
             let a = job.a.add((row / ROWS) * job.tile_stride + self.p0 * ROWS);
             let b = job.b.add((self.panel * job.k + self.p0) * PANEL);
             let panel_stride = job.k * PANEL;
-            // The next row tile's A, a few lines per pass of the loop below: tiles lie
-            // `tile_stride` apart (a whole depth of weights in a convolution), too far
+            // The next row tile's A, a few lines per pass of the loop below, where A is
+            // weights streamed from memory: the next tile lies `tile_stride` on, too far
             // for the hardware prefetcher to follow from one tile to the next.
             let next = a.wrapping_add(job.tile_stride);
-            // The first row tile of a pass reads this pass's B from wherever it lies
-            // (weights streamed from memory): it asks for B a few rows ahead.
-            let lead = row == 0;
             for p in 0..self.depth {
-                if p % 4 == 0 {
+                if job.prefetch_a && p % 4 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS).cast());
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS + 16).cast());
-                }
-                if lead {
-                    for j in 0..P {
-                        let ahead = b.wrapping_add(j * panel_stride + (p + B_AHEAD) * PANEL);
-                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    }
                 }
                 let mut bv = [_mm512_setzero_ps(); P];
                 for j in 0..P {
