@@ -141,7 +141,7 @@ pub(super) fn keep(buffer: Vec<f32>) {
 /// Runs `f` in a run whose next output of `len` floats reuses a buffer of NaNs: a kernel
 /// that leaves an element unwritten shows it.
 #[cfg(test)]
-pub(super) fn with_stale<T>(len: usize, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_stale<T>(len: usize, f: impl FnOnce() -> T) -> T {
     within_run(&Kept::default(), || {
         keep(vec![f32::NAN; len]);
         f()

@@ -28,6 +28,56 @@ pub fn index_of(i: i64, size: usize, what: &str) -> Result<usize, EngineError> {
         .ok_or_else(|| EngineError::Invalid(format!("{what}: index {i} out of range for {size}")))
 }
 
+/// [`select_axes`] of float activations (a nearest Resize, a Slice of a feature map):
+/// the output in a reused buffer, its rows split over the intra-op pool, each row gathered
+/// from its input row or, where the one before read the same input row (an upsample's
+/// repeated rows), copied from it. YOLO's 2× upsample of 512×20×20 took 0.93 ms through
+/// [`select_axes`], on fresh pages one pushed value at a time.
+#[must_use]
+pub fn select_floats(data: &[f32], shape: &[usize], picks: &[Vec<usize>]) -> Vec<f32> {
+    let Some((last, outer)) = picks.split_last() else {
+        return select_axes(data, shape, picks);
+    };
+    let total = product(&picks.iter().map(Vec::len).collect::<Vec<_>>()).unwrap_or(0);
+    if total == 0 || last.is_empty() {
+        return Vec::new();
+    }
+    let st = strides(shape);
+    // The input row of output row `row`: its index along every outer axis, last first.
+    let base_of = |mut row: usize| {
+        let mut base = 0;
+        for (axis, pick) in outer.iter().enumerate().rev() {
+            base += pick[row % pick.len()] * st[axis];
+            row /= pick.len();
+        }
+        base
+    };
+    let width = last.len();
+    let mut out = crate::engine::kernels::reuse::for_overwrite(total);
+    let whole = shape.last() == Some(&width) && last.iter().enumerate().all(|(i, p)| i == *p);
+    crate::engine::kernels::spread_chunks(&mut out, width, |start, chunk| {
+        let mut previous = None;
+        for i in 0..chunk.len() / width {
+            let base = base_of(start / width + i);
+            let at = i * width;
+            if previous == Some(base) {
+                chunk.copy_within(at - width..at, at);
+                continue;
+            }
+            let (row, dst) = (&data[base..], &mut chunk[at..at + width]);
+            if whole {
+                dst.copy_from_slice(&row[..width]);
+            } else {
+                for (d, p) in dst.iter_mut().zip(last) {
+                    *d = row[*p];
+                }
+            }
+            previous = Some(base);
+        }
+    });
+    out
+}
+
 /// Picks, along each axis, the listed positions (a cartesian selection): Slice with any
 /// steps, and the per-axis maps of Resize.
 #[must_use]
@@ -287,5 +337,37 @@ mod tests {
         );
         assert!(index_of(-4, 3, "x").is_err());
         assert_eq!(index_of(-1, 3, "x").unwrap(), 2);
+    }
+
+    /// The float selection (reused buffer, rows over the pool, repeated rows copied)
+    /// gives what the generic one does: a 2× nearest upsample large enough to split, a
+    /// row-identity pick, a Slice with steps, rank 1, and empty picks; in a buffer of
+    /// NaNs, so an unwritten value shows.
+    #[test]
+    fn float_selection_matches_the_generic_one() {
+        let upsample = |n: usize| (0..2 * n).map(|i| i / 2).collect::<Vec<_>>();
+        let cases: Vec<(Vec<usize>, Vec<Vec<usize>>)> = vec![
+            (
+                vec![1, 64, 20, 20],
+                vec![vec![0], (0..64).collect(), upsample(20), upsample(20)],
+            ),
+            (
+                vec![2, 3, 5],
+                vec![vec![1, 0], vec![2, 2, 0], (0..5).collect()],
+            ),
+            (vec![4, 7], vec![vec![0, 2], vec![6, 3, 0]]),
+            (vec![9], vec![vec![8, 1, 1]]),
+            (vec![3, 4], vec![vec![], vec![1]]),
+        ];
+        for (shape, picks) in cases {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let want = select_axes(&data, &shape, &picks);
+            let len = picks.iter().map(Vec::len).product::<usize>();
+            let got = crate::engine::kernels::reuse::with_stale(len, || {
+                select_floats(&data, &shape, &picks)
+            });
+            assert_eq!(got, want, "{shape:?} {picks:?}");
+        }
     }
 }

@@ -240,7 +240,7 @@ pub(super) fn run(
         // A CPU plan's host values stay on the host.
         return Ok(vec![match x {
             Value::Dense(d) => Value::Dense(Dense::new(
-                super::host::select_axes(&d.data, &dims, &picks),
+                super::host::select_floats(&d.data, &dims, &picks),
                 out,
             )?),
             other => {
