@@ -24,11 +24,13 @@ pub const ROWS: usize = 6;
 /// A streams past them.
 const DEPTH: usize = 256;
 
-/// Floats of A (1 MiB) from which the AVX-512 tiles prefetch each next row tile: an A
-/// that large is weights streamed from memory, each pass reading a few KB of every tile,
-/// which the hardware prefetcher does not follow (ResNet-50's 512-channel stride-2 layer:
-/// 4.2 → 2.2 ms). Below, A sits in cache, and prefetching cost BERT and ViT 3%.
-const PREFETCH_A: usize = 256 << 10;
+/// Floats of A (256 KiB) from which the AVX-512 tiles prefetch each next row tile: an A
+/// that large is weights (or a range of them) read from memory, each pass reading a few
+/// KB of every tile, which the hardware prefetcher does not follow (ResNet-50's
+/// 512-channel stride-2 layer: 4.2 → 2.2 ms; the whole model 74 → 68 ms against a 1 MiB
+/// threshold, which its ranges of weights fell under). BERT's and ViT's activations
+/// (under 64K floats) sit in cache, and prefetching them cost 3%.
+const PREFETCH_A: usize = 64 << 10;
 
 /// What `C` holds before the product is added.
 #[derive(Debug, Clone, Copy)]
