@@ -30,9 +30,11 @@ impl Split {
         } else {
             Self::WIDTH
         };
-        // Tasks enough to keep every thread busy: narrower ranges first (they cost one
-        // more input transform each), then smaller blocks.
-        let wanted = if threads > 1 { 2 * threads } else { 1 };
+        // A task for every thread: narrower ranges first (each costs one more input
+        // transform), then smaller blocks; tasks are even, so whole rounds of them keep
+        // the threads equally busy (7 blocks on 2 threads left one idle a seventh of the
+        // layer; 4 ranges where 2 would do transformed the input twice as often).
+        let wanted = threads.max(1);
         let fits = |width: usize| {
             let block = (BLOCK_BUDGET / (16 * width.max(cin.min(CHUNK))).max(1)) / ROWS * ROWS;
             block.clamp(ROWS, tiles.next_multiple_of(ROWS))
@@ -41,10 +43,11 @@ impl Split {
             width = wide;
         }
         let ranges = cout.div_ceil(width.max(1));
-        let mut blocks = tiles.div_ceil(fits(width));
-        if blocks * ranges < wanted {
-            blocks = wanted.div_ceil(ranges).min(tiles.div_ceil(ROWS));
+        let mut blocks = tiles.div_ceil(fits(width)).max(wanted.div_ceil(ranges));
+        while !(blocks * ranges).is_multiple_of(wanted) {
+            blocks += 1;
         }
+        let blocks = blocks.min(tiles.div_ceil(ROWS));
         // Even blocks, none much shorter than the others.
         let block = tiles.div_ceil(blocks.max(1)).next_multiple_of(ROWS);
         Self {
