@@ -48,8 +48,12 @@ impl Split {
             blocks += 1;
         }
         let blocks = blocks.min(tiles.div_ceil(ROWS));
-        // Even blocks, none much shorter than the others.
-        let block = tiles.div_ceil(blocks.max(1)).next_multiple_of(ROWS);
+        // Even blocks, none much shorter than the others; shorter ones where whole row
+        // tiles would leave threads without a task (49 tiles for 16 threads).
+        let mut block = tiles.div_ceil(blocks.max(1)).next_multiple_of(ROWS);
+        if tiles.div_ceil(block) * ranges < wanted {
+            block = (tiles / blocks.max(1) / ROWS * ROWS).max(ROWS);
+        }
         Self {
             block,
             blocks: tiles.div_ceil(block),
