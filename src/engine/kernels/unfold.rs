@@ -182,12 +182,13 @@ const A_BUDGET: usize = 192 << 10;
 /// enough is unfolded whole, once, and cut into ranges of weights that stay in L2 while
 /// every group streams past them (each weight read from memory once), threads sharing
 /// out the ranges first; a larger image goes a block at a time (at least a register
-/// tile of the AVX-512 kernel, 64 pixels) into each thread's own panels. ResNet-50's 512-channel stride-2 3×3 layer (49 pixels, 9.4 MB of weights), cut
-/// into blocks of 16 pixels, read its weights 4 times at a quarter of the tile's width:
-/// 5.1 ms in the model, against 4.2 as one block, and 2.2 with the kernel's prefetch of
-/// the next row tile (one thread). With weights in ranges that fit L2 and the image
-/// unfolded once for all of them, such layers gained 1.6–1.8× on 2 threads (1.3–1.5×
-/// before).
+/// tile of the AVX-512 kernel, 64 pixels) into each thread's own panels.
+///
+/// ResNet-50's 512-channel stride-2 3×3 layer (49 pixels, 9.4 MB of weights), cut into
+/// blocks of 16 pixels, read its weights 4 times at a quarter of the tile's width: 5.1 ms
+/// in the model, against 4.2 as one block, and 2.2 with the kernel's prefetch of the next
+/// row tile (one thread). With weights in ranges that fit L2 and the image unfolded once
+/// for all of them, such layers gained 1.6–1.8× on 2 threads (1.3–1.5× before).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Cut {
     plane: usize,
