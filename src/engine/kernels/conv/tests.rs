@@ -490,7 +490,7 @@ fn unfolded_convolutions_match_the_direct_loop() {
 }
 
 /// The panel kernel's ways of cutting a layer: weights too deep for one range of output
-/// channels (512 channels, 3×3: ranges of 48), on images of one pixel (on this thread)
+/// channels (512 channels, 3×3: ranges of 30 and 36), on images of one pixel (on this thread)
 /// and a few (over the pool); widening 1×1 layers, on one pixel too (the fully connected
 /// path) and a batch of 2; an image too large to unfold whole (each block by its tasks).
 #[test]
