@@ -24,6 +24,7 @@ use super::value::Value;
 
 mod fuse;
 mod gate;
+mod residual;
 mod run;
 mod shuffle;
 #[cfg(test)]
@@ -56,6 +57,13 @@ pub enum HostOp {
     GatedConv {
         conv: Conv2d,
         padding: Padding,
+    },
+    /// A 1×1 convolution and the Add that alone reads it, computed onto the Add's other
+    /// operand, then ReLU when `relu` ([`residual`]).
+    ResidualConv {
+        conv: Conv2d,
+        padding: Padding,
+        relu: bool,
     },
     Pool {
         pool: Pool,
@@ -540,11 +548,15 @@ pub(super) fn plan(
         fuse::gelu(steps, outputs);
         fuse::neighbours(steps, outputs);
         gate::fuse(steps, outputs);
+        residual::fuse(steps, outputs);
         shuffle::fuse(steps, outputs);
         // Weights are final once fusions have folded scales into them.
         for step in steps.iter_mut() {
-            if let Kernel::Host(HostOp::Conv { conv, .. } | HostOp::GatedConv { conv, .. }) =
-                &mut step.kernel
+            if let Kernel::Host(
+                HostOp::Conv { conv, .. }
+                | HostOp::GatedConv { conv, .. }
+                | HostOp::ResidualConv { conv, .. },
+            ) = &mut step.kernel
             {
                 conv.prepare();
             }
@@ -558,7 +570,9 @@ impl HostOp {
     #[must_use]
     pub fn held_bytes(&self) -> u64 {
         let floats = match self {
-            Self::Conv { conv, .. } | Self::GatedConv { conv, .. } => {
+            Self::Conv { conv, .. }
+            | Self::GatedConv { conv, .. }
+            | Self::ResidualConv { conv, .. } => {
                 conv.weight.len() + conv.bias.len() + conv.packed.len()
             }
             Self::Gemm(g) => g.b.len() + g.bias.as_ref().map_or(0, Vec::len),

@@ -365,6 +365,16 @@ impl HostOp {
                 let pads = padding.resolve(&x, conv.kernel, conv.stride, conv.dilation)?;
                 Value::Dense(conv.run(&x, pads, cap)?)
             }
+            Self::ResidualConv {
+                conv,
+                padding,
+                relu,
+            } => {
+                let x = dense(take(&mut args, 0, op)?)?;
+                let residual = dense(take(&mut args, 1, op)?)?;
+                let pads = padding.resolve(&x, conv.kernel, conv.stride, conv.dilation)?;
+                Value::Dense(conv.run_residual(&x, pads, cap, residual, *relu)?)
+            }
             Self::GatedConv { conv, padding } => {
                 let a = dense(take(&mut args, 0, op)?)?;
                 let b = dense(take(&mut args, 1, op)?)?;

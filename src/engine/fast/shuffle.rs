@@ -53,6 +53,7 @@ pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
                     Kernel::Host(
                         HostOp::Conv { .. }
                             | HostOp::GatedConv { .. }
+                            | HostOp::ResidualConv { .. }
                             | HostOp::Pool { .. }
                             | HostOp::Relu
                             | HostOp::BatchNorm { .. }

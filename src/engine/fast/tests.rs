@@ -425,3 +425,89 @@ fn a_gate_folds_into_the_convolution_after_it() {
         }
     }
 }
+
+/// A residual Add (and its ReLU) after a 1×1 convolution runs as one step, the product
+/// added onto the other operand: on the `gemm` crate's path (small layers, one thread and
+/// split by channels) and on the panel kernel's (a widening layer of 64K weights), either
+/// operand order, a batch of two, and a residual that broadcasts (run as two steps inside
+/// the one). Against the unfused plan (the convolution's output made a graph output).
+#[test]
+fn a_residual_add_folds_into_the_convolution_before_it() {
+    // (channels, output channels, side, batch, residual first, relu, residual channels)
+    let cases = [
+        (6, 5, 4, 1, false, true, 5),
+        (6, 5, 4, 2, true, false, 5),
+        (32, 64, 24, 1, false, true, 64),
+        (128, 512, 6, 1, true, true, 512),
+        (128, 512, 12, 2, false, false, 512),
+        (6, 5, 4, 1, false, true, 1),
+    ];
+    for (c, cout, side, batch, residual_first, relu, rc) in cases {
+        let run_with = |product_is_output: bool| {
+            let mut outputs = vec![info("y", 1, &[])];
+            if product_is_output {
+                outputs.push(info("p", 1, &[]));
+            }
+            let operands = if residual_first {
+                ["r", "p"]
+            } else {
+                ["p", "r"]
+            };
+            let mut nodes = vec![
+                with(
+                    node("Conv", "project", &["x", "w", "b"], &["p"]),
+                    vec![ints("kernel_shape", &[1, 1])],
+                ),
+                node("Add", "add", &operands, &[if relu { "sum" } else { "y" }]),
+            ];
+            if relu {
+                nodes.push(node("Relu", "relu", &["sum"], &["y"]));
+            }
+            let bytes = model(Graph {
+                nodes,
+                inputs: vec![
+                    info("x", 1, &[None, Some(c), Some(side), Some(side)]),
+                    info("r", 1, &[None, Some(rc), None, None]),
+                ],
+                outputs,
+                initializers: vec![
+                    crate::engine::test_graphs::ramp("w", &[cout, c, 1, 1]),
+                    crate::engine::test_graphs::ramp("b", &[cout]),
+                ],
+            });
+            let size = |d: i64| usize::try_from(d).unwrap();
+            let rside = if rc == 1 { 1 } else { size(side) };
+            let xs: Vec<f32> = (0..batch * size(c * side * side))
+                .map(|i| (i % 11) as f32 * 0.25 - 1.0)
+                .collect();
+            let rs: Vec<f32> = (0..batch * size(rc) * rside * rside)
+                .map(|i| (i % 7) as f32 * 0.5 - 1.5)
+                .collect();
+            let feed = vec![
+                (
+                    "x".to_owned(),
+                    TensorData::new(xs, vec![batch, size(c), size(side), size(side)]),
+                ),
+                (
+                    "r".to_owned(),
+                    TensorData::new(rs, vec![batch, size(rc), rside, rside]),
+                ),
+            ];
+            let loaded = Model::load(&bytes, &cpu()).unwrap();
+            let steps = loaded.profile(&feed, 1).unwrap().len();
+            let out = loaded.run(feed).unwrap();
+            (steps, out[0].1.try_to_vec::<f32>().unwrap())
+        };
+        let what = format!("{c}→{cout} on {side}×{side}, batch {batch}, relu {relu}, {rc}");
+        let (fused_steps, fused) = run_with(false);
+        let (steps, unfused) = run_with(true);
+        assert_eq!((fused_steps, steps), (1, 2), "{what}");
+        assert_eq!(fused.len(), unfused.len(), "{what}");
+        for (a, b) in fused.iter().zip(&unfused) {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{a} vs {b}: {what}"
+            );
+        }
+    }
+}

@@ -5,6 +5,7 @@
 use super::{Dense, PARALLEL_MACS, bias_relu, fmax, matmul, rank4, window_out_2d};
 use crate::engine::EngineError;
 use crate::engine::limits::{Cap, F32};
+pub(super) use pointwise::Onto;
 
 /// A 2-D convolution's fixed parameters, weights packed as `[cout, cin/groups · kh · kw]`.
 #[derive(Debug, Clone)]
@@ -169,7 +170,14 @@ impl Conv2d {
             // with one column: the fully connected path below.
             Packed::Unfold(tiles) if !(direct && plane == 1) => {
                 per_image(&mut out, &|input, dst| {
-                    self.run_unfold(tiles, input, [h, w], [oh, ow], pads, dst);
+                    self.run_unfold(
+                        tiles,
+                        (input, [h, w]),
+                        [oh, ow],
+                        pads,
+                        dst,
+                        Onto::over(self),
+                    );
                 });
                 return self.finish(out, [batch, self.out_channels, oh, ow], false);
             }
@@ -210,11 +218,11 @@ impl Conv2d {
                     .enumerate()
                 {
                     let input = &x.data[n * image..][..image];
-                    self.pointwise_rows(0, self.out_channels, input, plane, dst);
+                    self.pointwise_rows(0, self.out_channels, input, plane, dst, Onto::over(self));
                 }
                 return self.finish(out, [batch, self.out_channels, oh, ow], true);
             }
-            if self.pointwise_by_channels(x, plane, &mut out) {
+            if self.pointwise_by_channels(x, plane, &mut out, Onto::over(self)) {
                 return self.finish(out, [batch, self.out_channels, oh, ow], true);
             }
         }
@@ -319,122 +327,6 @@ impl Conv2d {
             super::hard(&mut out, hard.swish, hard.alpha, hard.beta);
         }
         Dense::new(out, shape.to_vec())
-    }
-
-    /// A 1×1 convolution (stride 1, no padding) split over the pool by output channels,
-    /// bias and ReLU included: each thread writes (and leaves in its cache) whole channel
-    /// planes, as the depthwise and element-wise steps that usually follow split them.
-    /// Returns false, doing nothing, where the layer is too small to split or has fewer
-    /// than 8 output channels.
-    fn pointwise_by_channels(&self, x: &Dense, plane: usize, out: &mut [f32]) -> bool {
-        let (cin, cout) = (self.in_channels, self.out_channels);
-        let threads = crate::engine::threads::ways();
-        let macs = out.len().saturating_mul(cin);
-        if threads < 2 || macs < PARALLEL_MACS || plane == 0 || cout < 8 {
-            return false;
-        }
-        use rayon::prelude::*;
-        let images = out.len() / (cout * plane);
-        if images == 1 && cout < cin && plane >= 16 * threads {
-            self.pointwise_by_columns(x, plane, out);
-            return true;
-        }
-        crate::engine::threads::entering_parallel_region();
-        // One piece per thread and image, in whole blocks of 4 channels.
-        let rows = cout.div_ceil(threads).next_multiple_of(4);
-        let pieces = cout.div_ceil(rows);
-        let image = cin * plane;
-        let parts: Vec<(usize, &mut [f32])> = out
-            .chunks_exact_mut(cout * plane)
-            .flat_map(|o| o.chunks_mut(rows * plane).enumerate())
-            .collect();
-        debug_assert_eq!(parts.len(), images * pieces);
-        parts
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(index, (piece, dst))| {
-                let n = index / pieces;
-                let first = piece * rows;
-                let m = dst.len() / plane;
-                self.pointwise_rows(first, m, &x.data[n * image..][..image], plane, dst);
-            });
-        true
-    }
-
-    /// [`Conv2d::pointwise_by_channels`] for one image of a narrowing layer (fewer output
-    /// channels than input: MobileNet's projections), split by columns instead: each
-    /// thread computes every output channel of its pixels, a product whose rows are not
-    /// halved (a 240→40 layer on 14×14, two threads: 31 µs, against 44 split by channels
-    /// and 58 on the `gemm` crate's own split). What follows a projection (an Add, a 1×1
-    /// layer) does not read it by channels.
-    fn pointwise_by_columns(&self, x: &Dense, plane: usize, out: &mut [f32]) {
-        use rayon::prelude::*;
-        let (cin, cout) = (self.in_channels, self.out_channels);
-        let threads = crate::engine::threads::ways();
-        crate::engine::threads::entering_parallel_region();
-        // Whole panels of 16 columns per thread.
-        let cols = plane.div_ceil(threads).next_multiple_of(16);
-        let dst = SharedOutput(out.as_mut_ptr(), out.len());
-        (0..plane.div_ceil(cols)).into_par_iter().for_each(|piece| {
-            let columns = piece * cols..plane.min((piece + 1) * cols);
-            // SAFETY: `dst` is `out`, borrowed for the whole loop; pieces write disjoint
-            // columns.
-            unsafe {
-                super::matmul_columns(
-                    (cout, cin, plane),
-                    columns.clone(),
-                    dst.raw(),
-                    &self.weight,
-                    &x.data,
-                );
-            }
-            for channel in 0..cout {
-                // SAFETY: this piece's columns of one row, written by no other piece.
-                let block = unsafe { dst.block(channel * plane + columns.start, columns.len()) };
-                bias_relu(block, self.bias[channel], self.relu);
-                if let Some(hard) = self.hard {
-                    hard.apply(block);
-                }
-            }
-        });
-    }
-
-    /// Output channels `first..first + m` of a 1×1 convolution (stride 1, no padding) of
-    /// one image, bias and ReLU (or the fused HardSwish or HardSigmoid) included. Past a core's L2 cache (MobileNetV3's 16→72
-    /// layer at 56×56 writes 900 KB) a block of columns at a time, so the bias pass finds
-    /// each block still in cache instead of reading the planes back from memory: 1.3×
-    /// faster on that layer (`benches/kernels.rs`, one thread). Below it, one product:
-    /// more calls cost more than they save there.
-    fn pointwise_rows(&self, first: usize, m: usize, input: &[f32], plane: usize, dst: &mut [f32]) {
-        /// Floats of output in one product: half a MiB, a core's L2 on the smaller parts.
-        const WHOLE: usize = 128 << 10;
-        /// Floats of output per block past that: well inside L2.
-        const BLOCK: usize = 32 << 10;
-        let cin = self.in_channels;
-        let weight = &self.weight[first * cin..][..m * cin];
-        let cols = if m.saturating_mul(plane) <= WHOLE {
-            plane
-        } else {
-            (BLOCK / m.max(1)).max(64).next_multiple_of(16).min(plane)
-        };
-        for start in (0..plane).step_by(cols.max(1)) {
-            let n = cols.min(plane - start);
-            super::matmul_into_rows(
-                m,
-                n,
-                cin,
-                (&mut dst[start..], plane),
-                (weight, cin, 1),
-                (&input[start..], plane, 1),
-            );
-            for (row, channel) in dst.chunks_exact_mut(plane).zip(first..) {
-                let block = &mut row[start..][..n];
-                bias_relu(block, self.bias[channel], self.relu);
-                if let Some(hard) = self.hard {
-                    hard.apply(block);
-                }
-            }
-        }
     }
 
     /// Input channels unfolded per GEMM: all of them while the unfolded buffer is small
@@ -566,6 +458,7 @@ impl Conv2d {
     }
 }
 
+mod pointwise;
 mod squeeze;
 #[cfg(test)]
 mod tests;

@@ -42,6 +42,9 @@ pub enum Start<'a> {
     RowBias(&'a [f32]),
     /// One value per column of `C` (a fully connected layer's bias).
     ColumnBias(&'a [f32]),
+    /// `C`'s current values plus one per row: a convolution's bias over the residual its
+    /// output is added to, written in place of the residual.
+    AccumulateRowBias(&'a [f32]),
 }
 
 impl Start<'_> {
@@ -298,7 +301,9 @@ pub unsafe fn multiply_tiled_into(
     );
     assert!(covers(c_len, m, ldc, n), "gemm: C too small");
     match start {
-        Start::RowBias(bias) => assert!(bias.len() >= m, "gemm: row bias too short"),
+        Start::RowBias(bias) | Start::AccumulateRowBias(bias) => {
+            assert!(bias.len() >= m, "gemm: row bias too short");
+        }
         Start::ColumnBias(bias) => assert!(bias.len() >= n, "gemm: column bias too short"),
         Start::Zero | Start::Accumulate => {}
     }
@@ -410,6 +415,7 @@ impl Job<'_> {
                         Start::Accumulate => unsafe { *c_row.add(lane) },
                         Start::RowBias(bias) => bias[i],
                         Start::ColumnBias(bias) => bias[panel * PANEL + lane],
+                        Start::AccumulateRowBias(bias) => (unsafe { *c_row.add(lane) }) + bias[i],
                     };
                 }
                 for p in 0..self.k {
@@ -477,7 +483,7 @@ mod tests {
             let packed = pack(&b, k, n, (n, 1), 1.0);
             let row_bias = ramp(m, 3);
             let col_bias = ramp(n, 4);
-            for start in 0..4 {
+            for start in 0..5 {
                 for relu in [false, true] {
                     let mut c = ramp(m * ldc, 5);
                     let before = c.clone();
@@ -485,7 +491,8 @@ mod tests {
                         0 => Start::Zero,
                         1 => Start::Accumulate,
                         2 => Start::RowBias(&row_bias),
-                        _ => Start::ColumnBias(&col_bias),
+                        3 => Start::ColumnBias(&col_bias),
+                        _ => Start::AccumulateRowBias(&row_bias),
                     };
                     multiply(m, n, k, (&a, lda), &packed, (&mut c, ldc), how, relu);
                     for i in 0..m {
@@ -499,7 +506,8 @@ mod tests {
                                 0 => 0.0,
                                 1 => before[i * ldc + j],
                                 2 => row_bias[i],
-                                _ => col_bias[j],
+                                3 => col_bias[j],
+                                _ => before[i * ldc + j] + row_bias[i],
                             };
                             for p in 0..k {
                                 want += a[i * lda + p] * b[p * n + j];

@@ -42,8 +42,8 @@ pub(super) fn matmul_one_thread(
     gemm_product(m, n, k, (dst, n), lhs, rhs, accumulate, scale, false);
 }
 
-/// `dst = lhs · rhs` on this thread, into `m` rows of `n` values spaced `row_stride`
-/// apart in `dst` (a block of columns of a wider matrix).
+/// `dst = lhs · rhs` (`+ dst` when `accumulate`) on this thread, into `m` rows of `n`
+/// values spaced `row_stride` apart in `dst` (a block of columns of a wider matrix).
 pub(super) fn matmul_into_rows(
     m: usize,
     n: usize,
@@ -51,11 +51,12 @@ pub(super) fn matmul_into_rows(
     (dst, row_stride): (&mut [f32], usize),
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
+    accumulate: bool,
 ) {
-    gemm_product(m, n, k, (dst, row_stride), lhs, rhs, false, 1.0, false);
+    gemm_product(m, n, k, (dst, row_stride), lhs, rhs, accumulate, 1.0, false);
 }
 
-/// `dst = w · x` on this thread for columns `start..start + n` of a `[m, plane]` output
+/// `dst = w · x` (`+ dst` when `accumulate`) on this thread for columns `start..start + n` of a `[m, plane]` output
 /// held at `dst` (`len` floats), `w` `[m, k]` and `x` `[k, plane]` row-major: one
 /// thread's share of a product split by columns. Writes through the pointer only, so
 /// threads writing other columns of the same rows create no aliasing references.
@@ -69,6 +70,7 @@ pub(super) unsafe fn matmul_columns(
     (dst, len): (*mut f32, usize),
     w: &[f32],
     x: &[f32],
+    accumulate: bool,
 ) {
     let (start, n) = (columns.start, columns.len());
     assert!(
@@ -90,7 +92,7 @@ pub(super) unsafe fn matmul_columns(
             (dst.add(start), plane),
             (w.as_ptr(), k, 1),
             (x.as_ptr().add(start), plane, 1),
-            (false, 1.0),
+            (accumulate, 1.0),
             gemm::Parallelism::None,
         );
     }

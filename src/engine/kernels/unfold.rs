@@ -10,6 +10,7 @@
 //! covers padding and past the block's last pixel; blocks write disjoint pixels (columns
 //! of the `[cout, oh·ow]` output), each through [`panels::multiply_tiled_into`].
 
+use super::conv::Onto;
 use super::panels::{self, PANEL, ROWS, Start};
 use super::{Conv2d, PARALLEL_MACS, Packed};
 
@@ -40,15 +41,15 @@ impl Conv2d {
         Packed::Unfold(panels::tiled(self.out_channels, k, &self.weight, k))
     }
 
-    /// One image `[cin, h, w]` into `out` `[cout, oh, ow]`.
+    /// One image `[cin, h, w]` (`(input, [h, w])`) into `out` `[cout, oh, ow]`.
     pub(super) fn run_unfold(
         &self,
         tiles: &[f32],
-        input: &[f32],
-        size: [usize; 2],
+        (input, size): (&[f32], [usize; 2]),
         [oh, ow]: [usize; 2],
         pads: [(usize, usize); 2],
         out: &mut [f32],
+        onto: Onto,
     ) {
         let (cin, cout) = (self.in_channels, self.out_channels);
         let depth = cin * self.kernel[0] * self.kernel[1];
@@ -92,8 +93,12 @@ impl Conv2d {
                     (&tiles[row / ROWS * depth * ROWS..], depth * ROWS),
                     block_panels,
                     out.from(row * plane + first, plane),
-                    Start::RowBias(&self.bias[row..]),
-                    self.relu,
+                    if onto.accumulate {
+                        Start::AccumulateRowBias(&self.bias[row..])
+                    } else {
+                        Start::RowBias(&self.bias[row..])
+                    },
+                    onto.relu,
                     1,
                 );
             }

@@ -254,7 +254,14 @@ fn a_pointwise_layer_past_l2_in_column_blocks_matches_the_direct_loop() {
     let plane = h * w;
     for (first, m) in [(0, 48), (8, 20)] {
         let mut dst = vec![f32::NAN; m * plane];
-        conv.pointwise_rows(first, m, &x.data[..cin * plane], plane, &mut dst);
+        conv.pointwise_rows(
+            first,
+            m,
+            &x.data[..cin * plane],
+            plane,
+            &mut dst,
+            super::Onto::over(&conv),
+        );
         let rows = &want.data[first * plane..][..m * plane];
         for (a, b) in dst.iter().zip(rows) {
             assert!((a - b).abs() < 1e-4, "{a} vs {b} (channels {first}..+{m})");

@@ -2,10 +2,10 @@
 //! transposing copy of A's rows into tiles.
 
 use std::arch::x86_64::{
-    __m256, __m256i, _mm256_broadcast_ss, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps,
-    _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps, _mm256_permute2f128_ps,
-    _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_shuffle_ps,
-    _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    __m256, __m256i, _mm256_add_ps, _mm256_broadcast_ss, _mm256_cmpgt_epi32, _mm256_fmadd_ps,
+    _mm256_loadu_ps, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_max_ps,
+    _mm256_permute2f128_ps, _mm256_set1_epi32, _mm256_set1_ps, _mm256_setr_epi32,
+    _mm256_setzero_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
 };
 
 use super::{DEPTH, Job, PANEL, ROWS, Start};
@@ -166,6 +166,13 @@ impl Tile<'_, '_> {
                     for r in 0..R {
                         low[r] = _mm256_set1_ps(bias[self.row + r]);
                         high[r] = low[r];
+                    }
+                }
+                Start::AccumulateRowBias(bias) => {
+                    for r in 0..R {
+                        let v = _mm256_set1_ps(bias[self.row + r]);
+                        let (l, h) = load(c.add(r * job.ldc), cols);
+                        (low[r], high[r]) = (_mm256_add_ps(l, v), _mm256_add_ps(h, v));
                     }
                 }
                 Start::ColumnBias(bias) => {

@@ -4,8 +4,9 @@
 //! A and B keep the layouts the AVX2 kernel reads.
 
 use std::arch::x86_64::{
-    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-    _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+    __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps,
+    _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_max_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    _mm512_storeu_ps,
 };
 
 use super::{Job, PANEL, ROWS, Start};
@@ -136,6 +137,15 @@ impl<const P: usize> Pass<'_, '_, P> {
                         }
                     }
                 }
+                Start::AccumulateRowBias(bias) => {
+                    for r in 0..R {
+                        let v = _mm512_set1_ps(bias[row + r]);
+                        for j in 0..P {
+                            let at = c.add(r * job.ldc + j * PANEL);
+                            acc[r][j] = _mm512_add_ps(_mm512_maskz_loadu_ps(self.masks[j], at), v);
+                        }
+                    }
+                }
                 Start::ColumnBias(bias) => {
                     for j in 0..P {
                         let at = bias.as_ptr().add((self.panel + j) * PANEL);
@@ -153,7 +163,16 @@ impl<const P: usize> Pass<'_, '_, P> {
             // weights streamed from memory: the next tile lies `tile_stride` on, too far
             // for the hardware prefetcher to follow from one tile to the next.
             let next = a.wrapping_add(job.tile_stride);
+            // The next row tile's C, one line per depth, where this pass starts from a
+            // residual in C: written long before, it comes from L3 or memory, and the
+            // next tile's first loads would wait for it.
+            let residual = matches!(job.start, Start::AccumulateRowBias(_)) && self.first;
+            let next_c = c.wrapping_add(R * job.ldc);
             for p in 0..self.depth {
+                if residual && p < R * P {
+                    let at = next_c.wrapping_add((p / P) * job.ldc + (p % P) * PANEL);
+                    _mm_prefetch::<_MM_HINT_T0>(at.cast());
+                }
                 if job.prefetch_a && p % 4 == 0 {
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS).cast());
                     _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(p * ROWS + 16).cast());
