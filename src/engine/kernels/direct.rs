@@ -1,9 +1,9 @@
 //! Convolutions with few input channels (a network's stem: 3 channels, 3×3, stride 2)
 //! computed directly. As im2col + GEMM such a layer is a product of depth 27 whose
 //! unfolding costs more than the product; here each output row is summed tap by tap from
-//! the input split into its stride phases, 6 (or 4) output channels × 16 columns at a time, in
-//! bands of output rows that each split only the input rows they read (a band's inputs
-//! stay in L1). Threads split the output channels.
+//! the input split into its stride phases, 6 (or 4) output channels × 16 columns at a
+//! time (× 64 columns on AVX-512), in bands of output rows that each split only the
+//! input rows they read (a band's inputs stay in L1). Threads take bands.
 
 use super::Conv2d;
 
@@ -18,12 +18,12 @@ const COLUMNS: usize = 16;
 const WIDE_BLOCK: usize = 6;
 const NARROW_BLOCK: usize = 4;
 
-/// The channel block for `cout` channels over `threads`: the one whose busiest thread
-/// sums the fewest channels, blocks of 4 costing 1.1× as much a channel (16 channels on
-/// 2 threads: 4 + 4 blocks of 4, where blocks of 6 would give one thread 12).
-fn block_channels(cout: usize, threads: usize) -> usize {
-    let busiest = |block: usize| cout.div_ceil(block).div_ceil(threads.max(1)) * block;
-    if busiest(WIDE_BLOCK) * 10 <= busiest(NARROW_BLOCK) * 11 {
+/// The channel block for `cout` channels: the one that sums the fewest channels (padded
+/// to whole blocks), blocks of 4 costing 1.1× as much a channel (8 channels: 2 blocks of
+/// 4, where blocks of 6 would sum 12).
+fn block_channels(cout: usize) -> usize {
+    let summed = |block: usize| cout.div_ceil(block) * block;
+    if summed(WIDE_BLOCK) * 10 <= summed(NARROW_BLOCK) * 11 {
         WIDE_BLOCK
     } else {
         NARROW_BLOCK
@@ -43,7 +43,7 @@ impl Conv2d {
 
     /// One image `[c, h, w]` into `out` `[cout, oh, ow]`, in bands of output rows: each
     /// band splits only the input rows it reads (a few KB, which stay in L1 while every
-    /// channel block of a column block is summed); threads take output channels.
+    /// channel block of a column block is summed); threads take bands.
     pub(super) fn run_direct(
         &self,
         input: &[f32],
@@ -64,7 +64,8 @@ impl Conv2d {
         let row_len = (w + pads[1].0 + pads[1].1)
             .div_ceil(sw)
             .max(ow.next_multiple_of(2 * COLUMNS) + kw);
-        let band = BAND_ROWS.min(oh);
+        let threads = crate::engine::threads::ways().max(1);
+        let band = BAND_ROWS.min(oh.div_ceil(threads)).max(1);
         let band_in_rows = (band - 1) * sh + kh;
         let plane = band_in_rows * row_len;
         // Taps as (offset into a band's phases for its output (0, 0), weight column), and
@@ -78,9 +79,8 @@ impl Conv2d {
             }
         }
         let macs = cout.saturating_mul(oh * ow).saturating_mul(taps.len());
-        let threads = crate::engine::threads::ways();
-        let parallel = macs >= super::PARALLEL_MACS && threads > 1;
-        let block = block_channels(cout, if parallel { threads } else { 1 });
+        let parallel = macs >= super::PARALLEL_MACS && threads > 1 && oh > 1;
+        let block = block_channels(cout);
         // Padded to whole blocks of channels, zeros past `cout`.
         let stride = cout.next_multiple_of(block);
         let mut weights = vec![0f32; taps.len() * stride];
@@ -105,27 +105,26 @@ impl Conv2d {
         // Zeroed once: the columns of padding are never written, rows of padding are
         // cleared band by band.
         let bands = oh.div_ceil(band);
-        let channels = |phases: &mut Vec<f32>, channels: std::ops::Range<usize>| {
+        let run_band = |phases: &mut Vec<f32>, b: usize| {
             phases.resize(sw * cin * plane, 0.0);
-            for b in 0..bands {
-                layer.run(phases, b * band..oh.min((b + 1) * band), channels.clone());
-            }
+            layer.run(phases, b * band..oh.min((b + 1) * band), 0..cout);
         };
-        let blocks = cout.div_ceil(block);
-        if blocks > 1 && parallel {
-            // Split by output channels, each thread over every band: a thread writes whole
-            // planes, as the depthwise, pooling and element-wise steps after a stem split
-            // them (the split of the few input channels is repeated, a small cost).
+        if parallel {
+            // Threads take bands of output rows, every channel of them: whole blocks of
+            // channels on every thread (split by channels, 64 channels on two threads
+            // left one thread 6 blocks of 6 against 5, or blocks of 4, with fewer
+            // accumulators).
+            // One run of consecutive bands per thread, each with its own phases buffer.
             use rayon::prelude::*;
             crate::engine::threads::entering_parallel_region();
-            let per = blocks.div_ceil(threads) * block;
-            (0..cout.div_ceil(per))
-                .into_par_iter()
-                .for_each_init(Vec::new, |phases, p| {
-                    channels(phases, p * per..cout.min((p + 1) * per));
-                });
+            let per = bands.div_ceil(threads);
+            (0..bands.div_ceil(per)).into_par_iter().for_each(|part| {
+                let mut phases = Vec::new();
+                (part * per..bands.min((part + 1) * per)).for_each(|b| run_band(&mut phases, b));
+            });
         } else {
-            channels(&mut Vec::new(), 0..cout);
+            let mut phases = Vec::new();
+            (0..bands).for_each(|b| run_band(&mut phases, b));
         }
     }
 }
@@ -137,14 +136,14 @@ const BAND_ROWS: usize = 8;
 /// channels of it, each write checked against the length.
 #[derive(Clone, Copy)]
 struct Output(*mut f32, usize);
-// SAFETY: threads write disjoint channels, through `Output::row` only.
+// SAFETY: threads write disjoint rows, through `Output::row` only.
 unsafe impl Send for Output {}
 // SAFETY: as above.
 unsafe impl Sync for Output {}
 
 impl Output {
     /// The address of `len` output floats at `offset`, checked to lie inside the image. The
-    /// caller writes only pixels of its own channels there.
+    /// caller writes only pixels of its own rows there.
     fn row(self, offset: usize, len: usize) -> *mut f32 {
         assert!(
             offset + len <= self.1,
@@ -268,6 +267,15 @@ unsafe fn store_first_avx512(at: *mut f32, v: std::arch::x86_64::__m512, n: usiz
     unsafe { _mm512_mask_storeu_ps(at, lanes, v) };
 }
 
+/// A block of output columns: row `y`, columns `x0..x0 + valid`, whose inputs start at
+/// `origin` in a band's phases.
+struct Columns {
+    y: usize,
+    x0: usize,
+    valid: usize,
+    origin: usize,
+}
+
 /// What every band of one layer shares.
 struct Band<'a> {
     conv: &'a Conv2d,
@@ -299,9 +307,9 @@ impl Band<'_> {
         #[cfg(target_arch = "x86_64")]
         match (super::panels::wide(), self.block == WIDE_BLOCK) {
             // SAFETY: the CPU has AVX-512F.
-            (true, true) => unsafe { self.sum_avx512::<WIDE_BLOCK>(phases, rows, channels) },
+            (true, true) => unsafe { self.sum_wide::<WIDE_BLOCK>(phases, rows, channels) },
             // SAFETY: as above.
-            (true, false) => unsafe { self.sum_avx512::<NARROW_BLOCK>(phases, rows, channels) },
+            (true, false) => unsafe { self.sum_wide::<NARROW_BLOCK>(phases, rows, channels) },
             // SAFETY: `direct_fits` admitted this layer only on a CPU with AVX2 and FMA.
             (false, true) => unsafe { self.sum_avx2::<WIDE_BLOCK>(phases, rows, channels) },
             // SAFETY: as above.
@@ -376,14 +384,110 @@ impl Band<'_> {
         _mm256_storeu_ps, store_first_avx2
     );
 
-    sum_blocks!(
-        /// [`Band::sum_avx2`] on AVX-512: 32 columns (two registers) × `CH` channels a block,
-        /// twice the AVX2 block's work for each load and broadcast.
-        ///
-        /// # Safety
-        /// The CPU has AVX-512F.
-        sum_avx512, "avx512f", 16,
-        _mm512_setzero_ps, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_max_ps,
-        _mm512_storeu_ps, store_first_avx512
-    );
+    /// Output rows `rows` of channels `channels` on AVX-512: blocks of up to 64 columns
+    /// (4 registers) × `CH` channels, 24 accumulators at 6 channels, so each tap's 4 loads
+    /// of input and 6 of weights feed 24 FMAs (the AVX2 layout's 2 registers fed 12, and
+    /// a 112-column row took 4 blocks of 32 where this takes 64 + 48).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum_wide<const CH: usize>(
+        &self,
+        phases: &[f32],
+        rows: std::ops::Range<usize>,
+        channels: std::ops::Range<usize>,
+    ) {
+        const WIDTH: usize = 4 * COLUMNS;
+        let ow = self.out_size[1];
+        let row_step = self.conv.stride[0] * self.row_len;
+        for first in channels.clone().step_by(CH) {
+            let channels = first..channels.end.min(first + CH);
+            for y in rows.clone() {
+                let origin = (y - rows.start) * row_step;
+                for x0 in (0..ow).step_by(WIDTH) {
+                    let at = Columns {
+                        y,
+                        x0,
+                        valid: WIDTH.min(ow - x0),
+                        origin,
+                    };
+                    // SAFETY: the CPU has AVX-512F (the caller's promise).
+                    unsafe {
+                        match at.valid.div_ceil(COLUMNS) {
+                            4 => self.wide_block::<CH, 4>(phases, &at, channels.clone()),
+                            3 => self.wide_block::<CH, 3>(phases, &at, channels.clone()),
+                            2 => self.wide_block::<CH, 2>(phases, &at, channels.clone()),
+                            _ => self.wide_block::<CH, 1>(phases, &at, channels.clone()),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `R` registers of columns at `at` × every block of `CH` channels in `channels`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `at.valid` ≤ `R` · 16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[expect(
+        clippy::needless_range_loop,
+        reason = "index loops over the constants CH and R unroll and keep the sums in \
+                  registers"
+    )]
+    unsafe fn wide_block<const CH: usize, const R: usize>(
+        &self,
+        phases: &[f32],
+        at: &Columns,
+        channels: std::ops::Range<usize>,
+    ) {
+        use std::arch::x86_64::{
+            __m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_max_ps, _mm512_set1_ps,
+            _mm512_setzero_ps,
+        };
+        let [oh, ow] = self.out_size;
+        let conv = self.conv;
+        let stride = conv.out_channels.next_multiple_of(CH);
+        for first in channels.clone().step_by(CH) {
+            let count = CH.min(channels.end - first);
+            let mut acc = [[_mm512_setzero_ps(); R]; CH];
+            for j in 0..count {
+                acc[j] = [_mm512_set1_ps(conv.bias[first + j]); R];
+            }
+            for (t, &offset) in self.taps.iter().enumerate() {
+                // Bounds-checked slices; the loads stay inside them.
+                let src = &phases[at.origin + offset + at.x0..][..R * COLUMNS];
+                let w = &self.weights[t * stride + first..][..CH];
+                let mut v = [_mm512_setzero_ps(); R];
+                for r in 0..R {
+                    // SAFETY: 16 floats at r · 16 lie inside `src`.
+                    v[r] = unsafe { _mm512_loadu_ps(src.as_ptr().add(r * COLUMNS)) };
+                }
+                for j in 0..CH {
+                    let wv = _mm512_set1_ps(w[j]);
+                    for r in 0..R {
+                        acc[j][r] = _mm512_fmadd_ps(wv, v[r], acc[j][r]);
+                    }
+                }
+            }
+            for j in 0..count {
+                let row = ((first + j) * oh + at.y) * ow + at.x0;
+                let dst = self.out.row(row, at.valid);
+                for r in 0..R {
+                    let lanes = at.valid.saturating_sub(r * COLUMNS).min(COLUMNS);
+                    let mut v: __m512 = acc[j][r];
+                    if conv.relu {
+                        v = _mm512_max_ps(v, _mm512_setzero_ps());
+                    }
+                    // SAFETY: `row` checked `valid` floats at `dst`, this thread owns
+                    // them, and the store writes lanes r · 16 .. r · 16 + lanes of them
+                    // (R · 16 ≥ valid, so lanes ≥ 1).
+                    unsafe { store_first_avx512(dst.add(r * COLUMNS), v, lanes) };
+                }
+            }
+        }
+    }
 }
