@@ -504,10 +504,12 @@ fn unfolded_convolutions_match_the_direct_loop() {
 fn unfolded_layers_cut_by_channels_and_pixels_match_the_direct_loop() {
     // (cin, cout, kernel, stride, pads, batch, side)
     type Case = (usize, usize, [usize; 2], usize, usize, usize, [usize; 2]);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (512, 50, [3, 3], 2, 1, 1, [2, 2]),
         (512, 100, [3, 3], 2, 1, 1, [7, 7]),
         (128, 520, [1, 1], 1, 0, 2, [5, 7]),
+        // Past L2 unfolded: a block of panels at a time, a partial panel last.
+        (128, 520, [1, 1], 1, 0, 1, [47, 49]),
         (128, 520, [1, 1], 1, 0, 1, [1, 1]),
         (130, 516, [1, 1], 2, 0, 1, [9, 8]),
         (16, 8, [3, 3], 2, 1, 1, [342, 345]),
