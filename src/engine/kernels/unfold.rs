@@ -311,6 +311,10 @@ impl Unfold<'_> {
             self.fill_pointwise(panels, first, count);
             return;
         }
+        if self.conv.kernel == [1, 1] && self.pads == [(0, 0), (0, 0)] {
+            self.fill_subsampled(panels, first, count);
+            return;
+        }
         let [h, w] = self.size;
         let [kh, kw] = self.conv.kernel;
         let [sh, sw] = self.conv.stride;
@@ -410,6 +414,39 @@ impl Unfold<'_> {
                     dst[..valid].copy_from_slice(src);
                     dst[valid..].fill(0.0);
                 }
+            }
+        }
+    }
+}
+
+impl Unfold<'_> {
+    /// [`Unfold::fill`] for a strided 1×1 layer without padding (ResNet's downsampling
+    /// shortcuts): each panel's 16 pixels' input offsets found once, then gathered from
+    /// every channel (through the general path, every row of every block was split into
+    /// its phases and copied in runs of a few dozen floats, in calls).
+    fn fill_subsampled(&self, panels: &mut [f32], first: usize, count: usize) {
+        let [h, w] = self.size;
+        let [sh, sw] = self.conv.stride;
+        let ow = self.out_width;
+        let channels = self.conv.in_channels;
+        for (j, panel) in panels
+            .chunks_exact_mut(self.depth * PANEL)
+            .take(count.div_ceil(PANEL))
+            .enumerate()
+        {
+            let start = first + j * PANEL;
+            let valid = PANEL.min(first + count - start);
+            let mut offsets = [0usize; PANEL];
+            for (lane, offset) in offsets.iter_mut().enumerate().take(valid) {
+                let pixel = start + lane;
+                *offset = (pixel / ow) * sh * w + (pixel % ow) * sw;
+            }
+            for (c, dst) in panel.chunks_exact_mut(PANEL).take(channels).enumerate() {
+                let image = &self.input[c * h * w..][..h * w];
+                for (d, offset) in dst.iter_mut().zip(&offsets[..valid]) {
+                    *d = image[*offset];
+                }
+                dst[valid..].fill(0.0);
             }
         }
     }
