@@ -133,7 +133,7 @@ impl Conv2d {
 const BAND_ROWS: usize = 8;
 
 /// The output image `[cout, oh, ow]` as a pointer and its length: threads write disjoint
-/// channels of it, each write checked against the length.
+/// output rows of it (every channel of a band), each write checked against the length.
 #[derive(Clone, Copy)]
 struct Output(*mut f32, usize);
 // SAFETY: threads write disjoint rows, through `Output::row` only.
