@@ -127,7 +127,11 @@ def main():
                           f"{peak:.1e}, are below f16's range: this export needs f32)")
                     continue
                 for k, want in outs.items():
-                    got = np.load(os.path.join(tmp, k + ".npy"))
+                    # `cairn model run` writes each output under its name with
+                    # characters other than letters, digits and `-_.` as `_`
+                    # (`gpu_0/softmax_1` → `gpu_0_softmax_1.npy`).
+                    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in k)
+                    got = np.load(os.path.join(tmp, safe + ".npy"))
                     if got.shape != want.shape and got.size == want.size:
                         got = got.reshape(want.shape)
                     if got.shape != want.shape:
