@@ -384,9 +384,7 @@ impl Unfold<'_> {
             }
         }
     }
-}
 
-impl Unfold<'_> {
     /// [`Unfold::fill`] for a 1×1 layer at stride 1 without padding: row `c` of panel `j`
     /// is input channel `c` at pixels `first + 16j ..`, copied 16 floats at a time, each
     /// panel written in order (through the general path's lines, ResNet-50's 512→128
@@ -417,9 +415,7 @@ impl Unfold<'_> {
             }
         }
     }
-}
 
-impl Unfold<'_> {
     /// [`Unfold::fill`] for a strided 1×1 layer without padding (ResNet's downsampling
     /// shortcuts): each panel's 16 pixels' input offsets found once, then gathered from
     /// every channel (through the general path, every row of every block was split into
