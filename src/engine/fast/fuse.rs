@@ -16,15 +16,12 @@ use crate::engine::ops::Op;
 /// keeps its node name and operator for errors and profiles).
 pub(super) fn silu(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     let mut readers: HashMap<usize, usize> = HashMap::new();
-    let mut producer: HashMap<usize, usize> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
+    for step in steps.iter() {
         for slot in step.inputs.iter().flatten() {
             *readers.entry(*slot).or_default() += 1;
         }
-        for slot in &step.outputs {
-            producer.insert(*slot, i);
-        }
     }
+    let producer = producers(steps);
     let mut removed = vec![false; steps.len()];
     for j in 0..steps.len() {
         if !matches!(steps[j].op, Op::Arithmetic(Arithmetic::Mul)) || steps[j].outputs.len() != 1 {
@@ -180,6 +177,17 @@ pub(super) fn readers(steps: &[Step]) -> HashMap<usize, Vec<usize>> {
         }
     }
     readers
+}
+
+/// The step that writes each slot.
+pub(super) fn producers(steps: &[Step]) -> HashMap<usize, usize> {
+    let mut producers = HashMap::new();
+    for (i, step) in steps.iter().enumerate() {
+        for slot in &step.outputs {
+            producers.insert(*slot, i);
+        }
+    }
+    producers
 }
 
 /// Drops the steps a fusion marked as absorbed, keeping the others in order.

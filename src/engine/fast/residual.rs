@@ -15,12 +15,7 @@ use crate::engine::model::Step;
 /// operands exist). Of two such convolutions the later one is fused.
 pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     let readers = super::fuse::readers(steps);
-    let mut producer = std::collections::HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in &step.outputs {
-            producer.insert(*slot, i);
-        }
-    }
+    let producer = super::fuse::producers(steps);
     let fusable = |steps: &[Step], slot: usize, add: usize| -> Option<usize> {
         let i = *producer.get(&slot)?;
         let step = &steps[i];

@@ -38,12 +38,7 @@ const PERM: [usize; 5] = [0, 2, 1, 3, 4];
 /// is read by the next step alone and is no graph output.
 pub(super) fn fuse(steps: &mut Vec<Step>, outputs: &HashSet<usize>) {
     let readers = super::fuse::readers(steps);
-    let mut producer: HashMap<usize, usize> = HashMap::new();
-    for (i, step) in steps.iter().enumerate() {
-        for slot in &step.outputs {
-            producer.insert(*slot, i);
-        }
-    }
+    let mut producer = super::fuse::producers(steps);
     // Inputs computed by host kernels that make only floats (the fast path's values).
     let floats = |steps: &[Step], producer: &HashMap<usize, usize>, step: usize| {
         steps[step].inputs.iter().all(|slot| {

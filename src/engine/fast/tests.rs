@@ -32,6 +32,25 @@ fn run(bytes: &[u8], feed: &[(&str, Vec<f32>, Vec<usize>)]) -> (Vec<Vec<f32>>, V
     (outputs, host)
 }
 
+/// The plan's step count and the first output's values for `feed`.
+fn steps_and_output(bytes: &[u8], feed: Vec<(String, TensorData)>) -> (usize, Vec<f32>) {
+    let loaded = Model::load(bytes, &cpu()).unwrap();
+    let steps = loaded.profile(&feed, 1).unwrap().len();
+    let out = loaded.run(feed).unwrap();
+    (steps, out[0].1.try_to_vec::<f32>().unwrap())
+}
+
+/// A fused plan's values agree with the unfused plan's within `tolerance` (relative past 1).
+fn assert_agree(fused: &[f32], unfused: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(fused.len(), unfused.len(), "{what}");
+    for (a, b) in fused.iter().zip(unfused) {
+        assert!(
+            (a - b).abs() <= tolerance * b.abs().max(1.0),
+            "{a} vs {b}: {what}"
+        );
+    }
+}
+
 /// SiLU (`Mul(x, Sigmoid(x))`) runs as one fused step on the CPU, and unfused when the
 /// Sigmoid is also a graph output; both agree with `x / (1 + e^-x)`.
 #[test]
@@ -406,23 +425,14 @@ fn a_gate_folds_into_the_convolution_after_it() {
             let n = usize::try_from(batch * c * side * side).unwrap();
             let xs: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.25 - 1.0).collect();
             let shape = [batch, c, side, side].map(|d| usize::try_from(d).unwrap());
-            let loaded = Model::load(&bytes, &cpu()).unwrap();
             let feed = vec![("x".to_owned(), TensorData::new(xs, shape.to_vec()))];
-            let steps = loaded.profile(&feed, 1).unwrap().len();
-            let out = loaded.run(feed).unwrap();
-            (steps, out[0].1.try_to_vec::<f32>().unwrap())
+            steps_and_output(&bytes, feed)
         };
         let what = format!("{c}→{cout} on {side}×{side}, batch {batch}");
         let (fused_steps, fused) = run_with(false);
         let (steps, unfused) = run_with(true);
         assert_eq!((fused_steps, steps), (3, 4), "{what}");
-        assert_eq!(fused.len(), unfused.len(), "{what}");
-        for (a, b) in fused.iter().zip(&unfused) {
-            assert!(
-                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
-                "{a} vs {b}: {what}"
-            );
-        }
+        assert_agree(&fused, &unfused, 1e-5, &what);
     }
 }
 
@@ -493,21 +503,12 @@ fn a_residual_add_folds_into_the_convolution_before_it() {
                     TensorData::new(rs, vec![batch, size(rc), rside, rside]),
                 ),
             ];
-            let loaded = Model::load(&bytes, &cpu()).unwrap();
-            let steps = loaded.profile(&feed, 1).unwrap().len();
-            let out = loaded.run(feed).unwrap();
-            (steps, out[0].1.try_to_vec::<f32>().unwrap())
+            steps_and_output(&bytes, feed)
         };
         let what = format!("{c}→{cout} on {side}×{side}, batch {batch}, relu {relu}, {rc}");
         let (fused_steps, fused) = run_with(false);
         let (steps, unfused) = run_with(true);
         assert_eq!((fused_steps, steps), (1, 2), "{what}");
-        assert_eq!(fused.len(), unfused.len(), "{what}");
-        for (a, b) in fused.iter().zip(&unfused) {
-            assert!(
-                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
-                "{a} vs {b}: {what}"
-            );
-        }
+        assert_agree(&fused, &unfused, 1e-4, &what);
     }
 }

@@ -392,15 +392,8 @@ impl Unfold<'_> {
     /// product).
     fn fill_pointwise(&self, panels: &mut [f32], first: usize, count: usize) {
         let plane = self.size[0] * self.size[1];
-        let channels = self.conv.in_channels;
-        for (j, panel) in panels
-            .chunks_exact_mut(self.depth * PANEL)
-            .take(count.div_ceil(PANEL))
-            .enumerate()
-        {
-            let start = first + j * PANEL;
-            let valid = PANEL.min(first + count - start);
-            for (c, dst) in panel.chunks_exact_mut(PANEL).take(channels).enumerate() {
+        for (start, valid, panel) in self.panels_of(panels, first, count) {
+            for (c, dst) in panel.enumerate() {
                 let src = &self.input[c * plane + start..][..valid];
                 // Whole panels as one 64-byte move (a slice copy here became a call).
                 if let (Ok(whole), Some(values)) = (
@@ -424,20 +417,13 @@ impl Unfold<'_> {
         let [h, w] = self.size;
         let [sh, sw] = self.conv.stride;
         let ow = self.out_width;
-        let channels = self.conv.in_channels;
-        for (j, panel) in panels
-            .chunks_exact_mut(self.depth * PANEL)
-            .take(count.div_ceil(PANEL))
-            .enumerate()
-        {
-            let start = first + j * PANEL;
-            let valid = PANEL.min(first + count - start);
+        for (start, valid, panel) in self.panels_of(panels, first, count) {
             let mut offsets = [0usize; PANEL];
             for (lane, offset) in offsets.iter_mut().enumerate().take(valid) {
                 let pixel = start + lane;
                 *offset = (pixel / ow) * sh * w + (pixel % ow) * sw;
             }
-            for (c, dst) in panel.chunks_exact_mut(PANEL).take(channels).enumerate() {
+            for (c, dst) in panel.enumerate() {
                 let image = &self.input[c * h * w..][..h * w];
                 for (d, offset) in dst.iter_mut().zip(&offsets[..valid]) {
                     *d = image[*offset];
@@ -445,6 +431,26 @@ impl Unfold<'_> {
                 dst[valid..].fill(0.0);
             }
         }
+    }
+
+    /// The panels of pixels `first..first + count` as (first pixel, valid pixels, one
+    /// 16-float row per input channel), for the 1×1 fills.
+    fn panels_of<'p>(
+        &self,
+        panels: &'p mut [f32],
+        first: usize,
+        count: usize,
+    ) -> impl Iterator<Item = (usize, usize, impl Iterator<Item = &'p mut [f32]>)> {
+        let channels = self.conv.in_channels;
+        panels
+            .chunks_exact_mut(self.depth * PANEL)
+            .take(count.div_ceil(PANEL))
+            .enumerate()
+            .map(move |(j, panel)| {
+                let start = first + j * PANEL;
+                let valid = PANEL.min(first + count - start);
+                (start, valid, panel.chunks_exact_mut(PANEL).take(channels))
+            })
     }
 }
 
